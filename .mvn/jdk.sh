@@ -1,0 +1,24 @@
+# Sourced by ./mvnw, ./moeflux and .ci/run: finds a JDK >= 25 and exports JAVA_HOME.
+# Order: $JAVA_HOME, the java on $PATH, then every JDK under /usr/lib/jvm (newest name last wins ties).
+moeflux_java_feature() { # prints the feature version of the JDK at $1, or nothing
+  [ -x "$1/bin/java" ] && [ -x "$1/bin/javac" ] || return 0
+  "$1/bin/java" -XshowSettings:properties -version 2>&1 |
+    sed -n 's/^ *java\.specification\.version = \([0-9]*\).*/\1/p' | head -n 1
+}
+moeflux_find_jdk() {
+  local candidates=() c v
+  [ -n "${JAVA_HOME-}" ] && candidates+=("$JAVA_HOME")
+  if command -v java >/dev/null 2>&1; then
+    candidates+=("$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")")
+  fi
+  for c in /usr/lib/jvm/*; do [ -d "$c" ] && candidates+=("$c"); done
+  for c in "${candidates[@]}"; do
+    v=$(moeflux_java_feature "$c")
+    if [ -n "$v" ] && [ "$v" -ge 25 ]; then
+      export JAVA_HOME="$c"
+      return 0
+    fi
+  done
+  echo "moeflux needs a JDK 25 or newer, and none was found in JAVA_HOME, on PATH or under /usr/lib/jvm; install one (for example Temurin 25) and set JAVA_HOME to it." >&2
+  return 1
+}

@@ -1,0 +1,227 @@
+package io.moeflux.hy3;
+
+import io.moeflux.hy3.Hy3Keys.ExpertKey;
+import io.moeflux.hy3.Hy3Keys.Projection;
+import io.moeflux.hy3.Hy3Options.ExpertRange;
+import io.moeflux.pipeline.Stages;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.DType;
+import io.moeflux.tensor.Shapes;
+import io.moeflux.tensor.StackedTransposeTensor;
+import io.moeflux.tensor.Tensor;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
+import java.util.function.Function;
+import java.util.stream.Collectors;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.publisher.SynchronousSink;
+
+/**
+ * The windowed per-layer expert merge of from-hf.
+ *
+ * <p>Per-expert {@code gate_proj}/{@code up_proj}/{@code down_proj} keys collect in a window per merged
+ * tensor ({@code {prefix}layers.L.mlp.experts.gate_and_up_projs} and {@code ...down_projs}). A window
+ * holds only references to the arriving tensors (slices of mapped shards, or buffers a network source
+ * filled) and closes the moment its last expert arrives: it then emits one lazy
+ * {@link StackedTransposeTensor} that transposes and casts the parts while the sink writes it. So input
+ * order is free (layers may interleave, experts may straddle shards), and what a window holds is
+ * exactly one open layer's parts. Other keys pass straight through.
+ *
+ * <p>At the end every layer that had expert keys must have had all of this rank's experts, as the
+ * reference's {@code _validate_expert_availability}; the error names the first five missing keys.
+ */
+final class ExpertMerge {
+    private final int numExperts;
+    private final ExpertRange range;
+    private final DType targetDtype;
+    private final int epSize;
+    private final int epRank;
+
+    ExpertMerge(Hy3Config config, Hy3Options options) {
+        this.numExperts = config.numExperts();
+        this.range = options.expertRange(numExperts);
+        this.targetDtype = options.targetDtype();
+        this.epSize = options.epSize();
+        this.epRank = options.epRank();
+    }
+
+    Function<Flux<TensorEvent>, Flux<TensorEvent>> stage() {
+        return events -> Stages.releaseOnDiscard(Flux.defer(() -> {
+            State state = new State();
+            return events.<TensorEvent>handle(state::onNext)
+                    .concatWith(Mono.defer(state::finish))
+                    .doFinally(signal -> state.releaseAll());
+        }));
+    }
+
+    /** One grouped tensor being assembled: per expert in range, its parts in concatenation order. */
+    private final class Window {
+        final String mergedName;
+        final Projection[] projections;
+        final Map<Integer, Tensor[]> experts = new HashMap<>();
+        long[] partShape;
+        String firstKey;
+
+        Window(String mergedName, Projection[] projections) {
+            this.mergedName = mergedName;
+            this.projections = projections;
+        }
+
+        int slot(Projection p) {
+            return p == Projection.UP ? 1 : 0;
+        }
+
+        boolean complete() {
+            if (experts.size() != range.size()) {
+                return false;
+            }
+            for (Tensor[] parts : experts.values()) {
+                for (Tensor t : parts) {
+                    if (t == null) {
+                        return false;
+                    }
+                }
+            }
+            return true;
+        }
+
+        TensorEvent merge() {
+            List<List<Tensor>> ordered = new ArrayList<>(range.size());
+            for (int e = range.start(); e < range.end(); e++) {
+                ordered.add(Arrays.asList(experts.get(e)));
+            }
+            experts.clear();
+            return new TensorEvent(mergedName, new StackedTransposeTensor(ordered, targetDtype));
+        }
+
+        void release() {
+            experts.values().forEach(parts -> {
+                for (Tensor t : parts) {
+                    if (t != null) {
+                        t.release();
+                    }
+                }
+            });
+            experts.clear();
+        }
+    }
+
+    private record Layer(String prefix, String layer) {}
+
+    private final class State {
+        private final Map<String, Window> open = new HashMap<>();
+        /** Every (prefix, layer) with expert keys, and which grouped tensors of it were emitted. */
+        private final Map<Layer, List<String>> layersSeen = new HashMap<>();
+
+        synchronized void onNext(TensorEvent event, SynchronousSink<TensorEvent> sink) {
+            var parsed = Hy3Keys.parseExpertKey(event.fqn());
+            if (parsed.isEmpty()) {
+                sink.next(event);
+                return;
+            }
+            ExpertKey key = parsed.get();
+            layersSeen.computeIfAbsent(new Layer(key.prefix(), key.layer()), l -> new ArrayList<>());
+            long expert = key.expert();
+            if (expert < 0 || expert >= numExperts) {
+                event.release();
+                sink.error(new IllegalArgumentException("expert " + key.expertDigits() + " in " + event.fqn()
+                        + " is outside [0, " + numExperts + "): check num_experts"));
+                return;
+            }
+            if (!range.contains(expert)) {
+                event.release();
+                return;
+            }
+            Tensor tensor = event.tensor();
+            long[] shape = tensor.shape();
+            if (shape.length != 2) {
+                event.release();
+                sink.error(new IllegalArgumentException("expert weight " + event.fqn() + " must be 2-D, got "
+                        + Shapes.format(shape)));
+                return;
+            }
+            String mergedName = key.mergedName();
+            Window w = open.computeIfAbsent(mergedName, n -> key.projection() == Projection.DOWN
+                    ? new Window(n, new Projection[] {Projection.DOWN})
+                    : new Window(n, new Projection[] {Projection.GATE, Projection.UP}));
+            if (w.partShape == null) {
+                w.partShape = shape;
+                w.firstKey = event.fqn();
+            } else if (!Arrays.equals(w.partShape, shape)) {
+                event.release();
+                sink.error(new IllegalArgumentException("expert weight " + event.fqn() + " has shape "
+                        + Shapes.format(shape) + " but " + w.firstKey + " has " + Shapes.format(w.partShape)));
+                return;
+            }
+            Tensor[] parts = w.experts.computeIfAbsent((int) expert, e -> new Tensor[w.projections.length]);
+            int slot = w.slot(key.projection());
+            if (parts[slot] != null) {
+                event.release();
+                sink.error(new IllegalArgumentException("duplicate tensor " + event.fqn()));
+                return;
+            }
+            parts[slot] = tensor;
+            if (w.complete()) {
+                open.remove(mergedName);
+                layersSeen.get(new Layer(key.prefix(), key.layer())).add(mergedName);
+                sink.next(w.merge());
+            }
+        }
+
+        synchronized Mono<TensorEvent> finish() {
+            List<String> missing = new ArrayList<>();
+            TreeSet<Integer> layerNumbers = new TreeSet<>();
+            List<Layer> layers = new ArrayList<>(layersSeen.keySet());
+            layers.sort(Comparator.comparingInt((Layer l) -> parseLayer(l.layer())).thenComparing(Layer::prefix));
+            for (Layer layer : layers) {
+                layerNumbers.add(parseLayer(layer.layer()));
+                Window gateUp = open.get(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.gate_and_up_projs");
+                Window down = open.get(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.down_projs");
+                List<String> done = layersSeen.get(layer);
+                boolean gateUpDone = done.contains(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.gate_and_up_projs");
+                boolean downDone = done.contains(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.down_projs");
+                for (int e = range.start(); e < range.end(); e++) {
+                    for (Projection p : Projection.values()) {
+                        boolean isDown = p == Projection.DOWN;
+                        if (isDown ? downDone : gateUpDone) {
+                            continue;
+                        }
+                        Window w = isDown ? down : gateUp;
+                        Tensor[] parts = w == null ? null : w.experts.get(e);
+                        if (parts == null || parts[w.slot(p)] == null) {
+                            missing.add(layer.prefix() + "layers." + layer.layer() + ".mlp.experts." + e + "."
+                                    + p.keyPart() + ".weight");
+                        }
+                    }
+                }
+            }
+            if (missing.isEmpty()) {
+                return Mono.empty();
+            }
+            long total = (long) range.size() * layerNumbers.size() * Projection.values().length;
+            String rankInfo = epSize > 1 ? " (rank " + epRank + " of " + epSize + ")" : "";
+            List<String> first = missing.subList(0, Math.min(5, missing.size()));
+            String message = "Expert weights missing from checkpoint" + rankInfo + ": " + missing.size() + "/" + total
+                    + " required weights not found. Layers with experts: " + layerNumbers
+                    + ", required experts: [" + range.start() + ", " + range.end() + "). First missing keys: "
+                    + first.stream().collect(Collectors.joining(", "))
+                    + (missing.size() > 5 ? " (and " + (missing.size() - 5) + " more)" : "");
+            return Mono.error(new MissingExpertsException(message, missing.size(), first));
+        }
+
+        synchronized void releaseAll() {
+            open.values().forEach(Window::release);
+            open.clear();
+        }
+    }
+
+    private static int parseLayer(String digits) {
+        return digits.length() > 9 ? Integer.MAX_VALUE : Integer.parseInt(digits);
+    }
+}

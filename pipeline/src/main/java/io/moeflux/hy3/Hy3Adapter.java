@@ -1,0 +1,128 @@
+package io.moeflux.hy3;
+
+import io.moeflux.pipeline.Stages;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Tensor;
+import io.moeflux.tensor.TensorInfo;
+import io.moeflux.tensor.Tensors;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+import java.util.function.Function;
+import reactor.core.publisher.Flux;
+
+/**
+ * Converts tencent/Hy3-preview checkpoints between the on-disk HF layout and Automodel's native layout,
+ * bit-exact with NeMo Automodel's {@code HYV3StateDictAdapter}, as composable stream stages.
+ *
+ * <p>from-hf: drop MTP layers, rename, drop {@code _scale_inv} keys, merge experts per layer (and
+ * expert-parallel rank). to-hf: split grouped experts, rename, exclude keys. Each direction is a
+ * {@code Flux<TensorEvent> -> Flux<TensorEvent>} that respects backpressure and releases every tensor
+ * it drops.
+ */
+public final class Hy3Adapter {
+    private final Hy3Config config;
+    private final Hy3Options options;
+    private final ExpertSplit split;
+
+    public Hy3Adapter(Hy3Config config, Hy3Options options) {
+        this.config = Objects.requireNonNull(config, "config");
+        this.options = Objects.requireNonNull(options, "options");
+        this.split = new ExpertSplit(config);
+    }
+
+    public Hy3Config config() {
+        return config;
+    }
+
+    public Hy3Options options() {
+        return options;
+    }
+
+    /** The MTP filter: drops layers at index {@code >= num_hidden_layers}. */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> mtpFilter() {
+        int n = config.numHiddenLayers();
+        return Stages.filter(key -> !Hy3Keys.isMtpKey(key, n));
+    }
+
+    /** On-disk names to native names. */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> renameToNative() {
+        return Stages.rename(Hy3Keys::hfToNative);
+    }
+
+    /** Native names to on-disk names. */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> renameToHf() {
+        return Stages.rename(Hy3Keys::nativeToHf);
+    }
+
+    /** The windowed per-layer expert merge (with this adapter's target dtype and expert range). */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> expertMerge() {
+        return new ExpertMerge(config, options).stage();
+    }
+
+    /** The expert split of to-hf; non-expert tensors pass through. */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> expertSplit() {
+        return events -> Stages.releaseOnDiscard(events.concatMapIterable(split::split, 1));
+    }
+
+    /** Drops keys that {@code --exclude-key-regex} matches at their start; passes all when unset. */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> keyExclusion() {
+        return options.excludeKeyRegex()
+                .<Function<Flux<TensorEvent>, Flux<TensorEvent>>>map(p -> Stages.filter(key -> !p.matcher(key).lookingAt()))
+                .orElse(Function.identity());
+    }
+
+    /** On-disk Hy3 to native. */
+    public Flux<TensorEvent> fromHf(Flux<TensorEvent> hf) {
+        return hf.transform(mtpFilter())
+                .transform(renameToNative())
+                .transform(Stages.filter(key -> !Hy3Keys.isScaleInv(key)))
+                .transform(expertMerge());
+    }
+
+    /** Native to on-disk Hy3. */
+    public Flux<TensorEvent> toHf(Flux<TensorEvent> nativeEvents) {
+        return nativeEvents.transform(expertSplit()).transform(renameToHf()).transform(keyExclusion());
+    }
+
+    /**
+     * to-hf for one tensor, for save paths that stream tensors one at a time: the same result as
+     * {@link #toHf} gives for it. The caller owns the returned tensors.
+     */
+    public List<TensorEvent> convertSingleTensorToHf(String fqn, Tensor tensor) {
+        List<TensorEvent> out = new ArrayList<>();
+        var exclude = options.excludeKeyRegex();
+        for (TensorEvent e : split.split(new TensorEvent(fqn, tensor))) {
+            TensorEvent renamed = e.withFqn(Hy3Keys.nativeToHf(e.fqn()));
+            if (exclude.isPresent() && exclude.get().matcher(renamed.fqn()).lookingAt()) {
+                renamed.release();
+            } else {
+                out.add(renamed);
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The tensors from-hf makes of a checkpoint with these tensors, before any byte moves: what a file
+     * sink needs to lay out its headers. Fails as the conversion would (missing experts and so on).
+     */
+    public List<TensorInfo> planFromHf(List<TensorInfo> hf) {
+        return plan(hf, this::fromHf);
+    }
+
+    /** The tensors to-hf makes of a checkpoint with these tensors. */
+    public List<TensorInfo> planToHf(List<TensorInfo> nativeInfos) {
+        return plan(nativeInfos, this::toHf);
+    }
+
+    /** Runs the very same stages over metadata-only tensors, so plans cannot drift from conversions. */
+    private static List<TensorInfo> plan(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
+        return Flux.fromIterable(in)
+                .map(i -> new TensorEvent(i.name(), Tensors.placeholder(i.dtype(), i.shape())))
+                .transform(stages)
+                .map(e -> e.tensor().info(e.fqn()))
+                .collectList()
+                .block();
+    }
+}

@@ -1,0 +1,56 @@
+package io.moeflux.tensor;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.util.List;
+import java.util.Optional;
+
+/**
+ * A tensor: type, shape and a way to produce its bytes (row-major, little-endian, as safetensors stores them).
+ *
+ * <p>The bytes may already sit in memory ({@link DenseTensor}: a slice of a mapped file or an allocated
+ * buffer) or be computed while they are written (merged or split experts transpose their parts chunk by
+ * chunk straight into the sink). Either way a tensor has exactly one owner at a time: whoever receives
+ * it in a {@code TensorEvent} must either pass it on or {@link #release()} it.
+ */
+public interface Tensor {
+    DType dtype();
+
+    /** The shape; a fresh copy. */
+    long[] shape();
+
+    default long byteSize() {
+        return Shapes.byteSize(dtype(), shape());
+    }
+
+    default TensorInfo info(String name) {
+        return new TensorInfo(name, dtype(), shape());
+    }
+
+    /** Streams all bytes, in order, into {@code sink}. May be called again until the tensor is released. */
+    void writeTo(ByteSink sink) throws IOException;
+
+    /**
+     * Consecutive byte ranges that together make the tensor and can be written concurrently, for
+     * example one expert's slab of a merged tensor each. The default is the whole tensor as one piece.
+     */
+    default List<Piece> pieces() {
+        return List.of(new Piece(0, byteSize(), this::writeTo));
+    }
+
+    /** The bytes as one segment, when the tensor already holds them that way (no copy). */
+    default Optional<MemorySegment> contiguous() {
+        return Optional.empty();
+    }
+
+    /** Lets go of the memory or mapping behind this tensor. Idempotent; writing afterwards fails. */
+    void release();
+
+    /** Bytes {@code [offset, offset + byteSize)} of a tensor, produced by {@code writer}. */
+    record Piece(long offset, long byteSize, PieceWriter writer) {}
+
+    @FunctionalInterface
+    interface PieceWriter {
+        void writeTo(ByteSink sink) throws IOException;
+    }
+}

@@ -1,0 +1,92 @@
+package io.moeflux.tensor;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+/**
+ * {@code parent[index][:, colStart:colStart+colCount]^T} of a 3-D parent, computed while it is written:
+ * one expert's {@code gate_proj}, {@code up_proj} or {@code down_proj} split out of a grouped tensor.
+ *
+ * <p>The result is {@code [colCount, rows]} of the parent's type. Each split holds its own handle on
+ * the parent, so the grouped tensor is freed when the last split is written or dropped.
+ */
+public final class TransposedSliceTensor implements Tensor {
+    private static final int TARGET_BLOCK_BYTES = 512 << 10;
+
+    private final Tensor parent;
+    private final Releasable parentHandle;
+    private final long index;
+    private final int rows;
+    private final long rowStride;
+    private final long colStart;
+    private final int colCount;
+    private final AtomicBoolean released = new AtomicBoolean();
+
+    /**
+     * @param parent       the grouped tensor, 3-D {@code [experts, rows, cols]}
+     * @param parentHandle released when this slice is released
+     */
+    public TransposedSliceTensor(Tensor parent, Releasable parentHandle, long index, long colStart, long colCount) {
+        long[] s = parent.shape();
+        if (s.length != 3) {
+            throw new IllegalArgumentException("expected a 3-D grouped tensor, got " + Shapes.format(s));
+        }
+        if (index < 0 || index >= s[0] || colStart < 0 || colCount < 0 || colStart + colCount > s[2]) {
+            throw new IllegalArgumentException("slice [" + index + "][:, " + colStart + ":" + (colStart + colCount)
+                    + "] is outside " + Shapes.format(s));
+        }
+        this.parent = parent;
+        this.parentHandle = parentHandle;
+        this.index = index;
+        this.rows = Math.toIntExact(s[1]);
+        this.rowStride = s[2];
+        this.colStart = colStart;
+        this.colCount = Math.toIntExact(colCount);
+    }
+
+    @Override
+    public DType dtype() {
+        return parent.dtype();
+    }
+
+    @Override
+    public long[] shape() {
+        return new long[] {colCount, rows};
+    }
+
+    @Override
+    public void writeTo(ByteSink sink) throws IOException {
+        if (released.get()) {
+            throw new IllegalStateException("split expert tensor was already released");
+        }
+        DType t = parent.dtype();
+        Tensors.withContiguous(parent, src -> {
+            long slabOffset = index * rows * rowStride * t.byteSize();
+            int blockRows = Math.max(1, Math.min(colCount, TARGET_BLOCK_BYTES / Math.max(1, rows * t.byteSize())));
+            Transpose kernel = new Transpose(rows, blockRows, rows);
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment block = arena.allocate((long) blockRows * rows * t.byteSize(), 64);
+                for (int c0 = 0; c0 < colCount; c0 += blockRows) {
+                    int n = Math.min(blockRows, colCount - c0);
+                    kernel.block(src, slabOffset, t, rows, rowStride, colStart + c0, n, block, 0, t, rows, 0);
+                    sink.write(block.asSlice(0, (long) n * rows * t.byteSize()));
+                }
+            }
+            return null;
+        });
+    }
+
+    @Override
+    public void release() {
+        if (released.compareAndSet(false, true)) {
+            parentHandle.release();
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "TransposedSliceTensor" + dtype() + Shapes.format(shape());
+    }
+}
