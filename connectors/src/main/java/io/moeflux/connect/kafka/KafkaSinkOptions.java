@@ -8,8 +8,8 @@ import java.util.Objects;
  * How a checkpoint is published to a topic.
  *
  * <p>Tune together: {@code chunkBytes} must not exceed the topic's {@code max.message.bytes} (broker
- * default 1 MiB plus a little), and {@code bufferMemory} must hold at least one chunk; the number of
- * chunks in flight is {@code bufferMemory / chunkBytes}, so sends never wait for buffer space on a
+ * default 1 MiB plus a little), and {@code bufferMemory} must hold at least two chunks; the number of
+ * chunks in flight is {@code bufferMemory / chunkBytes - 1}, so sends never wait for buffer space on a
  * Reactor thread. Transactions need a broker with a transaction coordinator (any KRaft broker) and a
  * {@code transactionalId} unique among concurrently running publishers.
  *
@@ -48,9 +48,9 @@ public record KafkaSinkOptions(String bootstrapServers, String topic, String che
         if (chunkBytes < 4096) {
             throw new IllegalArgumentException("chunkBytes must be at least 4096, got " + chunkBytes);
         }
-        if (bufferMemory < chunkBytes) {
-            throw new IllegalArgumentException("bufferMemory (" + bufferMemory + ") must hold at least one chunk ("
-                    + chunkBytes + " bytes)");
+        if (bufferMemory < 2L * chunkBytes) {
+            throw new IllegalArgumentException("bufferMemory (" + bufferMemory + ") must hold at least two chunks ("
+                    + chunkBytes + " bytes each)");
         }
         Objects.requireNonNull(transactions, "transactions");
         Objects.requireNonNull(transactionalId, "transactionalId");
@@ -70,9 +70,12 @@ public record KafkaSinkOptions(String bootstrapServers, String topic, String che
                 Progress.NONE);
     }
 
-    /** Chunks in flight: as many as {@code buffer.memory} holds, so a send never waits for buffer space. */
+    /**
+     * Chunks in flight: as many as {@code buffer.memory} holds, less one, so a send never waits for
+     * buffer space (the producer acknowledges a batch just before it frees the batch's memory).
+     */
     public int maxInFlight() {
-        return (int) Math.max(1, Math.min(Integer.MAX_VALUE, bufferMemory / chunkBytes));
+        return (int) Math.max(1, Math.min(Integer.MAX_VALUE, bufferMemory / chunkBytes - 1));
     }
 
     public KafkaEndpoint endpoint() {

@@ -19,6 +19,7 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Schedulers;
 import reactor.kafka.sender.KafkaSender;
 import reactor.kafka.sender.SenderOptions;
 import reactor.kafka.sender.SenderRecord;
@@ -26,6 +27,9 @@ import reactor.kafka.sender.SenderResult;
 
 /** {@link KafkaCheckpointSink} on Reactor Kafka. */
 final class ReactorKafkaSink implements KafkaCheckpointSink {
+    /** Records cut ahead of the producer: enough to keep it busy, few enough to bound memory. */
+    private static final int SEND_PREFETCH = 8;
+
     private final KafkaSinkOptions options;
 
     ReactorKafkaSink(KafkaSinkOptions options) {
@@ -67,7 +71,7 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
                 Mono.fromCallable(() -> KafkaSender.create(senderOptions())),
                 sender -> Topics.ensure(options.bootstrapServers(), options.topic(), options.partitionsIfCreated())
                         .flatMap(partitions -> new Publication(sender, planned, partitions).run(owned)),
-                sender -> Mono.fromRunnable(sender::close),
+                ReactorKafkaSink::close,
                 (sender, error) -> abortThenClose(sender),
                 sender -> abortThenClose(sender))
                 .onErrorMap(e -> !(e instanceof KafkaCheckpointException || e instanceof IllegalArgumentException),
@@ -83,7 +87,12 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
         Mono<Void> abort = options.transactions() == Transactions.NONE
                 ? Mono.empty()
                 : sender.transactionManager().<Void>abort().onErrorResume(e -> Mono.empty());
-        return abort.then(Mono.fromRunnable(sender::close));
+        return abort.then(close(sender));
+    }
+
+    /** Closing blocks until the producer is done, which deadlocks on the sender's own thread. */
+    private static Mono<Void> close(KafkaSender<byte[], byte[]> sender) {
+        return Mono.<Void>fromRunnable(sender::close).subscribeOn(Schedulers.boundedElastic());
     }
 
     /** One write: its counters live here, per subscription. */
@@ -161,8 +170,15 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
             return Flux.fromIterable(chunker.commits(written.size(), bytes, partitionTensors));
         }
 
+        /**
+         * Reactor Kafka asks for the next record from the producer's network thread when one is
+         * acknowledged; cutting chunks (and computing lazy tensors) there would stall all I/O, and a
+         * send waiting for buffer memory there would wait for itself. So records are made on a worker.
+         */
         private Mono<Void> send(Flux<SenderRecord<byte[], byte[], Sent>> records) {
-            return sender.send(records).doOnNext(this::acknowledged).then();
+            return sender.send(records.publishOn(Schedulers.boundedElastic(), SEND_PREFETCH))
+                    .doOnNext(this::acknowledged)
+                    .then();
         }
 
         private void acknowledged(SenderResult<Sent> result) {

@@ -45,8 +45,17 @@ final class Topics {
                         throw e;
                     }
                 }
-                return describe(admin, topic).orElseThrow(() -> new IllegalStateException("topic " + topic
-                        + " was created but cannot be described"));
+                // A new topic reaches the brokers' metadata a moment after its creation is acknowledged.
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(TIMEOUT_SECONDS);
+                while (System.nanoTime() < deadline) {
+                    Optional<Integer> created = describe(admin, topic);
+                    if (created.isPresent()) {
+                        return created.get();
+                    }
+                    Thread.sleep(50);
+                }
+                throw new IllegalStateException("topic " + topic + " was created but did not appear within "
+                        + TIMEOUT_SECONDS + " s");
             }
         }).subscribeOn(Schedulers.boundedElastic());
     }
