@@ -97,6 +97,9 @@ public final class LocalKafkaBroker implements AutoCloseable {
     }
 
     private static void format(Path logDir) throws IOException {
+        if (Files.exists(logDir.resolve("meta.properties"))) {
+            return;
+        }
         try {
             new Formatter()
                     .setPrintStream(System.err)
@@ -107,7 +110,6 @@ public final class LocalKafkaBroker implements AutoCloseable {
                     .setMetadataLogDirectory(logDir.toString())
                     .setReleaseVersion(MetadataVersion.LATEST_PRODUCTION)
                     .setControllerListenerName(CONTROLLER)
-                    .setIgnoreFormatted(true)
                     .run();
         } catch (IOException | RuntimeException e) {
             throw e;
