@@ -268,8 +268,10 @@ final class WireFormat {
      * @param sourcePartitions how many the source topic has
      * @param tensors          tensors published for it
      * @param bytes            their bytes
+     * @param partitionTensors of those, how many went to each partition of the output topic
      */
-    record Segment(String checkpoint, int sourcePartition, int sourcePartitions, long tensors, long bytes) {}
+    record Segment(String checkpoint, int sourcePartition, int sourcePartitions, long tensors, long bytes,
+            long[] partitionTensors) {}
 
     static byte[] segmentJson(Segment s) {
         ObjectNode root = JSON.createObjectNode();
@@ -279,13 +281,22 @@ final class WireFormat {
         root.put("source_partitions", s.sourcePartitions());
         root.put("tensors", s.tensors());
         root.put("bytes", s.bytes());
+        ArrayNode counts = root.putArray("partition_tensors");
+        for (long c : s.partitionTensors()) {
+            counts.add(c);
+        }
         return write(root);
     }
 
     static Segment parseSegment(byte[] json, String where) {
         JsonNode root = read(json, where);
+        long[] counts = new long[root.path("partition_tensors").size()];
+        for (int i = 0; i < counts.length; i++) {
+            counts[i] = root.path("partition_tensors").get(i).asLong();
+        }
         return new Segment(root.path("checkpoint").asText(), root.path("source_partition").asInt(-1),
-                root.path("source_partitions").asInt(-1), root.path("tensors").asLong(-1), root.path("bytes").asLong(-1));
+                root.path("source_partitions").asInt(-1), root.path("tensors").asLong(-1), root.path("bytes").asLong(-1),
+                counts);
     }
 
     private static byte[] write(JsonNode node) {
