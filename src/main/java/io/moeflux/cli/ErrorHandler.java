@@ -1,0 +1,98 @@
+package io.moeflux.cli;
+
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.connect.OutputExistsException;
+import io.moeflux.hy3.MissingExpertsException;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.FileSystemException;
+import java.nio.file.NoSuchFileException;
+import java.util.function.BooleanSupplier;
+import picocli.CommandLine;
+import picocli.CommandLine.IExecutionExceptionHandler;
+import picocli.CommandLine.IParameterExceptionHandler;
+import picocli.CommandLine.ParameterException;
+import picocli.CommandLine.ParseResult;
+import reactor.core.Exceptions;
+
+/**
+ * Turns failures into one line on stderr and an exit code from {@link ExitCodes}; the stack trace only
+ * with {@code --debug} or {@code MOEFLUX_DEBUG=1}.
+ */
+final class ErrorHandler implements IExecutionExceptionHandler, IParameterExceptionHandler {
+    private final BooleanSupplier debug;
+
+    ErrorHandler(BooleanSupplier debug) {
+        this.debug = debug;
+    }
+
+    @Override
+    public int handleParseException(ParameterException ex, String[] args) {
+        CommandLine cl = ex.getCommandLine();
+        String name = cl.getCommandSpec().qualifiedName();
+        PrintWriter err = cl.getErr();
+        err.println(name + ": " + ex.getMessage() + " (see '" + name + " --help')");
+        if (debug.getAsBoolean()) {
+            ex.printStackTrace(err);
+        }
+        err.flush();
+        return ExitCodes.USAGE;
+    }
+
+    @Override
+    public int handleExecutionException(Exception ex, CommandLine cl, ParseResult parseResult) {
+        Throwable cause = Exceptions.unwrap(ex);
+        Failure failure = classify(cause);
+        PrintWriter err = cl.getErr();
+        err.println(cl.getCommandSpec().qualifiedName() + ": " + failure.message);
+        if (debug.getAsBoolean() || failure.exitCode == ExitCodes.INTERNAL_ERROR && cause instanceof Error) {
+            cause.printStackTrace(err);
+        }
+        err.flush();
+        return failure.exitCode;
+    }
+
+    private record Failure(int exitCode, String message) {}
+
+    private static Failure classify(Throwable t) {
+        for (Throwable c = t; c != null; c = c.getCause()) {
+            Throwable e = Exceptions.unwrap(c);
+            switch (e) {
+                case OutputExistsException o -> {
+                    return new Failure(ExitCodes.OUTPUT_EXISTS, o.getMessage());
+                }
+                case MissingExpertsException m -> {
+                    return new Failure(ExitCodes.BAD_INPUT, m.getMessage());
+                }
+                case InvalidCheckpointException i -> {
+                    return new Failure(ExitCodes.BAD_INPUT, i.getMessage());
+                }
+                case BadInputException b -> {
+                    return new Failure(ExitCodes.BAD_INPUT, b.getMessage());
+                }
+                case NoSuchFileException n -> {
+                    return new Failure(ExitCodes.IO_FAILURE, "no such file or folder: " + n.getFile());
+                }
+                case AccessDeniedException a -> {
+                    return new Failure(ExitCodes.IO_FAILURE, "permission denied: " + a.getFile());
+                }
+                case FileSystemException f -> {
+                    return new Failure(ExitCodes.IO_FAILURE, f.getMessage());
+                }
+                case IOException io -> {
+                    return new Failure(ExitCodes.IO_FAILURE, "I/O error: " + io.getMessage());
+                }
+                // The adapter rejects tensors it cannot convert (wrong expert shapes, clashing names)
+                // with IllegalArgumentException, naming the tensor.
+                case IllegalArgumentException i when c == t -> {
+                    return new Failure(ExitCodes.BAD_INPUT, i.getMessage());
+                }
+                default -> {
+                    // Wrappers (UncheckedIOException, Reactor's) are looked through on the next round.
+                }
+            }
+        }
+        return new Failure(ExitCodes.INTERNAL_ERROR, "internal error: " + t);
+    }
+}
