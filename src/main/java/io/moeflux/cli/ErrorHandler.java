@@ -57,42 +57,29 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
 
     private static Failure classify(Throwable t) {
         for (Throwable c = t; c != null; c = c.getCause()) {
-            Throwable e = Exceptions.unwrap(c);
-            switch (e) {
-                case OutputExistsException o -> {
-                    return new Failure(ExitCodes.OUTPUT_EXISTS, o.getMessage());
-                }
-                case MissingExpertsException m -> {
-                    return new Failure(ExitCodes.BAD_INPUT, m.getMessage());
-                }
-                case InvalidCheckpointException i -> {
-                    return new Failure(ExitCodes.BAD_INPUT, i.getMessage());
-                }
-                case BadInputException b -> {
-                    return new Failure(ExitCodes.BAD_INPUT, b.getMessage());
-                }
-                case NoSuchFileException n -> {
-                    return new Failure(ExitCodes.IO_FAILURE, "no such file or folder: " + n.getFile());
-                }
-                case AccessDeniedException a -> {
-                    return new Failure(ExitCodes.IO_FAILURE, "permission denied: " + a.getFile());
-                }
-                case FileSystemException f -> {
-                    return new Failure(ExitCodes.IO_FAILURE, f.getMessage());
-                }
-                case IOException io -> {
-                    return new Failure(ExitCodes.IO_FAILURE, "I/O error: " + io.getMessage());
-                }
-                // The adapter rejects tensors it cannot convert (wrong expert shapes, clashing names)
-                // with IllegalArgumentException, naming the tensor.
-                case IllegalArgumentException i when c == t -> {
-                    return new Failure(ExitCodes.BAD_INPUT, i.getMessage());
-                }
-                default -> {
-                    // Wrappers (UncheckedIOException, Reactor's) are looked through on the next round.
-                }
+            Failure f = recognise(Exceptions.unwrap(c), c == t);
+            if (f != null) {
+                return f;
             }
         }
         return new Failure(ExitCodes.INTERNAL_ERROR, "internal error: " + t);
+    }
+
+    /** The failure {@code e} stands for, or null for wrappers (UncheckedIOException, Reactor's) and unknowns. */
+    private static Failure recognise(Throwable e, boolean outermost) {
+        return switch (e) {
+            case OutputExistsException o -> new Failure(ExitCodes.OUTPUT_EXISTS, o.getMessage());
+            case MissingExpertsException m -> new Failure(ExitCodes.BAD_INPUT, m.getMessage());
+            case InvalidCheckpointException i -> new Failure(ExitCodes.BAD_INPUT, i.getMessage());
+            case BadInputException b -> new Failure(ExitCodes.BAD_INPUT, b.getMessage());
+            case NoSuchFileException n -> new Failure(ExitCodes.IO_FAILURE, "no such file or folder: " + n.getFile());
+            case AccessDeniedException a -> new Failure(ExitCodes.IO_FAILURE, "permission denied: " + a.getFile());
+            case FileSystemException f -> new Failure(ExitCodes.IO_FAILURE, f.getMessage());
+            case IOException io -> new Failure(ExitCodes.IO_FAILURE, "I/O error: " + io.getMessage());
+            // The adapter rejects tensors it cannot convert (wrong expert shapes, clashing names) with an
+            // IllegalArgumentException naming the tensor; one wrapped in something else is not ours to read.
+            case IllegalArgumentException i when outermost -> new Failure(ExitCodes.BAD_INPUT, i.getMessage());
+            default -> null;
+        };
     }
 }
