@@ -7,10 +7,10 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 
-@Command(name = "copy", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
-        description = {
-            "Copies a checkpoint without converting it: same tensors, same bytes, laid out afresh",
-            "(re-sharded with --max-shard-size) and committed atomically."})
+@Command(name = "copy", header = "Copy a checkpoint unchanged (re-sharded, atomic).",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = "Copies a checkpoint without converting it: same tensors, same bytes, laid out afresh "
+                + "(re-sharded with --max-shard-size) and committed atomically.")
 final class CopyCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "SRC", description = "Checkpoint folder or .safetensors file.")
     String from;

@@ -17,11 +17,12 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
-@Command(name = "demo", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
-        description = {
-            "The main job on a small example: generates a synthetic Hy3 checkpoint (preset tiny), converts it to",
-            "the native layout (from-hf) and back (to-hf), and checks that the round trip gives back the input,",
-            "less its MTP layer, bit for bit. Works in a temporary folder that is removed afterwards."})
+@Command(name = "demo", header = "Round-trip a synthetic checkpoint and check it is bit-exact.",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = "The main job on a small example: generates a synthetic Hy3 checkpoint (preset tiny), converts "
+                + "it to the native layout (from-hf) and back (to-hf), and checks that the round trip gives back "
+                + "the input, less its MTP layer, bit for bit. Works in a temporary folder that is removed "
+                + "afterwards.")
 final class DemoCommand implements Callable<Integer> {
     @Option(names = "--keep", paramLabel = "DIR",
             description = "Work in DIR (created, must be empty or absent) and keep the checkpoints there.")

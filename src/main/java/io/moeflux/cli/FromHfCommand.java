@@ -11,12 +11,12 @@ import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 
-@Command(name = "from-hf", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
-        description = {
-            "Converts an on-disk Hy3 checkpoint (Hugging Face layout) to Automodel's native layout:",
-            "drops MTP layers, renames router and shared-expert keys, drops *_scale_inv keys and merges each",
-            "layer's experts into gate_and_up_projs [n, hidden, 2*inter] and down_projs [n, inter, hidden].",
-            "Model facts come from IN/config.json; the flags below override them."})
+@Command(name = "from-hf", header = "Convert an on-disk Hy3 checkpoint to the native layout.",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = "Converts an on-disk Hy3 checkpoint (Hugging Face layout) to Automodel's native layout: drops "
+                + "MTP layers, renames router and shared-expert keys, drops *_scale_inv keys and merges each "
+                + "layer's experts into gate_and_up_projs [n, hidden, 2*inter] and down_projs [n, inter, hidden]. "
+                + "Model facts come from IN/config.json; the flags below override them.")
 final class FromHfCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "IN", description = "Checkpoint folder (shards, index, config.json) or .safetensors file.")
     String in;

@@ -10,15 +10,15 @@ import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 
-@Command(name = "generate", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
-        description = {
-            "Writes a synthetic checkpoint in the on-disk Hy3 layout with pseudo-random weights and a config.json:",
-            "layer 0 dense, the other layers MoE, then the MTP layer(s). Presets:",
-            "  tiny       3 layers + MTP, 8 experts, hidden 32 (the shape of the hy3-tiny reference vector)",
-            "  hy3-keys   80 layers + MTP layer 80, 192 experts at toy widths: the real 47,138 keys",
-            "  hy3-bench  real expert shapes (hidden 4096, expert FFN 1536), one MoE layer of 32 experts, 1.5 GB;",
-            "             --experts 64 puts 2.4 GB of experts into that layer",
-            "The size flags override the preset. The same flags and seed always give the same bytes."})
+@Command(name = "generate", header = "Write a synthetic Hy3 checkpoint (tiny, hy3-keys, hy3-bench).",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = "Writes a synthetic checkpoint in the on-disk Hy3 layout with pseudo-random weights and a config.json: "
+                + "layer 0 dense, the other layers MoE, then the MTP layer(s).%n%nPresets:%n"
+                + "  tiny       3 layers + MTP, 8 experts, hidden 32 (like hy3-tiny)%n"
+                + "  hy3-keys   80 layers + MTP layer 80, 192 experts: the real 47,138 keys%n"
+                + "  hy3-bench  real expert shapes (4096 x 1536), 1 MoE layer of 32 experts,%n"
+                + "             1.55 GB; --experts 64 puts 2.4 GB into that one layer%n"
+                + "%nThe size flags override the preset. The same flags and seed always give the same bytes.")
 final class GenerateCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "OUT", description = "Folder to create; must be empty or absent unless --force.")
     String out;

@@ -12,7 +12,8 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 
-@Command(name = "inspect", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+@Command(name = "inspect", header = "List tensors, dtypes, shapes and bytes, with totals per layer.",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
         description = "Lists a checkpoint's tensors (name, dtype, shape, bytes) with totals per layer, per dtype and overall.")
 final class InspectCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "PATH", description = "Checkpoint folder or .safetensors file.")

@@ -76,7 +76,7 @@ final class SyntheticHy3 implements CheckpointSource {
         hy3_keys(new Spec(80, 1, 192, 32, 16, 64, 64, DType.BF16, 0)),
         /**
          * Real Hy3 expert shapes (hidden 4096, expert FFN 1536: 37.7 MB per expert) in one MoE layer of
-         * 32 experts, 1.4 GB in all; {@code --experts 64} puts 2.4 GB of experts into that layer.
+         * 32 experts, 1.55 GB in all; {@code --experts 64} puts 2.4 GB of experts into that layer.
          */
         hy3_bench(new Spec(2, 0, 32, 4096, 1536, 1536, 4096, DType.BF16, 0));
 

@@ -10,12 +10,12 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 
-@Command(name = "to-hf", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
-        description = {
-            "Converts an Automodel native checkpoint back to the on-disk Hy3 layout: splits each layer's",
-            "gate_and_up_projs and down_projs into per-expert weights (named model.layers.L.mlp.experts.E.*)",
-            "and renames router and shared-expert keys back. No dtype cast in this direction.",
-            "Model facts come from IN/config.json; the flags below override them."})
+@Command(name = "to-hf", header = "Convert a native checkpoint back to the on-disk Hy3 layout.",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = "Converts an Automodel native checkpoint back to the on-disk Hy3 layout: splits each layer's "
+                + "gate_and_up_projs and down_projs into per-expert weights (named model.layers.L.mlp.experts.E.*) "
+                + "and renames router and shared-expert keys back. No dtype cast in this direction. Model facts "
+                + "come from IN/config.json; the flags below override them.")
 final class ToHfCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "IN", description = "Native checkpoint folder or .safetensors file.")
     String in;

@@ -10,10 +10,10 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 
-@Command(name = "verify", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
-        description = {
-            "Compares two checkpoints tensor by tensor (name, dtype, shape, bytes), whatever their sharding;",
-            "exits 1 if they differ. Bytes are streamed and compared chunk by chunk, never loaded whole."})
+@Command(name = "verify", header = "Compare two checkpoints tensor by tensor; exit 1 if they differ.",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = "Compares two checkpoints tensor by tensor (name, dtype, shape, bytes), whatever their sharding; "
+                + "exits 1 if they differ. Bytes are streamed and compared chunk by chunk, never loaded whole.")
 final class VerifyCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "A", description = "Checkpoint folder or .safetensors file.")
     String a;
