@@ -70,7 +70,8 @@ for i in $(seq 1 "$runs"); do
   measure cp -r "$work/in" "$work/cp"
   best_cp=$(min "$best_cp" "$elapsed")
   cp_s=$elapsed
-  measure "$moeflux" from-hf "$work/in" "$work/out" --force
+  rm -rf "$work/out"
+  measure "$moeflux" from-hf "$work/in" "$work/out"
   best_conv=$(min "$best_conv" "$elapsed")
   [ "$peak_kib" -gt "$peak_max" ] && peak_max=$peak_kib
   echo "run $i: cp -r ${cp_s} s, from-hf ${elapsed} s, peak anonymous memory $((peak_kib / 1024)) MiB" >&2

@@ -49,12 +49,13 @@ final class CheckpointComparison {
     }
 
     /**
-     * @param tensorsA      tensors of A that were compared (after the key filter)
-     * @param tensorsB      tensors of B that were compared
-     * @param matchedBytes  bytes of the tensors found equal
-     * @param differences   every difference, in the order found
+     * @param tensorsA     tensors of A that were compared (after the key filter)
+     * @param tensorsB     tensors of B that were compared
+     * @param equalTensors tensors equal in name, dtype, shape and bytes
+     * @param equalBytes   bytes of those tensors
+     * @param differences  every difference, in the order found
      */
-    record Report(long tensorsA, long tensorsB, long equalTensors, long matchedBytes, List<Difference> differences) {
+    record Report(long tensorsA, long tensorsB, long equalTensors, long equalBytes, List<Difference> differences) {
         boolean identical() {
             return differences.isEmpty();
         }
@@ -80,7 +81,7 @@ final class CheckpointComparison {
         private long tensorsA;
         private long tensorsB;
         private long equalTensors;
-        private long matchedBytes;
+        private long equalBytes;
 
         Comparing(Predicate<String> include) {
             this.include = include;
@@ -124,7 +125,7 @@ final class CheckpointComparison {
                         differences.add(new Difference(event.fqn(), Kind.BYTES, "first at byte " + mismatch));
                     } else {
                         equalTensors++;
-                        matchedBytes += ta.byteSize();
+                        equalBytes += ta.byteSize();
                     }
                 }
             } finally {
@@ -160,7 +161,7 @@ final class CheckpointComparison {
 
         Report finish() {
             heldB.keySet().forEach(name -> differences.add(new Difference(name, Kind.ONLY_IN_B, "")));
-            return new Report(tensorsA, tensorsB, equalTensors, matchedBytes, List.copyOf(differences));
+            return new Report(tensorsA, tensorsB, equalTensors, equalBytes, List.copyOf(differences));
         }
 
         void releaseHeld() {

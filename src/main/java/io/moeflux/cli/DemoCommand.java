@@ -65,7 +65,7 @@ final class DemoCommand implements Callable<Integer> {
                 Endpoints.source(hf), Endpoints.source(roundTrip), key -> !Hy3Keys.isMtpKey(key, layers)));
         if (report.identical()) {
             out.println("round trip: bit-exact (" + Human.count(report.equalTensors()) + " tensors, "
-                    + Human.count(report.matchedBytes()) + " bytes equal to the input less its MTP layer)");
+                    + Human.count(report.equalBytes()) + " bytes equal to the input less its MTP layer)");
             return ExitCodes.OK;
         }
         Reports.printComparison(out, hf, roundTrip, report, false);

@@ -44,9 +44,4 @@ final class Endpoints {
                 .withOverwrite(settings.overwrite())
                 .withProgress(settings.progress()));
     }
-
-    /** A short name for a location in reports: the path as given. */
-    static String display(String location) {
-        return location;
-    }
 }

@@ -6,8 +6,11 @@ import io.moeflux.hy3.MissingExpertsException;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.AccessDeniedException;
+import java.nio.file.DirectoryNotEmptyException;
+import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.FileSystemException;
 import java.nio.file.NoSuchFileException;
+import java.nio.file.NotDirectoryException;
 import java.util.function.BooleanSupplier;
 import picocli.CommandLine;
 import picocli.CommandLine.IExecutionExceptionHandler;
@@ -46,7 +49,7 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
         Failure failure = classify(cause);
         PrintWriter err = cl.getErr();
         err.println(cl.getCommandSpec().qualifiedName() + ": " + failure.message);
-        if (debug.getAsBoolean() || failure.exitCode == ExitCodes.INTERNAL_ERROR && cause instanceof Error) {
+        if (debug.getAsBoolean()) {
             cause.printStackTrace(err);
         }
         err.flush();
@@ -74,12 +77,23 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
             case BadInputException b -> new Failure(ExitCodes.BAD_INPUT, b.getMessage());
             case NoSuchFileException n -> new Failure(ExitCodes.IO_FAILURE, "no such file or folder: " + n.getFile());
             case AccessDeniedException a -> new Failure(ExitCodes.IO_FAILURE, "permission denied: " + a.getFile());
-            case FileSystemException f -> new Failure(ExitCodes.IO_FAILURE, f.getMessage());
+            case FileSystemException f -> new Failure(ExitCodes.IO_FAILURE, describe(f));
             case IOException io -> new Failure(ExitCodes.IO_FAILURE, "I/O error: " + io.getMessage());
             // The adapter rejects tensors it cannot convert (wrong expert shapes, clashing names) with an
             // IllegalArgumentException naming the tensor; one wrapped in something else is not ours to read.
             case IllegalArgumentException i when outermost -> new Failure(ExitCodes.BAD_INPUT, i.getMessage());
             default -> null;
         };
+    }
+
+    /** Java names only the file for most of these; say what went wrong with it too. */
+    private static String describe(FileSystemException f) {
+        String what = f.getReason() != null ? f.getReason() : switch (f) {
+            case FileAlreadyExistsException e -> "already exists";
+            case NotDirectoryException e -> "is not a folder";
+            case DirectoryNotEmptyException e -> "is a folder that is not empty";
+            default -> f.getClass().getSimpleName();
+        };
+        return "I/O error on " + f.getFile() + (f.getOtherFile() != null ? " -> " + f.getOtherFile() : "") + ": " + what;
     }
 }

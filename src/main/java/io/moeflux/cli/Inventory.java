@@ -32,6 +32,7 @@ record Inventory(List<TensorInfo> tensors, Map<Long, Total> byLayer, Total outsi
         Total overall = Total.NONE;
         for (TensorInfo t : tensors) {
             var layer = Hy3Keys.layerOf(t.name());
+            // A layer number too long for a long is not a layer anyone trained; count it with the rest.
             if (layer.isPresent() && layer.get().length() < 19) {
                 byLayer.merge(Long.parseLong(layer.get()), Total.NONE.plus(t), Inventory::sum);
             } else {

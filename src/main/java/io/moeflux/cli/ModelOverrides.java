@@ -26,7 +26,7 @@ final class ModelOverrides {
     /** The config the input describes, with the flags applied; {@code where} names the input in errors. */
     Hy3Config resolve(CheckpointDescriptor described, String where) {
         Hy3Config base = described.configJson()
-                .map(json -> ModelConfigJson.parse(json, where + " config.json"))
+                .map(json -> ModelConfigJson.parse(json, where + "/config.json"))
                 .orElse(Hy3Config.HY3_PREVIEW);
         try {
             return new Hy3Config(

@@ -30,7 +30,7 @@ final class Reports {
             m.put("tensorsA", report.tensorsA());
             m.put("tensorsB", report.tensorsB());
             m.put("equalTensors", report.equalTensors());
-            m.put("equalBytes", report.matchedBytes());
+            m.put("equalBytes", report.equalBytes());
             List<Map<String, String>> diffs = report.differences().stream().map(d -> {
                 Map<String, String> e = new LinkedHashMap<>();
                 e.put("tensor", d.tensor());
@@ -48,8 +48,8 @@ final class Reports {
             out.println("... and " + Human.count(diffs.size() - LISTED_DIFFERENCES) + " more differences");
         }
         if (report.identical()) {
-            out.println("identical: " + Human.count(report.equalTensors()) + " tensors, " + Human.count(report.matchedBytes())
-                    + " bytes (" + Human.bytes(report.matchedBytes()) + ")");
+            out.println("identical: " + Human.count(report.equalTensors()) + " tensors, " + Human.count(report.equalBytes())
+                    + " bytes (" + Human.bytes(report.equalBytes()) + ")");
         } else {
             out.println("different: " + Human.count(diffs.size()) + (diffs.size() == 1 ? " difference" : " differences")
                     + "; " + Human.count(report.equalTensors()) + " of " + Human.count(report.tensorsA())

@@ -103,20 +103,12 @@ final class SyntheticHy3 implements CheckpointSource {
     }
 
     private final Spec spec;
+    /** Every tensor, in the order the reference checkpoint's index lists them (by layer). */
     private final List<TensorInfo> infos;
 
     SyntheticHy3(Spec spec) {
         this.spec = spec;
         this.infos = List.copyOf(layout(spec));
-    }
-
-    Spec spec() {
-        return spec;
-    }
-
-    /** Every tensor, in the order the reference checkpoint's index lists them (by layer). */
-    List<TensorInfo> tensorInfos() {
-        return infos;
     }
 
     @Override
@@ -176,7 +168,7 @@ final class SyntheticHy3 implements CheckpointSource {
     }
 
     /** A {@code config.json} with the fields the adapter reads and the ones a Hy3 loader expects beside them. */
-    static byte[] configJson(Spec s) {
+    private static byte[] configJson(Spec s) {
         Map<String, Object> c = new LinkedHashMap<>();
         c.put("architectures", List.of("HYV3ForCausalLM"));
         c.put("model_type", "hy_v3");

@@ -65,8 +65,9 @@ final class Transfer {
     /**
      * Writes {@code events} to {@code output} and waits for the commit.
      *
-     * @param input    the source's location and what it described, for the summary
-     * @param planned  what the sink is told to expect (its tensors size the progress display)
+     * @param input           the source's location, for the summary
+     * @param inputDescriptor what the source described (its tensors are counted in the summary)
+     * @param planned         what the sink is told to expect (its tensors size the progress display)
      */
     static Summary run(String command, String input, CheckpointDescriptor inputDescriptor, String output,
             Endpoints.SinkSettings settings, CheckpointDescriptor planned, Flux<TensorEvent> events, PrintWriter err) {

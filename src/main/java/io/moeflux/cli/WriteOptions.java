@@ -9,7 +9,7 @@ final class WriteOptions {
             defaultValue = "5GB",
             description = "Bytes of tensor data per output file: 5GB (10^9, as Hugging Face), 500MB, 1GiB or plain bytes "
                     + "(default: ${DEFAULT-VALUE}).")
-    long maxShardSize = Endpoints.SinkSettings.DEFAULT_MAX_SHARD_SIZE;
+    long maxShardSize;
 
     @Option(names = "--force", description = "Replace a non-empty output (swapped in atomically at commit).")
     boolean force;

@@ -46,7 +46,7 @@ class CheckpointComparisonTest {
                 .assertNext(report -> {
                     assertThat(report.identical()).isTrue();
                     assertThat(report.equalTensors()).isEqualTo(2);
-                    assertThat(report.matchedBytes()).isEqualTo(3);
+                    assertThat(report.equalBytes()).isEqualTo(3);
                 })
                 .verifyComplete();
         assertThat(a).allMatch(DenseTensor::isReleased);

@@ -44,6 +44,14 @@ class OutputAndFailuresTest {
     }
 
     @Test
+    void anOutputThatCannotBeCreatedIsAnIoFailure() throws Exception {
+        Path file = Files.writeString(dir.resolve("a-file"), "x");
+        Cli r = Cli.run("from-hf", TINY_HF, file.resolve("out"));
+        assertThat(r.exitCode()).isEqualTo(ExitCodes.IO_FAILURE);
+        assertThat(r.err().strip()).contains("a-file").doesNotContain("\n");
+    }
+
+    @Test
     void missingInputIsBadInput() {
         Cli r = Cli.run("from-hf", dir.resolve("nothing-here"), dir.resolve("out"));
         assertThat(r.exitCode()).isEqualTo(ExitCodes.BAD_INPUT);
