@@ -24,8 +24,7 @@ import picocli.CommandLine.ScopeType;
             GenerateCommand.class,
             DemoCommand.class,
             CommandLine.HelpCommand.class,
-        },
-        exitCodeListHeading = "%nExit codes:%n")
+        })
 public final class Main implements Callable<Integer> {
     @Option(names = "--debug", scope = ScopeType.INHERIT,
             description = "Print stack traces of errors (also MOEFLUX_DEBUG=1).")
