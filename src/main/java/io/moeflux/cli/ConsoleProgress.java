@@ -2,6 +2,7 @@ package io.moeflux.cli;
 
 import io.moeflux.pipeline.Progress;
 import java.io.PrintWriter;
+import java.util.Locale;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
@@ -70,7 +71,7 @@ final class ConsoleProgress implements Progress, AutoCloseable {
         line.append(" tensors, ").append(Human.bytes(b));
         if (totalBytes > 0) {
             line.append(" of ").append(Human.bytes(totalBytes))
-                    .append(String.format(java.util.Locale.ROOT, " (%.0f%%)", 100.0 * b / totalBytes));
+                    .append(String.format(Locale.ROOT, " (%.0f%%)", 100.0 * b / totalBytes));
         }
         line.append(", ").append(Human.rate(rate));
         if (totalBytes > 0 && rate > 0 && b < totalBytes) {

@@ -53,7 +53,7 @@ final class DemoCommand implements Callable<Integer> {
         ModelOverrides fromConfig = new ModelOverrides();
 
         out.println("moeflux demo: a synthetic Hy3 checkpoint through from-hf and to-hf, in " + dir);
-        Transfer.Summary generated = Conversions.generate(new SyntheticHy3(SyntheticHy3.Preset.tiny.spec), "tiny", hf, settings, err);
+        Transfer.Summary generated = Conversions.generate(new SyntheticHy3(SyntheticHy3.Preset.TINY.spec), "tiny", hf, settings, err);
         step(out, "generate", "preset tiny: 3 layers + MTP layer 3, 8 experts", generated);
         Transfer.Summary toNative = Conversions.fromHf(hf, nativeDir, fromConfig, Hy3Options.DEFAULTS, settings, err);
         step(out, "from-hf", "MTP layer dropped, keys renamed, experts merged", toNative);

@@ -3,6 +3,7 @@ package io.moeflux.cli;
 import java.io.PrintWriter;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 
 /** Results on stdout: one readable summary, or with {@code --json} one JSON document. */
@@ -34,7 +35,7 @@ final class Reports {
             List<Map<String, String>> diffs = report.differences().stream().map(d -> {
                 Map<String, String> e = new LinkedHashMap<>();
                 e.put("tensor", d.tensor());
-                e.put("kind", d.kind().name().toLowerCase(java.util.Locale.ROOT).replace('_', '-'));
+                e.put("kind", d.kind().name().toLowerCase(Locale.ROOT).replace('_', '-'));
                 e.put("detail", d.detail());
                 return e;
             }).toList();

@@ -13,8 +13,10 @@ import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
+import java.util.stream.Stream;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -71,14 +73,14 @@ final class SyntheticHy3 implements CheckpointSource {
     /** The named starting points of {@code generate --preset}. */
     enum Preset {
         /** The shape of the {@code hy3-tiny} reference vector: 3 layers + MTP, 8 experts, 129 tensors, 136 KB. */
-        tiny(new Spec(3, 1, 8, 32, 16, 64, 64, DType.BF16, 0)),
+        TINY(new Spec(3, 1, 8, 32, 16, 64, 64, DType.BF16, 0)),
         /** The real key structure (80 layers, MTP layer 80, 192 experts: 47,138 tensors) at toy widths. */
-        hy3_keys(new Spec(80, 1, 192, 32, 16, 64, 64, DType.BF16, 0)),
+        HY3_KEYS(new Spec(80, 1, 192, 32, 16, 64, 64, DType.BF16, 0)),
         /**
          * Real Hy3 expert shapes (hidden 4096, expert FFN 1536: 37.7 MB per expert) in one MoE layer of
          * 32 experts, 1.55 GB in all; {@code --experts 64} puts 2.4 GB of experts into that layer.
          */
-        hy3_bench(new Spec(2, 0, 32, 4096, 1536, 1536, 4096, DType.BF16, 0));
+        HY3_BENCH(new Spec(2, 0, 32, 4096, 1536, 1536, 4096, DType.BF16, 0));
 
         final Spec spec;
 
@@ -88,7 +90,7 @@ final class SyntheticHy3 implements CheckpointSource {
 
         /** The CLI spelling, {@code hy3-keys}. */
         String cliName() {
-            return name().replace('_', '-');
+            return name().toLowerCase(Locale.ROOT).replace('_', '-');
         }
 
         static Preset parse(String cliName) {
@@ -98,7 +100,7 @@ final class SyntheticHy3 implements CheckpointSource {
                 }
             }
             throw new IllegalArgumentException("unknown preset \"" + cliName + "\"; expected one of "
-                    + String.join(", ", List.of(values()).stream().map(Preset::cliName).toList()));
+                    + String.join(", ", Stream.of(values()).map(Preset::cliName).toList()));
         }
     }
 
@@ -187,7 +189,7 @@ final class SyntheticHy3 implements CheckpointSource {
             case BF16 -> "bfloat16";
             case F16 -> "float16";
             case F32 -> "float32";
-            default -> s.dtype().name().toLowerCase(java.util.Locale.ROOT);
+            default -> s.dtype().name().toLowerCase(Locale.ROOT);
         });
         try {
             return new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValueAsBytes(c);

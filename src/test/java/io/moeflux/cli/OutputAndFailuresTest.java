@@ -78,7 +78,7 @@ class OutputAndFailuresTest {
     void missingExpertsFailBeforeAnythingIsWrittenNamingTheFirstMissingKeys() {
         Path in = dir.resolve("incomplete");
         String dropped = "model.layers.2.mlp.experts.5.up_proj.weight";
-        SyntheticHy3 tiny = new SyntheticHy3(SyntheticHy3.Preset.tiny.spec);
+        SyntheticHy3 tiny = new SyntheticHy3(SyntheticHy3.Preset.TINY.spec);
         SafetensorsSink.create(SafetensorsSinkOptions.to(in))
                 .write(tiny.describe().block().withoutTensors(),
                         tiny.tensors().transform(Stages.filter(key -> !key.equals(dropped))))

@@ -1,6 +1,7 @@
 package io.moeflux.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Tensor;
@@ -58,7 +59,7 @@ class RandomTensorTest {
     void writingAfterReleaseFails() {
         RandomTensor t = new RandomTensor(DType.U8, new long[] {3}, 0, "x");
         t.release();
-        org.assertj.core.api.Assertions.assertThatThrownBy(() -> Tensors.toBytes(t))
+        assertThatThrownBy(() -> Tensors.toBytes(t))
                 .isInstanceOf(IllegalStateException.class);
     }
 }

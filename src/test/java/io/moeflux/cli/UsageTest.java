@@ -2,7 +2,9 @@ package io.moeflux.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 class UsageTest {
     @Test
@@ -52,7 +54,7 @@ class UsageTest {
     }
 
     @Test
-    void unknownPresetIsRejected(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) {
+    void unknownPresetIsRejected(@TempDir Path dir) {
         Cli r = Cli.run("generate", dir.resolve("out"), "--preset", "huge");
         assertThat(r.exitCode()).isEqualTo(ExitCodes.USAGE);
         assertThat(r.err()).contains("tiny, hy3-keys, hy3-bench");
