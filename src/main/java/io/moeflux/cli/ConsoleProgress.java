@@ -36,7 +36,8 @@ final class ConsoleProgress implements Progress, AutoCloseable {
         return new ConsoleProgress(err, label, totalTensors, totalBytes, console != null && console.isTerminal());
     }
 
-    private ConsoleProgress(PrintWriter err, String label, long totalTensors, long totalBytes, boolean show) {
+    /** {@code show}: redraw on a timer; otherwise only count. */
+    ConsoleProgress(PrintWriter err, String label, long totalTensors, long totalBytes, boolean show) {
         this.err = err;
         this.label = label;
         this.totalTensors = totalTensors;
@@ -59,7 +60,7 @@ final class ConsoleProgress implements Progress, AutoCloseable {
         tensors.increment();
     }
 
-    private void redraw() {
+    void redraw() {
         double seconds = (System.nanoTime() - startNanos) / 1e9;
         long b = bytes.sum();
         double rate = seconds > 0 ? b / seconds : 0;
