@@ -123,7 +123,7 @@ public final class StackedTransposeTensor implements Tensor {
                 }
             }
             Blocking b = Blocking.of(cols, width, dtype);
-            Transpose kernel = fast ? new Transpose(maxPartRows, b.tileRows(), b.chunkRows() * width) : null;
+            Transpose kernel = fast ? new Transpose(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
             MemorySegment chunk = arena.allocate(b.chunkRows() * b.rowBytes(), 64);
             for (int c0 = 0; c0 < cols; c0 += b.chunkRows()) {
                 int n = Math.min(b.chunkRows(), cols - c0);
@@ -132,16 +132,17 @@ public final class StackedTransposeTensor implements Tensor {
                     int colOffset = 0;
                     for (int j = 0; j < expert.size(); j++) {
                         if (fast) {
-                            kernel.block16(sources.get(j), 0, partRows[j], cols, c0 + t0, tn, t0, width, colOffset);
+                            kernel.block16(sources.get(j), 0, partRows[j], cols, c0 + t0, tn, 0, width, colOffset);
                         } else {
                             Transpose.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, c0 + t0, tn, chunk,
                                     t0 * b.rowBytes(), dtype, width, colOffset);
                         }
                         colOffset += partRows[j];
                     }
-                }
-                if (fast) {
-                    kernel.copyOut16(chunk, 0, n * width);
+                    if (fast) {
+                        // Tile by tile, so the staging buffer stays in cache; the sink still gets whole chunks.
+                        kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * width);
+                    }
                 }
                 sink.write(chunk.asSlice(0, n * b.rowBytes()));
             }

@@ -26,8 +26,8 @@ public final class Transpose {
 
     /**
      * Scratch for blocks of at most {@code maxRows} source rows and {@code maxCols} source columns,
-     * accumulating up to {@code maxOutElements} destination elements between {@link #copyOut16} calls;
-     * reuse one instance per thread.
+     * staging up to {@code maxOutElements} destination elements between {@link #copyOut16} calls (keep
+     * that within L2: a larger staging buffer makes the scatter miss cache); reuse one instance per thread.
      */
     public Transpose(int maxRows, int maxCols, int maxOutElements) {
         this.maxRows = maxRows;

@@ -64,7 +64,7 @@ public final class TransposedSliceTensor implements Tensor {
             long slabOffset = index * rows * rowStride * t.byteSize();
             Blocking b = Blocking.of(colCount, rows, t);
             boolean fast = Transpose.isFast(t, t);
-            Transpose kernel = fast ? new Transpose(rows, b.tileRows(), b.chunkRows() * rows) : null;
+            Transpose kernel = fast ? new Transpose(rows, b.tileRows(), b.tileRows() * rows) : null;
             try (Arena arena = Arena.ofConfined()) {
                 MemorySegment chunk = arena.allocate(b.chunkRows() * b.rowBytes(), 64);
                 for (int c0 = 0; c0 < colCount; c0 += b.chunkRows()) {
@@ -72,14 +72,12 @@ public final class TransposedSliceTensor implements Tensor {
                     for (int t0 = 0; t0 < n; t0 += b.tileRows()) {
                         int tn = Math.min(b.tileRows(), n - t0);
                         if (fast) {
-                            kernel.block16(src, slabOffset, rows, rowStride, colStart + c0 + t0, tn, t0, rows, 0);
+                            kernel.block16(src, slabOffset, rows, rowStride, colStart + c0 + t0, tn, 0, rows, 0);
+                            kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * rows);
                         } else {
                             Transpose.block(src, slabOffset, t, rows, rowStride, colStart + c0 + t0, tn, chunk,
                                     t0 * b.rowBytes(), t, rows, 0);
                         }
-                    }
-                    if (fast) {
-                        kernel.copyOut16(chunk, 0, n * rows);
                     }
                     sink.write(chunk.asSlice(0, n * b.rowBytes()));
                 }
