@@ -53,6 +53,21 @@ public final class Transpose {
         this.out64 = new long[(maxOutElements + 3) / 4 + maxCols * PAD_LONGS];
     }
 
+    private static final ThreadLocal<Transpose> CACHED = new ThreadLocal<>();
+
+    /**
+     * This thread's kernel if its scratch is big enough, else a new one that replaces it: writer
+     * threads are pooled, and re-allocating megabytes of scratch per expert slab only feeds the GC.
+     */
+    public static Transpose forThisThread(int maxRows, int maxCols, int maxOutElements) {
+        Transpose t = CACHED.get();
+        if (t == null || t.maxRows < maxRows || t.maxCols < maxCols || t.maxOutElements < maxOutElements) {
+            t = new Transpose(maxRows, maxCols, maxOutElements);
+            CACHED.set(t);
+        }
+        return t;
+    }
+
     /** True when {@link #block16} and {@link #copyOut16} apply: a plain 16-bit transpose without a cast. */
     public static boolean isFast(DType srcType, DType dstType) {
         return srcType == dstType && srcType.byteSize() == 2;
