@@ -67,6 +67,7 @@ final class ExpertMerge {
         final Map<Integer, Tensor[]> experts = new HashMap<>();
         long[] partShape;
         String firstKey;
+        int received;
 
         Window(String mergedName, Projection[] projections) {
             this.mergedName = mergedName;
@@ -78,17 +79,7 @@ final class ExpertMerge {
         }
 
         boolean complete() {
-            if (experts.size() != range.size()) {
-                return false;
-            }
-            for (Tensor[] parts : experts.values()) {
-                for (Tensor t : parts) {
-                    if (t == null) {
-                        return false;
-                    }
-                }
-            }
-            return true;
+            return received == range.size() * projections.length;
         }
 
         TensorEvent merge() {
@@ -147,6 +138,11 @@ final class ExpertMerge {
                 return;
             }
             String mergedName = key.mergedName();
+            if (layersSeen.get(new Layer(key.prefix(), key.layer())).contains(mergedName)) {
+                event.release();
+                sink.error(new IllegalArgumentException("duplicate tensor " + event.fqn() + " (its layer was already merged)"));
+                return;
+            }
             Window w = open.computeIfAbsent(mergedName, n -> key.projection() == Projection.DOWN
                     ? new Window(n, new Projection[] {Projection.DOWN})
                     : new Window(n, new Projection[] {Projection.GATE, Projection.UP}));
@@ -167,6 +163,7 @@ final class ExpertMerge {
                 return;
             }
             parts[slot] = tensor;
+            w.received++;
             if (w.complete()) {
                 open.remove(mergedName);
                 layersSeen.get(new Layer(key.prefix(), key.layer())).add(mergedName);
