@@ -22,6 +22,7 @@ import picocli.CommandLine.ScopeType;
             VerifyCommand.class,
             GenerateCommand.class,
             DemoCommand.class,
+            BrokerCommand.class,
             CommandLine.HelpCommand.class,
         })
 public final class Main implements Callable<Integer> {
