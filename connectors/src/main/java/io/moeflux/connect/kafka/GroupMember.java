@@ -125,7 +125,7 @@ final class GroupMember {
         private Flux<Void> segment(GroupedFlux<Integer, ReceiverRecord<byte[], byte[]>> records) {
             int partition = records.key();
             return Flux.defer(() -> {
-                Reassembler reassembler = new Reassembler(source.topic(), sourceId, Set.of(partition), budget);
+                Reassembler reassembler = new Reassembler(source.topic(), sourceId, Set.of(partition), budget, source.spill());
                 AtomicReference<ReceiverOffset> commitRecord = new AtomicReference<>();
                 long[] perPartition = new long[outputPartitions];
                 long[] totals = new long[2];

@@ -1,5 +1,6 @@
 package io.moeflux.connect.kafka;
 
+import io.moeflux.tensor.SpillArea;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Objects;
@@ -21,12 +22,14 @@ import java.util.Optional;
  * @param maxReassemblyBytes bytes of tensors being reassembled or handed downstream and not yet released
  * @param stallTimeout       how long reading may wait for records it asked for before it fails
  *                           (a missing commit record or chunk at the end of the topic)
+ * @param spill              where tensors are reassembled: large ones in unlinked temporary files (page
+ *                           cache, evictable), small ones off-heap
  * @param consumerProperties further consumer settings, applied last
  */
 public record KafkaSourceOptions(String bootstrapServers, String topic, Optional<String> checkpointId,
-        long maxReassemblyBytes, Duration stallTimeout, Map<String, Object> consumerProperties) {
+        long maxReassemblyBytes, Duration stallTimeout, SpillArea spill, Map<String, Object> consumerProperties) {
 
-    public static final long DEFAULT_MAX_REASSEMBLY_BYTES = 1L << 30;
+    public static final long DEFAULT_MAX_REASSEMBLY_BYTES = 256L << 20;
     public static final Duration DEFAULT_STALL_TIMEOUT = Duration.ofMinutes(2);
 
     public KafkaSourceOptions {
@@ -39,31 +42,36 @@ public record KafkaSourceOptions(String bootstrapServers, String topic, Optional
         if (stallTimeout.isNegative() || stallTimeout.isZero()) {
             throw new IllegalArgumentException("stallTimeout must be positive, got " + stallTimeout);
         }
+        Objects.requireNonNull(spill, "spill");
         consumerProperties = Map.copyOf(consumerProperties);
     }
 
     /** Reads from {@code endpoint}: its checkpoint, or the newest complete one. */
     public static KafkaSourceOptions from(KafkaEndpoint endpoint) {
         return new KafkaSourceOptions(endpoint.bootstrapServers(), endpoint.topic(), endpoint.checkpoint(),
-                DEFAULT_MAX_REASSEMBLY_BYTES, DEFAULT_STALL_TIMEOUT, Map.of());
+                DEFAULT_MAX_REASSEMBLY_BYTES, DEFAULT_STALL_TIMEOUT, SpillArea.inTempDir(), Map.of());
     }
 
     public KafkaSourceOptions withCheckpointId(String id) {
-        return new KafkaSourceOptions(bootstrapServers, topic, Optional.of(id), maxReassemblyBytes, stallTimeout,
-                consumerProperties);
+        return new KafkaSourceOptions(bootstrapServers, topic, Optional.of(id), maxReassemblyBytes, stallTimeout, spill, consumerProperties);
     }
 
     public KafkaSourceOptions withMaxReassemblyBytes(long bytes) {
-        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, bytes, stallTimeout, consumerProperties);
+        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, bytes, stallTimeout, spill, consumerProperties);
     }
 
     public KafkaSourceOptions withStallTimeout(Duration timeout) {
-        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, timeout,
+        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, timeout, spill,
                 consumerProperties);
     }
 
     public KafkaSourceOptions withConsumerProperties(Map<String, Object> properties) {
-        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, stallTimeout,
+        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, stallTimeout, spill,
                 properties);
+    }
+
+    public KafkaSourceOptions withSpill(SpillArea area) {
+        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, stallTimeout, area,
+                consumerProperties);
     }
 }

@@ -5,6 +5,7 @@ import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
 import java.util.List;
 import java.util.Set;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
 import org.apache.kafka.common.TopicPartition;
@@ -23,6 +24,8 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
     private final TopicScanner scanner;
     /** Resolved once, so describe() and tensors() agree on "the newest" checkpoint. */
     private final Mono<String> checkpointId;
+    /** The most bytes any read held in reassembly buffers and unreleased tensors, for the memory tests. */
+    private final AtomicLong peakReassemblyBytes = new AtomicLong();
 
     ReactorKafkaSource(KafkaSourceOptions options) {
         this.options = options;
@@ -42,6 +45,10 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
                 .flatMapMany(t -> read(t.getT2(), t.getT1()));
     }
 
+    long peakReassemblyBytes() {
+        return peakReassemblyBytes.get();
+    }
+
     private Mono<Integer> requireTopic() {
         return Topics.partitions(options.bootstrapServers(), options.topic())
                 .map(p -> p.orElseThrow(() -> new KafkaCheckpointException("topic " + options.topic() + " does not exist on "
@@ -52,7 +59,7 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
         return Stages.releaseOnDiscard(Flux.defer(() -> {
             Set<Integer> partitions = IntStream.range(0, partitionCount).boxed().collect(Collectors.toSet());
             ReassemblyBudget budget = new ReassemblyBudget(options.maxReassemblyBytes());
-            Reassembler reassembler = new Reassembler(options.topic(), checkpoint, partitions, budget);
+            Reassembler reassembler = new Reassembler(options.topic(), checkpoint, partitions, budget, options.spill());
             StallWatchdog watchdog = new StallWatchdog(options.stallTimeout(), budget::hasWaiters,
                     () -> "checkpoint " + checkpoint + " on topic " + options.topic() + " (" + reassembler.state() + ")");
             List<TopicPartition> assignment = partitions.stream().map(p -> new TopicPartition(options.topic(), p)).toList();
@@ -66,7 +73,10 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
                     .concatMap(reassembler::onRecord, 1)
                     .takeWhile(step -> step instanceof Reassembler.Emit)
                     .map(step -> ((Reassembler.Emit) step).event())
-                    .doFinally(signal -> reassembler.releaseAll());
+                    .doFinally(signal -> {
+                        reassembler.releaseAll();
+                        peakReassemblyBytes.accumulateAndGet(budget.peakBytes(), Math::max);
+                    });
         }));
     }
 }

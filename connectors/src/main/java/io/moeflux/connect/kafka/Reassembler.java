@@ -4,9 +4,9 @@ import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.Shapes;
+import io.moeflux.tensor.SpillArea;
 import io.moeflux.tensor.TensorInfo;
 import java.io.ByteArrayOutputStream;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
@@ -48,6 +48,7 @@ final class Reassembler {
     private final String checkpoint;
     private final Set<Integer> partitions;
     private final ReassemblyBudget budget;
+    private final SpillArea spill;
     private final Map<String, Entry> tensors = new LinkedHashMap<>();
     private final Map<Integer, ManifestParts> manifestParts = new HashMap<>();
     private final Map<Integer, WireFormat.Commit> commits = new TreeMap<>();
@@ -57,11 +58,12 @@ final class Reassembler {
     private long completeBytes;
     private boolean done;
 
-    Reassembler(String topic, String checkpoint, Set<Integer> partitions, ReassemblyBudget budget) {
+    Reassembler(String topic, String checkpoint, Set<Integer> partitions, ReassemblyBudget budget, SpillArea spill) {
         this.topic = topic;
         this.checkpoint = checkpoint;
         this.partitions = Set.copyOf(partitions);
         this.budget = budget;
+        this.spill = spill;
     }
 
     /** Processes one record; may wait for reassembly room; emits a tensor when its last chunk arrives. */
@@ -324,7 +326,7 @@ final class Reassembler {
         final int[] crcs;
         final long[] offsets;
         final CRC32C running = new CRC32C();
-        Arena arena;
+        DenseTensor buffer;
         MemorySegment segment;
         long next;
         long filled;
@@ -341,9 +343,10 @@ final class Reassembler {
             this.partition = partition;
             this.crcs = new int[(int) count];
             this.offsets = new long[(int) count];
-            // Shared: the tensor is released on whichever thread the sink finishes with it.
-            this.arena = Arena.ofShared();
-            this.segment = arena.allocate(Math.max(total, 1), 64).asSlice(0, total);
+            // Large tensors go to unlinked file mappings (page cache the kernel can evict), small ones
+            // off-heap; either way released on whichever thread the sink finishes with them.
+            this.buffer = spill.allocate(dtype, shape);
+            this.segment = buffer.data();
         }
 
         boolean isComplete() {
@@ -351,21 +354,21 @@ final class Reassembler {
         }
 
         DenseTensor handOut() {
-            Arena owned = arena;
-            arena = null;
+            DenseTensor owned = buffer;
+            buffer = null;
             MemorySegment data = segment;
             segment = null;
             budget.handedOut(total);
             return new DenseTensor(dtype, shape, data, () -> {
-                owned.close();
+                owned.release();
                 budget.released(total);
             });
         }
 
         void abandon() {
-            if (arena != null) {
-                arena.close();
-                arena = null;
+            if (buffer != null) {
+                buffer.release();
+                buffer = null;
                 segment = null;
                 budget.abandoned(total);
             }
