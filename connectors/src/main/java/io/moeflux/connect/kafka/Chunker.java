@@ -71,11 +71,17 @@ final class Chunker {
         }, Bytes::release);
     }
 
-    /** The manifest cut into parts of at most one chunk, one full copy per partition. */
-    List<SenderRecord<byte[], byte[], Sent>> manifest(byte[] json, int partitions) {
+    /**
+     * The manifest cut into parts of at most one chunk, one full copy per partition: {@code first} holds
+     * part 0 of every partition, {@code rest} the other parts.
+     */
+    record Manifest(List<SenderRecord<byte[], byte[], Sent>> first, List<SenderRecord<byte[], byte[], Sent>> rest) {}
+
+    Manifest manifest(byte[] json, int partitions) {
         int partBytes = chunkBytes - 1024;
         int parts = Math.max(1, (json.length + partBytes - 1) / partBytes);
-        List<SenderRecord<byte[], byte[], Sent>> records = new ArrayList<>(parts * partitions);
+        List<SenderRecord<byte[], byte[], Sent>> first = new ArrayList<>(partitions);
+        List<SenderRecord<byte[], byte[], Sent>> rest = new ArrayList<>((parts - 1) * partitions);
         for (int p = 0; p < partitions; p++) {
             for (int i = 0; i < parts; i++) {
                 int from = i * partBytes;
@@ -84,10 +90,10 @@ final class Chunker {
                         WireFormat.header(WireFormat.CHECKPOINT, checkpoint),
                         WireFormat.header(WireFormat.CHUNK, Integer.toString(i)),
                         WireFormat.header(WireFormat.CHUNKS, Integer.toString(parts)));
-                records.add(control(p, value, headers));
+                (i == 0 ? first : rest).add(control(p, value, headers));
             }
         }
-        return records;
+        return new Manifest(first, rest);
     }
 
     /** One commit record per partition, each saying how many tensors that partition carries. */

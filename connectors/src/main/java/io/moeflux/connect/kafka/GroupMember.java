@@ -108,11 +108,17 @@ final class GroupMember {
             // Groups: one per assigned partition, plus one per partition whose records come again after
             // its segment is done (a rebalance); a few times the partition count bounds them.
             int groups = Math.max(16, 4 * sourcePartitions);
+            // The manifest opens the converted checkpoint on every output partition; each member sends it
+            // (readers take the first copy), part 0 alone first, as the sink explains.
+            Chunker.Manifest manifest = chunker.manifest(WireFormat.manifestJson(sink.checkpointId(),
+                    plan.output().tensors(), plan.output().configJson()), outputPartitions);
+            Mono<Void> open = sender.send(Flux.fromIterable(manifest.first()))
+                    .then(sender.send(Flux.fromIterable(manifest.rest())).then());
             Flux<Void> segments = KafkaReceiver.create(receiverOptions())
                     .receive(ReactorKafkaSource.RECEIVE_PREFETCH)
                     .groupBy(ConsumerRecord::partition)
                     .flatMap(this::segment, groups);
-            return Flux.merge(segments.takeUntilOther(watch.committed()), watch.run())
+            return open.thenMany(Flux.merge(segments.takeUntilOther(watch.committed()), watch.run()))
                     .then(watch.committed())
                     .map(c -> new CommitSummary(sink.endpoint().toString(), c.tensors(), c.bytes(), c.partitions()));
         }
@@ -138,10 +144,7 @@ final class GroupMember {
                         .takeWhile(step -> step instanceof Reassembler.Emit)
                         .map(step -> ((Reassembler.Emit) step).event())
                         .doFinally(signal -> reassembler.releaseAll()));
-                byte[] manifest = WireFormat.manifestJson(sink.checkpointId(), plan.output().tensors(),
-                        plan.output().configJson());
-                Flux<SenderRecord<byte[], byte[], Sent>> out = Flux.fromIterable(chunker.manifest(manifest, outputPartitions))
-                        .concatWith(events.transform(plan.stage()).concatMap(chunker::chunks, 1));
+                Flux<SenderRecord<byte[], byte[], Sent>> out = events.transform(plan.stage()).concatMap(chunker::chunks, 1);
                 return sender.send(out.publishOn(Schedulers.boundedElastic(), SEND_PREFETCH))
                         .doOnNext(result -> count(result, perPartition, totals))
                         .then(Mono.defer(() -> commitRecord.get() == null

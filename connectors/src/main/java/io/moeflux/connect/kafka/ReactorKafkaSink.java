@@ -116,8 +116,7 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
 
         Mono<CommitSummary> run(Flux<TensorEvent> events) {
             byte[] manifest = WireFormat.manifestJson(options.checkpointId(), planned.tensors(), planned.configJson());
-            Flux<SenderRecord<byte[], byte[], Sent>> manifestRecords =
-                    Flux.fromIterable(chunker.manifest(manifest, partitionTensors.length));
+            Mono<Void> sendManifest = sendOpening(chunker.manifest(manifest, partitionTensors.length));
             Flux<TensorEvent> checked = events.handle((event, sink) -> {
                 try {
                     checkPlanned(event);
@@ -128,12 +127,12 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
                 }
             });
             Mono<Void> body = switch (options.transactions()) {
-                case NONE -> send(manifestRecords).then(send(checked.concatMap(chunker::chunks, 1)))
+                case NONE -> sendManifest.then(send(checked.concatMap(chunker::chunks, 1)))
                         .then(Mono.defer(() -> send(commitRecords())));
-                case PER_CHECKPOINT -> inTransaction(send(manifestRecords)
+                case PER_CHECKPOINT -> inTransaction(sendManifest
                         .then(send(checked.concatMap(chunker::chunks, 1)))
                         .then(Mono.defer(() -> send(commitRecords()))));
-                case PER_LAYER -> inTransaction(send(manifestRecords))
+                case PER_LAYER -> inTransaction(sendManifest)
                         .then(Stages.releaseOnDiscard(checked)
                                 .windowUntilChanged(e -> WireFormat.partitionKey(options.checkpointId(), e.fqn()))
                                 .concatMap(layer -> inTransaction(send(layer.concatMap(chunker::chunks, 1))))
@@ -159,6 +158,16 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
                     throw new IllegalArgumentException("tensor " + actual + " does not match its plan " + expected);
                 }
             }
+        }
+
+        /**
+         * A producer's first batch to a partition must be acknowledged before it sends another there: the
+         * broker accepts any sequence number from a producer it has no state for, so if that first batch
+         * is refused (a partition whose leader is not ready yet, right after the topic was created) while
+         * a later one gets in, the retried first batch is out of order for good.
+         */
+        private Mono<Void> sendOpening(Chunker.Manifest m) {
+            return send(Flux.fromIterable(m.first())).then(send(Flux.fromIterable(m.rest())));
         }
 
         private Flux<SenderRecord<byte[], byte[], Sent>> commitRecords() {

@@ -31,8 +31,9 @@ final class RawPublisher {
     List<ProducerRecord<byte[], byte[]>> records(String checkpoint, List<TensorInfo> infos, long seed) {
         Chunker chunker = new Chunker(topic, checkpoint, chunkBytes);
         List<ProducerRecord<byte[], byte[]>> out = new ArrayList<>();
-        chunker.manifest(WireFormat.manifestJson(checkpoint, Optional.of(infos), Optional.empty()), partitions)
-                .forEach(out::add);
+        var manifest = chunker.manifest(WireFormat.manifestJson(checkpoint, Optional.of(infos), Optional.empty()), partitions);
+        out.addAll(manifest.first());
+        out.addAll(manifest.rest());
         long[] perPartition = new long[partitions];
         long bytes = 0;
         for (var event : TestCheckpoints.synthetic(infos, seed).collectList().block()) {
