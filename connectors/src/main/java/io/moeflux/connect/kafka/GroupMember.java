@@ -145,7 +145,8 @@ final class GroupMember {
                         .map(step -> ((Reassembler.Emit) step).event())
                         .doFinally(signal -> reassembler.releaseAll()));
                 Flux<SenderRecord<byte[], byte[], Sent>> out = events.transform(plan.stage()).concatMap(chunker::chunks, 1);
-                return sender.send(out.publishOn(Schedulers.boundedElastic(), SEND_PREFETCH))
+                return sender.send(out.doOnDiscard(TensorEvent.class, TensorEvent::release)
+                                .publishOn(Schedulers.boundedElastic(), SEND_PREFETCH))
                         .doOnNext(result -> count(result, perPartition, totals))
                         .then(Mono.defer(() -> commitRecord.get() == null
                                 ? Mono.<Void>empty()

@@ -53,11 +53,13 @@ public record KafkaSourceOptions(String bootstrapServers, String topic, Optional
     }
 
     public KafkaSourceOptions withCheckpointId(String id) {
-        return new KafkaSourceOptions(bootstrapServers, topic, Optional.of(id), maxReassemblyBytes, stallTimeout, spill, consumerProperties);
+        return new KafkaSourceOptions(bootstrapServers, topic, Optional.of(id), maxReassemblyBytes, stallTimeout, spill,
+                consumerProperties);
     }
 
     public KafkaSourceOptions withMaxReassemblyBytes(long bytes) {
-        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, bytes, stallTimeout, spill, consumerProperties);
+        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, bytes, stallTimeout, spill,
+                consumerProperties);
     }
 
     public KafkaSourceOptions withStallTimeout(Duration timeout) {

@@ -74,7 +74,8 @@ public final class LocalKafkaBroker implements AutoCloseable {
         p.put("process.roles", "broker,controller");
         p.put("node.id", "1");
         p.put("controller.quorum.voters", "1@localhost:" + controllerPort);
-        p.put("listeners", "PLAINTEXT://" + listenHost(host) + ":" + brokerPort + "," + CONTROLLER + "://localhost:" + controllerPort);
+        p.put("listeners", "PLAINTEXT://" + listenHost(host) + ":" + brokerPort + ","
+                + CONTROLLER + "://localhost:" + controllerPort);
         p.put("advertised.listeners", "PLAINTEXT://" + host + ":" + brokerPort);
         p.put("controller.listener.names", CONTROLLER);
         p.put("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT," + CONTROLLER + ":PLAINTEXT");

@@ -7,6 +7,8 @@ import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
@@ -75,8 +77,8 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
                 (sender, error) -> abortThenClose(sender),
                 sender -> abortThenClose(sender))
                 .onErrorMap(e -> !(e instanceof KafkaCheckpointException || e instanceof IllegalArgumentException),
-                        e -> new KafkaCheckpointException("publishing checkpoint " + options.checkpointId() + " to "
-                                + options.endpoint() + " failed: " + e));
+                        e -> new UncheckedIOException(new IOException("publishing checkpoint " + options.checkpointId()
+                                + " to " + options.endpoint() + " failed: " + e.getMessage(), e)));
     }
 
     /**
@@ -185,7 +187,10 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
          * send waiting for buffer memory there would wait for itself. So records are made on a worker.
          */
         private Mono<Void> send(Flux<SenderRecord<byte[], byte[], Sent>> records) {
-            return sender.send(records.publishOn(Schedulers.boundedElastic(), SEND_PREFETCH))
+            // The discard hook must sit on the records: Reactor Kafka subscribes to them without passing on
+            // its subscriber's context, and events queued in the chunking stages are released through it.
+            return sender.send(records.doOnDiscard(TensorEvent.class, TensorEvent::release)
+                            .publishOn(Schedulers.boundedElastic(), SEND_PREFETCH))
                     .doOnNext(this::acknowledged)
                     .then();
         }

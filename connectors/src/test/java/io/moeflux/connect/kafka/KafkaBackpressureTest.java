@@ -40,7 +40,8 @@ class KafkaBackpressureTest {
         // The heap the consumer fetches into is bounded by fetch.max.bytes; what grows with a slow sink
         // are reassembled tensors nobody takes, which the source counts as it allocates and frees them.
         long received = source.tensors()
-                .concatMap(e -> Mono.delay(Duration.ofMillis(25)).then(Mono.fromRunnable(e::release)).thenReturn(e.tensor().byteSize()), 1)
+                .concatMap(e -> Mono.delay(Duration.ofMillis(25)).then(Mono.fromRunnable(e::release))
+                        .thenReturn(e.tensor().byteSize()), 1)
                 .reduce(0L, Long::sum)
                 .block();
 

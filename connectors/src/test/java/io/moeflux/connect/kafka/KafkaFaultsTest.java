@@ -111,7 +111,8 @@ class KafkaFaultsTest {
         RawPublisher agree = raw("dup-agree");
         List<ProducerRecord<byte[], byte[]>> records = agree.records("c", INFOS, 1);
         // A publisher that died and published everything again: every chunk twice, commits once.
-        List<ProducerRecord<byte[], byte[]>> twice = new ArrayList<>(records.stream().filter(r -> !RawPublisher.isCommit(r)).toList());
+        List<ProducerRecord<byte[], byte[]>> twice =
+                new ArrayList<>(records.stream().filter(r -> !RawPublisher.isCommit(r)).toList());
         twice.addAll(records);
         agree.send(twice);
         assertThat(TestCheckpoints.digest(source("dup-agree", "c"))).isEqualTo(expected(1));
