@@ -10,6 +10,8 @@ import io.moeflux.tensor.TensorInfo;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.util.HashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeoutException;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
@@ -18,6 +20,7 @@ import java.util.Set;
 import java.util.function.Function;
 import java.util.stream.Collectors;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -76,9 +79,13 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
                 ReactorKafkaSink::close,
                 (sender, error) -> abortThenClose(sender),
                 sender -> abortThenClose(sender))
-                .onErrorMap(e -> !(e instanceof KafkaCheckpointException || e instanceof IllegalArgumentException),
-                        e -> new UncheckedIOException(new IOException("publishing checkpoint " + options.checkpointId()
+                // Kafka's own failures become I/O errors naming the destination; the upstream's pass unchanged.
+                .onErrorMap(ReactorKafkaSink::isKafkaFailure, e -> new UncheckedIOException(new IOException("publishing checkpoint " + options.checkpointId()
                                 + " to " + options.endpoint() + " failed: " + e.getMessage(), e)));
+    }
+
+    private static boolean isKafkaFailure(Throwable e) {
+        return e instanceof KafkaException || e instanceof ExecutionException || e instanceof TimeoutException;
     }
 
     /**

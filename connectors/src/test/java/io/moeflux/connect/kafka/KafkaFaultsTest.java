@@ -22,11 +22,15 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.zip.CRC32C;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.header.internals.RecordHeaders;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.DenseTensor;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import reactor.core.Disposable;
+import reactor.core.publisher.Flux;
+import reactor.test.StepVerifier;
 
 /** Broken, interleaved and interrupted checkpoints on a real broker. */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
@@ -219,6 +223,67 @@ class KafkaFaultsTest {
         SafetensorsSink.create(SafetensorsSinkOptions.to(out)).write(again.describe().block(), again.tensors()).block();
         assertThat(TestCheckpoints.digest(out)).isEqualTo(TestCheckpoints.digest(TestCheckpoints.synthetic(infos, 3)));
         assertThat(Files.exists(out)).isTrue();
+    }
+
+    @Test
+    void aPublishThatFailsOrIsCancelledReleasesEveryTensorAndCommitsNothing() {
+        List<TensorInfo> infos = TestCheckpoints.syntheticInfos(16, 64 << 10, 4);
+        AtomicInteger made = new AtomicInteger();
+        AtomicInteger released = new AtomicInteger();
+        Flux<TensorEvent> tracked = TestCheckpoints.synthetic(infos, 4).map(e -> {
+            made.incrementAndGet();
+            DenseTensor t = (DenseTensor) e.tensor();
+            return new TensorEvent(e.fqn(), new DenseTensor(t.dtype(), t.shape(), t.data(), () -> {
+                released.incrementAndGet();
+                t.release();
+            }));
+        });
+        KafkaSinkOptions options = KafkaSinkOptions.to(KAFKA.endpoint("abandoned", "c")).withChunkBytes(16 << 10);
+
+        // The source fails half-way.
+        StepVerifier.create(KafkaCheckpointSink.create(options).write(CheckpointDescriptor.UNKNOWN,
+                        tracked.take(8).concatWith(Flux.error(new IllegalStateException("disk gone")))))
+                .verifyErrorMessage("disk gone");
+        assertThat(released.get()).isEqualTo(made.get()).isEqualTo(8);
+
+        // A tensor that is not in the plan.
+        StepVerifier.create(KafkaCheckpointSink.create(options).write(CheckpointDescriptor.UNKNOWN.withTensors(
+                        infos.subList(0, 4)), tracked))
+                .expectErrorSatisfies(e -> assertThat(e).hasMessageContaining("is not in the planned checkpoint"))
+                .verify();
+        assertThat(released.get()).isEqualTo(made.get());
+
+        // Cancelled once data flows.
+        AtomicInteger acknowledged = new AtomicInteger();
+        StepVerifier.create(KafkaCheckpointSink.create(options.withProgress(new Progress() {
+                    @Override
+                    public void bytesWritten(long bytes) {}
+
+                    @Override
+                    public void tensorWritten(String fqn) {
+                        acknowledged.incrementAndGet();
+                    }
+                })).write(CheckpointDescriptor.UNKNOWN, tracked.delayElements(Duration.ofMillis(20))))
+                .expectSubscription()
+                .then(() -> await(() -> acknowledged.get() >= 2))
+                .thenCancel()
+                .verify();
+        await(() -> released.get() == made.get());
+        assertThat(released.get()).isEqualTo(made.get());
+
+        assertThatThrownBy(() -> TestCheckpoints.digest(source("abandoned", "c")))
+                .isInstanceOf(KafkaCheckpointException.class)
+                .hasMessageContaining("no record arrived");
+    }
+
+    private static void await(java.util.function.BooleanSupplier condition) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!condition.getAsBoolean()) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("condition not met within 30 s");
+            }
+            Thread.onSpinWait();
+        }
     }
 
     private static int indexOf(List<ProducerRecord<byte[], byte[]>> records, String tensor, long chunk) {
