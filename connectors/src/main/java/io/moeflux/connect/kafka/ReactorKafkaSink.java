@@ -80,8 +80,9 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
                 (sender, error) -> abortThenClose(sender),
                 sender -> abortThenClose(sender))
                 // Kafka's own failures become I/O errors naming the destination; the upstream's pass unchanged.
-                .onErrorMap(ReactorKafkaSink::isKafkaFailure, e -> new UncheckedIOException(new IOException("publishing checkpoint " + options.checkpointId()
-                                + " to " + options.endpoint() + " failed: " + e.getMessage(), e)));
+                .onErrorMap(ReactorKafkaSink::isKafkaFailure, e -> new UncheckedIOException(new IOException(
+                        "publishing checkpoint " + options.checkpointId() + " to " + options.endpoint() + " failed: "
+                                + e.getMessage(), e)));
     }
 
     private static boolean isKafkaFailure(Throwable e) {
