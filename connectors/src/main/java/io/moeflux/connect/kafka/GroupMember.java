@@ -1,6 +1,7 @@
 package io.moeflux.connect.kafka;
 
 import io.moeflux.connect.kafka.Chunker.Sent;
+import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
@@ -48,7 +49,7 @@ final class GroupMember {
         Mono<Integer> sourcePartitions = Topics.partitions(source.bootstrapServers(), source.topic())
                 .map(p -> p.orElseThrow(() -> new KafkaCheckpointException("topic " + source.topic() + " does not exist")));
         Mono<KafkaGroupConversion.Plan> plan = scanner.manifest(sourceId)
-                .map(m -> planner.plan(new io.moeflux.pipeline.CheckpointDescriptor(m.tensors(), m.configJson())));
+                .map(found -> planner.plan(new CheckpointDescriptor(found.manifest().tensors(), found.manifest().configJson())));
         Mono<Integer> outputPartitions = Topics.ensure(sink.bootstrapServers(), sink.topic(), sink.partitionsIfCreated());
         return Mono.zip(sourcePartitions, plan, outputPartitions).flatMap(t -> Mono.usingWhen(
                 Mono.fromCallable(() -> KafkaSender.create(senderOptions())),

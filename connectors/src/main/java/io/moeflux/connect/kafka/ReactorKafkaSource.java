@@ -3,7 +3,9 @@ package io.moeflux.connect.kafka;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Collectors;
@@ -13,12 +15,16 @@ import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.kafka.receiver.KafkaReceiver;
 import reactor.kafka.receiver.ReceiverOptions;
-import reactor.kafka.receiver.ReceiverPartition;
 
 /** {@link KafkaCheckpointSource} on Reactor Kafka. */
 final class ReactorKafkaSource implements KafkaCheckpointSource {
     /** Records Reactor Kafka queues ahead of the reassembly; with 1 MiB chunks a few MiB. */
     static final int RECEIVE_PREFETCH = 4;
+    /**
+     * How much earlier than its manifest a checkpoint's records may be stamped: publishers on other
+     * hosts (scale-out members, a retried publish) have clocks of their own.
+     */
+    static final Duration CLOCK_SKEW = Duration.ofMinutes(5);
 
     private final KafkaSourceOptions options;
     private final TopicScanner scanner;
@@ -36,13 +42,20 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
     @Override
     public Mono<CheckpointDescriptor> describe() {
         return requireTopic().then(checkpointId).flatMap(scanner::manifest)
-                .map(m -> new CheckpointDescriptor(m.tensors(), m.configJson()));
+                .map(found -> new CheckpointDescriptor(found.manifest().tensors(), found.manifest().configJson()));
     }
 
     @Override
     public Flux<TensorEvent> tensors() {
-        return requireTopic().zipWith(checkpointId)
-                .flatMapMany(t -> read(t.getT2(), t.getT1()));
+        return requireTopic().zipWith(checkpointId).flatMapMany(t -> {
+            int partitions = t.getT1();
+            String checkpoint = t.getT2();
+            // Start where the checkpoint starts rather than at the beginning of a topic that may hold
+            // many older checkpoints: the manifest goes out before any of its data on every partition.
+            return scanner.manifest(checkpoint)
+                    .flatMap(found -> scanner.offsetsAt(partitions, found.timestamp() - CLOCK_SKEW.toMillis()))
+                    .flatMapMany(start -> read(checkpoint, partitions, start));
+        });
     }
 
     long peakReassemblyBytes() {
@@ -55,7 +68,7 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
                         + options.bootstrapServers())));
     }
 
-    private Flux<TensorEvent> read(String checkpoint, int partitionCount) {
+    private Flux<TensorEvent> read(String checkpoint, int partitionCount, Map<Integer, Long> start) {
         return Stages.releaseOnDiscard(Flux.defer(() -> {
             Set<Integer> partitions = IntStream.range(0, partitionCount).boxed().collect(Collectors.toSet());
             ReassemblyBudget budget = new ReassemblyBudget(options.maxReassemblyBytes());
@@ -66,7 +79,7 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
             ReceiverOptions<byte[], byte[]> receiverOptions = ReceiverOptions.<byte[], byte[]>create(
                             TopicScanner.consumerProperties(options.bootstrapServers(), options.consumerProperties()))
                     .assignment(assignment)
-                    .addAssignListener(assigned -> assigned.forEach(ReceiverPartition::seekToBeginning));
+                    .addAssignListener(assigned -> assigned.forEach(p -> p.seek(start.get(p.topicPartition().partition()))));
             return KafkaReceiver.create(receiverOptions)
                     .receive(RECEIVE_PREFETCH)
                     .transform(watchdog::guard)

@@ -65,12 +65,16 @@ final class TopicScanner {
         }).subscribeOn(Schedulers.boundedElastic());
     }
 
+    /** A manifest and the timestamp of its first part's record. */
+    record Found(WireFormat.Manifest manifest, long timestamp) {}
+
     /** The manifest of {@code checkpoint}, the first complete copy in partition 0. */
-    Mono<WireFormat.Manifest> manifest(String checkpoint) {
+    Mono<Found> manifest(String checkpoint) {
         return Mono.fromCallable(() -> {
             java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
             int[] next = {0};
-            WireFormat.Manifest[] found = {null};
+            long[] timestamp = {0};
+            Found[] found = {null};
             scan(record -> {
                 var h = record.headers();
                 if (!WireFormat.MANIFEST.equals(WireFormat.typeOf(h))
@@ -83,6 +87,7 @@ final class TopicScanner {
                 if (index == 0) {
                     bytes.reset();
                     next[0] = 0;
+                    timestamp[0] = record.timestamp();
                 }
                 if (index != next[0]) {
                     return false;
@@ -90,7 +95,7 @@ final class TopicScanner {
                 bytes.writeBytes(record.value());
                 next[0]++;
                 if (next[0] == count) {
-                    found[0] = WireFormat.parseManifest(bytes.toByteArray(), where);
+                    found[0] = new Found(WireFormat.parseManifest(bytes.toByteArray(), where), timestamp[0]);
                     return true;
                 }
                 return false;
@@ -99,6 +104,27 @@ final class TopicScanner {
                 throw new KafkaCheckpointException("topic " + topic + " holds no manifest of checkpoint " + checkpoint);
             }
             return found[0];
+        }).subscribeOn(Schedulers.boundedElastic());
+    }
+
+    /**
+     * Per partition, the first offset at or after {@code timestamp}, or the end of the partition when
+     * nothing is that recent yet (a publisher still writing).
+     */
+    Mono<Map<Integer, Long>> offsetsAt(int partitions, long timestamp) {
+        return Mono.fromCallable(() -> {
+            Map<TopicPartition, Long> query = new HashMap<>();
+            for (int p = 0; p < partitions; p++) {
+                query.put(new TopicPartition(topic, p), Math.max(0, timestamp));
+            }
+            try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerProperties(bootstrapServers, overrides))) {
+                var found = consumer.offsetsForTimes(query);
+                var ends = consumer.endOffsets(query.keySet());
+                Map<Integer, Long> offsets = new HashMap<>();
+                query.keySet().forEach(tp -> offsets.put(tp.partition(),
+                        found.get(tp) != null ? found.get(tp).offset() : ends.get(tp)));
+                return offsets;
+            }
         }).subscribeOn(Schedulers.boundedElastic());
     }
 

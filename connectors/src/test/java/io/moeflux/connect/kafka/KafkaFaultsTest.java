@@ -156,6 +156,25 @@ class KafkaFaultsTest {
     }
 
     @Test
+    void readingStartsWhereTheCheckpointStartsNotAtTheBeginningOfTheTopic() {
+        RawPublisher p = raw("seek");
+        // Chunks of an abandoned publish of the same id an hour ago, one of them corrupt: a reader that
+        // started at the beginning of the topic would trip over it.
+        long anHourAgo = System.currentTimeMillis() - Duration.ofHours(1).toMillis();
+        List<ProducerRecord<byte[], byte[]>> stale = new ArrayList<>();
+        for (var r : p.records("c", INFOS, 1)) {
+            if (WireFormat.DATA.equals(WireFormat.typeOf(r.headers()))) {
+                stale.add(new ProducerRecord<>(r.topic(), r.partition(), anHourAgo, r.key(), r.value(), r.headers()));
+            }
+        }
+        stale.getFirst().value()[0] ^= 1;
+        List<ProducerRecord<byte[], byte[]>> all = new ArrayList<>(stale);
+        all.addAll(p.records("c", INFOS, 2));
+        p.send(all);
+        assertThat(TestCheckpoints.digest(source("seek", "c"))).isEqualTo(expected(2));
+    }
+
+    @Test
     void aBrokerRestartMidPublishLosesAndDuplicatesNothing() throws Exception {
         List<TensorInfo> infos = TestCheckpoints.syntheticInfos(32, 512 << 10, 8);
         AtomicBoolean restarted = new AtomicBoolean();
