@@ -23,6 +23,7 @@ import picocli.CommandLine.ScopeType;
             GenerateCommand.class,
             DemoCommand.class,
             BrokerCommand.class,
+            ScaleOutCommand.class,
             CommandLine.HelpCommand.class,
         })
 public final class Main implements Callable<Integer> {
