@@ -86,10 +86,6 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
                 + "; expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]");
     }
 
-    public KafkaEndpoint withCheckpoint(String id) {
-        return new KafkaEndpoint(bootstrapServers, topic, Optional.of(id));
-    }
-
     @Override
     public String toString() {
         return SCHEME + bootstrapServers + "/" + topic

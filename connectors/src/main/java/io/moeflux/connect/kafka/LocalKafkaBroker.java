@@ -29,12 +29,10 @@ public final class LocalKafkaBroker implements AutoCloseable {
     private static final String CONTROLLER = "CONTROLLER";
 
     private final int port;
-    private final Path dataDir;
     private final KafkaRaftServer server;
 
-    private LocalKafkaBroker(int port, Path dataDir, KafkaRaftServer server) {
+    private LocalKafkaBroker(int port, KafkaRaftServer server) {
         this.port = port;
-        this.dataDir = dataDir;
         this.server = server;
     }
 
@@ -63,7 +61,7 @@ public final class LocalKafkaBroker implements AutoCloseable {
             format(logDir);
             KafkaRaftServer server = new KafkaRaftServer(config, Time.SYSTEM);
             server.startup();
-            return new LocalKafkaBroker(brokerPort, dataDir, server);
+            return new LocalKafkaBroker(brokerPort, server);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot start a Kafka broker in " + dataDir + ": " + e.getMessage(), e);
         }
@@ -127,10 +125,6 @@ public final class LocalKafkaBroker implements AutoCloseable {
 
     public int port() {
         return port;
-    }
-
-    public Path dataDir() {
-        return dataDir;
     }
 
     /** {@code localhost:port}, for {@code bootstrap.servers}. */

@@ -9,7 +9,6 @@ import io.moeflux.tensor.TensorInfo;
 import java.io.ByteArrayOutputStream;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -274,12 +273,6 @@ final class Reassembler {
                 .orElse("");
     }
 
-    Optional<WireFormat.Manifest> manifest() {
-        synchronized (this) {
-            return manifest;
-        }
-    }
-
     /** What has arrived so far, for error messages. */
     synchronized String state() {
         List<String> partial = tensors.values().stream().filter(e -> !e.isComplete()).limit(3)
@@ -287,10 +280,6 @@ final class Reassembler {
         return completeTensors + " tensors complete"
                 + (partial.isEmpty() ? "" : ", in progress: " + partial)
                 + ", commit records from partitions " + commits.keySet() + " of " + new TreeSet<>(partitions);
-    }
-
-    synchronized boolean isDone() {
-        return done;
     }
 
     /** Frees tensors still being reassembled (on complete, error and cancel). */
@@ -373,10 +362,5 @@ final class Reassembler {
                 budget.abandoned(total);
             }
         }
-    }
-
-    @Override
-    public String toString() {
-        return "Reassembler[" + checkpoint + " " + Arrays.toString(partitions.toArray()) + "]";
     }
 }
