@@ -30,6 +30,8 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
     private final TopicScanner scanner;
     /** Resolved once, so describe() and tensors() agree on "the newest" checkpoint. */
     private final Mono<String> checkpointId;
+    /** Found once: describe() and tensors() both need it, and finding it means scanning partition 0. */
+    private final Mono<TopicScanner.Found> manifest;
     /** The most bytes any read held in reassembly buffers and unreleased tensors, for the memory tests. */
     private final AtomicLong peakReassemblyBytes = new AtomicLong();
 
@@ -37,11 +39,12 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
         this.options = options;
         this.scanner = new TopicScanner(options.bootstrapServers(), options.topic(), options.consumerProperties());
         this.checkpointId = options.checkpointId().map(Mono::just).orElseGet(() -> scanner.newestCommitted().cache());
+        this.manifest = checkpointId.flatMap(scanner::manifest).cache();
     }
 
     @Override
     public Mono<CheckpointDescriptor> describe() {
-        return requireTopic().then(checkpointId).flatMap(scanner::manifest)
+        return requireTopic().then(manifest)
                 .map(found -> new CheckpointDescriptor(found.manifest().tensors(), found.manifest().configJson()));
     }
 
@@ -52,7 +55,7 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
             String checkpoint = t.getT2();
             // Start where the checkpoint starts rather than at the beginning of a topic that may hold
             // many older checkpoints: the manifest goes out before any of its data on every partition.
-            return scanner.manifest(checkpoint)
+            return manifest
                     .flatMap(found -> scanner.offsetsAt(partitions, found.timestamp() - CLOCK_SKEW.toMillis()))
                     .flatMapMany(start -> read(checkpoint, partitions, start));
         });
