@@ -41,6 +41,11 @@ public final class SpillArea {
         return new SpillArea(Path.of(System.getProperty("java.io.tmpdir")), 1L << 20);
     }
 
+    /** True when a tensor of this many bytes would live in a file mapping rather than in memory. */
+    public boolean isFileBacked(long bytes) {
+        return bytes >= thresholdBytes;
+    }
+
     /** A zero-filled tensor the caller fills and owns. */
     public DenseTensor allocate(DType dtype, long[] shape) {
         long bytes = Shapes.byteSize(dtype, shape);
@@ -67,6 +72,26 @@ public final class SpillArea {
         } catch (RuntimeException e) {
             arena.close();
             deleteQuietly(file);
+            throw e;
+        }
+    }
+
+    /**
+     * The bytes of a lazily computed tensor (a merged expert tensor, say) made concrete here, so they
+     * can be sliced; the argument is not released.
+     */
+    public DenseTensor materialize(Tensor t) throws IOException {
+        DenseTensor out = allocate(t.dtype(), t.shape());
+        try {
+            MemorySegment dst = out.data();
+            long[] pos = {0};
+            t.writeTo(chunk -> {
+                MemorySegment.copy(chunk, 0, dst, pos[0], chunk.byteSize());
+                pos[0] += chunk.byteSize();
+            });
+            return out;
+        } catch (IOException | RuntimeException e) {
+            out.release();
             throw e;
         }
     }

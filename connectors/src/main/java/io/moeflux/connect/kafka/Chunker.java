@@ -2,9 +2,9 @@ package io.moeflux.connect.kafka;
 
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DenseTensor;
+import io.moeflux.tensor.SpillArea;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
-import io.moeflux.tensor.Tensors;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.lang.foreign.MemorySegment;
@@ -119,6 +119,8 @@ final class Chunker {
     }
 
     /** A tensor's bytes as one segment: its own, or a copy for tensors that compute them while written. */
+    private static final SpillArea SPILL = SpillArea.inTempDir();
+
     private static final class Bytes {
         final TensorEvent event;
         final MemorySegment segment;
@@ -139,7 +141,8 @@ final class Chunker {
                 this.segment = direct.get();
             } else {
                 try {
-                    DenseTensor materialized = Tensors.materialize(t);
+                    // A merged expert tensor is gigabytes: it is computed into page cache, not the heap.
+                    DenseTensor materialized = SPILL.materialize(t);
                     this.copy = Optional.of(materialized);
                     this.segment = materialized.data();
                 } catch (IOException e) {

@@ -57,6 +57,15 @@ final class Reassembler {
     private long completeBytes;
     private boolean done;
 
+    /**
+     * What a tensor counts against the memory budget: file-backed tensors count nothing. A from-hf
+     * merge window holds a whole layer's experts until its last one arrives; were those counted,
+     * reading would wait for the window and the window for reading.
+     */
+    private long budgeted(long bytes) {
+        return spill.isFileBacked(bytes) ? 0 : bytes;
+    }
+
     Reassembler(String topic, String checkpoint, Set<Integer> partitions, ReassemblyBudget budget, SpillArea spill) {
         this.topic = topic;
         this.checkpoint = checkpoint;
@@ -122,7 +131,7 @@ final class Reassembler {
                         + Shapes.byteSize(dtype, shape) + " bytes but the chunk header says " + total));
             }
             checkAgainstManifest(name, dtype, shape, at);
-            return budget.reserve(total).then(Mono.fromCallable(() -> {
+            return budget.reserve(budgeted(total)).then(Mono.fromCallable(() -> {
                 Entry created = new Entry(name, dtype, shape, total, count, record.partition());
                 synchronized (this) {
                     if (done) {
@@ -347,10 +356,10 @@ final class Reassembler {
             buffer = null;
             MemorySegment data = segment;
             segment = null;
-            budget.handedOut(total);
+            budget.handedOut(budgeted(total));
             return new DenseTensor(dtype, shape, data, () -> {
                 owned.release();
-                budget.released(total);
+                budget.released(budgeted(total));
             });
         }
 
@@ -359,7 +368,7 @@ final class Reassembler {
                 buffer.release();
                 buffer = null;
                 segment = null;
-                budget.abandoned(total);
+                budget.abandoned(budgeted(total));
             }
         }
     }
