@@ -1,0 +1,107 @@
+package io.moeflux.serve;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeflux.hy3.Hy3Adapter;
+import io.moeflux.hy3.Hy3Config;
+import io.moeflux.hy3.Hy3Options;
+import io.moeflux.pipeline.CheckpointDescriptor;
+import java.io.IOException;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.regex.PatternSyntaxException;
+
+/**
+ * What one upload is converted with: the model config from its query parameters or else the service's
+ * {@code --config}, and its conversion options.
+ *
+ * @param adapter    the converter, absent when the direction needs none
+ * @param descriptor what the sink is told up front: the config to store, no tensor plan (tensors are
+ *                   only known as they arrive)
+ */
+record UploadConfig(Optional<Hy3Adapter> adapter, CheckpointDescriptor descriptor) {
+    static final List<String> MODEL_PARAMETERS = List.of("num_hidden_layers", "num_experts", "moe_intermediate_size");
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** Throws {@link IllegalArgumentException} naming the parameter that is missing or wrong. */
+    static UploadConfig resolve(IngestOptions options, Map<String, List<String>> query) {
+        Optional<byte[]> configJson = fromQuery(query).or(options::configJson);
+        Hy3Options hy3 = options.hy3Options();
+        Optional<String> exclude = single(query, "exclude_key_regex");
+        if (exclude.isPresent()) {
+            try {
+                hy3 = hy3.withExcludeKeyRegex(exclude.get());
+            } catch (PatternSyntaxException e) {
+                throw new IllegalArgumentException("exclude_key_regex is not a regular expression: " + e.getDescription());
+            }
+        }
+        Optional<Hy3Adapter> adapter = Optional.empty();
+        if (options.direction().needsModelConfig()) {
+            byte[] json = configJson.orElseThrow(() -> new IllegalArgumentException("direction "
+                    + options.direction().cliName() + " needs the model config: start the service with --config,"
+                    + " or give the query parameters " + String.join(", ", MODEL_PARAMETERS)));
+            adapter = Optional.of(new Hy3Adapter(parse(json), hy3));
+        }
+        return new UploadConfig(adapter, new CheckpointDescriptor(Optional.empty(), configJson));
+    }
+
+    /** A {@code config.json} made of the query's model parameters, when the query has any. */
+    private static Optional<byte[]> fromQuery(Map<String, List<String>> query) {
+        if (MODEL_PARAMETERS.stream().noneMatch(query::containsKey)) {
+            return Optional.empty();
+        }
+        ObjectNode config = JSON.createObjectNode();
+        for (String name : MODEL_PARAMETERS) {
+            config.put(name, positiveInt(query, name));
+        }
+        if (query.containsKey("hidden_size")) {
+            config.put("hidden_size", positiveInt(query, "hidden_size"));
+        }
+        try {
+            return Optional.of(JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(config));
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot encode a JSON object of numbers", e);
+        }
+    }
+
+    private static int positiveInt(Map<String, List<String>> query, String name) {
+        String value = single(query, name).orElseThrow(() -> new IllegalArgumentException(
+                "the model config in the query needs all of " + String.join(", ", MODEL_PARAMETERS) + "; " + name + " is missing"));
+        try {
+            int n = Integer.parseInt(value);
+            if (n > 0) {
+                return n;
+            }
+        } catch (NumberFormatException e) {
+            // Reported below with the parameter's name.
+        }
+        throw new IllegalArgumentException(name + " must be a positive integer, got \"" + value + "\"");
+    }
+
+    private static Optional<String> single(Map<String, List<String>> query, String name) {
+        List<String> values = query.getOrDefault(name, List.of());
+        if (values.size() > 1) {
+            throw new IllegalArgumentException(name + " is given " + values.size() + " times");
+        }
+        return values.stream().findFirst();
+    }
+
+    private static Hy3Config parse(byte[] configJson) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(configJson);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("the model config is not valid JSON: " + e.getMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new IllegalArgumentException("the model config is not a JSON object");
+        }
+        return new Hy3Config(
+                root.path("num_hidden_layers").asInt(Hy3Config.HY3_PREVIEW.numHiddenLayers()),
+                root.path("num_experts").asInt(Hy3Config.HY3_PREVIEW.numExperts()),
+                root.path("moe_intermediate_size").asInt(Hy3Config.HY3_PREVIEW.moeIntermediateSize()),
+                root.path("hidden_size").asInt(Hy3Config.HY3_PREVIEW.hiddenSize()));
+    }
+}
