@@ -1,0 +1,304 @@
+package io.moeflux.connect.safetensors;
+
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.CheckpointSink;
+import io.moeflux.pipeline.CommitSummary;
+import io.moeflux.pipeline.Stages;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Shapes;
+import io.moeflux.tensor.Tensor;
+import io.moeflux.tensor.TensorInfo;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Scheduler;
+import reactor.core.scheduler.Schedulers;
+
+/**
+ * The folder sink (see {@link SafetensorsSink}). Events become write tasks, one per piece of a tensor
+ * (a whole dense tensor, or one expert slab of a merged one); at most {@code writeThreads} tasks run at
+ * once, which is also how far ahead of the disk the sink asks upstream for tensors.
+ */
+final class FolderSink implements CheckpointSink {
+    private final SafetensorsSinkOptions options;
+
+    FolderSink(SafetensorsSinkOptions options) {
+        this.options = options;
+    }
+
+    @Override
+    public Mono<CommitSummary> write(CheckpointDescriptor planned, Flux<TensorEvent> events) {
+        return Mono.defer(() -> {
+            // Until events are subscribed no tensor exists, so failing here leaks nothing.
+            Staging staging;
+            try {
+                staging = Staging.create(options.output(), options.overwrite());
+            } catch (IOException e) {
+                return Mono.error(e);
+            }
+            Placer placer;
+            try {
+                placer = planned.tensors().isPresent()
+                        ? new PlannedPlacer(staging.dir(), ShardLayout.plan(planned.tensors().get(), options.maxShardSize()))
+                        : new SpoolPlacer(staging.dir());
+            } catch (IOException | RuntimeException e) {
+                staging.abort();
+                return Mono.error(e);
+            }
+            Scheduler io = Schedulers.newBoundedElastic(options.writeThreads(), Integer.MAX_VALUE, "moeflux-write");
+            int threads = options.writeThreads();
+            return Stages.releaseOnDiscard(events)
+                    .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
+                    .flatMap(task -> Mono.fromRunnable(task::run).subscribeOn(io), threads, 1)
+                    .doOnDiscard(WriteTask.class, WriteTask::abandon)
+                    .then(Mono.fromCallable(() -> {
+                        ShardLayout layout = placer.finish(options.maxShardSize());
+                        writeSidecars(staging.dir(), layout, planned);
+                        staging.commit();
+                        return new CommitSummary(options.output().toString(), layout.tensorCount(),
+                                layout.totalBytes(), layout.shards().size());
+                    }).subscribeOn(io))
+                    .doFinally(signal -> {
+                        placer.close();
+                        io.dispose();
+                        staging.abortIfNotCommitted();
+                    });
+        });
+    }
+
+    private static void writeSidecars(Path dir, ShardLayout layout, CheckpointDescriptor planned) throws IOException {
+        if (layout.shards().size() > 1) {
+            Files.write(dir.resolve(ShardIndex.FILE_NAME), layout.index().toJson());
+        }
+        if (planned.configJson().isPresent()) {
+            Files.write(dir.resolve("config.json"), planned.configJson().get());
+        }
+    }
+
+    /** One piece of one tensor, to be written at a file offset; the tensor is released after its last piece. */
+    private final class WriteTask {
+        private final TensorEvent event;
+        private final Tensor.Piece piece;
+        private final FileChannel channel;
+        private final long fileOffset;
+        private final AtomicInteger remaining;
+
+        WriteTask(TensorEvent event, Tensor.Piece piece, FileChannel channel, long fileOffset, AtomicInteger remaining) {
+            this.event = event;
+            this.piece = piece;
+            this.channel = channel;
+            this.fileOffset = fileOffset;
+            this.remaining = remaining;
+        }
+
+        void run() {
+            long[] pos = {fileOffset + piece.offset()};
+            try {
+                piece.writer().writeTo(chunk -> {
+                    ByteBuffer bb = chunk.asByteBuffer();
+                    long n = bb.remaining();
+                    while (bb.hasRemaining()) {
+                        pos[0] += channel.write(bb, pos[0]);
+                    }
+                    options.progress().bytesWritten(n);
+                });
+            } catch (IOException e) {
+                abandon();
+                throw new UncheckedIOException("writing " + event.fqn() + ": " + e.getMessage(), e);
+            } catch (RuntimeException e) {
+                abandon();
+                throw e;
+            }
+            if (pos[0] != fileOffset + piece.offset() + piece.byteSize()) {
+                abandon();
+                throw new IllegalStateException(event.fqn() + " produced " + (pos[0] - fileOffset - piece.offset())
+                        + " bytes for a piece of " + piece.byteSize());
+            }
+            if (remaining.decrementAndGet() == 0) {
+                event.release();
+                options.progress().tensorWritten(event.fqn());
+            }
+        }
+
+        void abandon() {
+            if (remaining.getAndSet(-1) > 0) {
+                event.release();
+            }
+        }
+    }
+
+    /** Decides where each arriving tensor's bytes go, and lays the shards out at the end. */
+    private interface Placer {
+        List<WriteTask> tasks(TensorEvent event);
+
+        ShardLayout finish(long maxShardSize) throws IOException;
+
+        void close();
+    }
+
+    private List<WriteTask> tasksAt(TensorEvent event, FileChannel channel, long fileOffset) {
+        List<Tensor.Piece> pieces = event.tensor().pieces();
+        AtomicInteger remaining = new AtomicInteger(pieces.size());
+        List<WriteTask> tasks = new ArrayList<>(pieces.size());
+        for (Tensor.Piece p : pieces) {
+            tasks.add(new WriteTask(event, p, channel, fileOffset, remaining));
+        }
+        if (pieces.isEmpty()) {
+            event.release();
+        }
+        return tasks;
+    }
+
+    /** Writes into shards laid out up front from the planned tensors. */
+    private final class PlannedPlacer implements Placer {
+        private final ShardLayout layout;
+        private final List<FileChannel> channels = new ArrayList<>();
+        private final java.util.Set<String> written = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+        PlannedPlacer(Path dir, ShardLayout layout) throws IOException {
+            this.layout = layout;
+            try {
+                for (ShardLayout.Shard s : layout.shards()) {
+                    FileChannel ch = FileChannel.open(dir.resolve(s.fileName()), StandardOpenOption.CREATE_NEW,
+                            StandardOpenOption.WRITE, StandardOpenOption.READ);
+                    channels.add(ch);
+                    ByteBuffer header = ByteBuffer.wrap(s.header());
+                    while (header.hasRemaining()) {
+                        ch.write(header, header.position());
+                    }
+                }
+            } catch (IOException | RuntimeException e) {
+                close();
+                throw e;
+            }
+        }
+
+        @Override
+        public List<WriteTask> tasks(TensorEvent event) {
+            ShardLayout.Placement p = layout.placement(event.fqn());
+            TensorInfo actual = event.tensor().info(event.fqn());
+            if (p == null) {
+                event.release();
+                throw new InvalidCheckpointException("tensor " + actual + " was not in the planned checkpoint");
+            }
+            if (!p.info().equals(actual)) {
+                event.release();
+                throw new InvalidCheckpointException("tensor " + event.fqn() + " arrived as " + actual.dtype()
+                        + Shapes.format(actual.shape()) + " but was planned as " + p.info().dtype()
+                        + Shapes.format(p.info().shape()));
+            }
+            if (!written.add(event.fqn())) {
+                event.release();
+                throw new InvalidCheckpointException("duplicate tensor " + event.fqn());
+            }
+            return tasksAt(event, channels.get(p.shard()), p.fileOffset());
+        }
+
+        @Override
+        public ShardLayout finish(long maxShardSize) {
+            if (written.size() != layout.tensorCount()) {
+                String firstMissing = layout.shards().stream().flatMap(s -> s.tensors().stream())
+                        .map(TensorInfo::name).filter(n -> !written.contains(n)).findFirst().orElse("?");
+                throw new InvalidCheckpointException((layout.tensorCount() - written.size())
+                        + " planned tensors never arrived, the first being " + firstMissing);
+            }
+            close();
+            return layout;
+        }
+
+        @Override
+        public void close() {
+            closeAll(channels);
+        }
+    }
+
+    /** Appends tensors to a spool file as they come and lays the shards out from it at the end. */
+    private final class SpoolPlacer implements Placer {
+        private record Spooled(TensorInfo info, long offset) {}
+
+        private final Path dir;
+        private final Path spoolPath;
+        private final FileChannel spool;
+        private final List<Spooled> spooled = new ArrayList<>();
+        private final java.util.Set<String> names = new java.util.HashSet<>();
+        private long end;
+        private final List<FileChannel> shardChannels = new ArrayList<>();
+
+        SpoolPlacer(Path dir) throws IOException {
+            this.dir = dir;
+            this.spoolPath = dir.resolve(".spool");
+            this.spool = FileChannel.open(spoolPath, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE,
+                    StandardOpenOption.READ);
+        }
+
+        @Override
+        public synchronized List<WriteTask> tasks(TensorEvent event) {
+            if (!names.add(event.fqn())) {
+                event.release();
+                throw new InvalidCheckpointException("duplicate tensor " + event.fqn());
+            }
+            TensorInfo info = event.tensor().info(event.fqn());
+            long at = end;
+            end += info.byteSize();
+            spooled.add(new Spooled(info, at));
+            return tasksAt(event, spool, at);
+        }
+
+        @Override
+        public ShardLayout finish(long maxShardSize) throws IOException {
+            ShardLayout layout = ShardLayout.plan(spooled.stream().map(Spooled::info).toList(), maxShardSize);
+            java.util.Map<String, Long> spoolOffsets = new java.util.HashMap<>();
+            spooled.forEach(s -> spoolOffsets.put(s.info().name(), s.offset()));
+            for (ShardLayout.Shard s : layout.shards()) {
+                FileChannel out = FileChannel.open(dir.resolve(s.fileName()), StandardOpenOption.CREATE_NEW,
+                        StandardOpenOption.WRITE);
+                shardChannels.add(out);
+                ByteBuffer header = ByteBuffer.wrap(s.header());
+                while (header.hasRemaining()) {
+                    out.write(header);
+                }
+                for (TensorInfo t : s.tensors()) {
+                    long from = spoolOffsets.get(t.name());
+                    long left = t.byteSize();
+                    while (left > 0) {
+                        long n = spool.transferTo(from, left, out);
+                        if (n <= 0) {
+                            throw new IOException("spool ended early while copying " + t.name());
+                        }
+                        from += n;
+                        left -= n;
+                    }
+                }
+            }
+            close();
+            Files.deleteIfExists(spoolPath);
+            return layout;
+        }
+
+        @Override
+        public void close() {
+            closeAll(shardChannels);
+            closeAll(List.of(spool));
+        }
+    }
+
+    private static void closeAll(List<FileChannel> channels) {
+        for (FileChannel ch : channels) {
+            try {
+                ch.close();
+            } catch (IOException ignored) {
+                // Closing after a failure: the staging folder is deleted anyway.
+            }
+        }
+    }
+}

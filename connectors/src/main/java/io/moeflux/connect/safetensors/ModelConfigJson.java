@@ -1,0 +1,63 @@
+package io.moeflux.connect.safetensors;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.hy3.Hy3Config;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Optional;
+
+/** Reads the model facts the adapter needs from a Hugging Face {@code config.json}. */
+public final class ModelConfigJson {
+    private ModelConfigJson() {}
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /**
+     * The config's {@code num_hidden_layers} (80 when absent, as the reference adapter assumes),
+     * {@code num_experts}, {@code moe_intermediate_size} and {@code hidden_size}; fields that are absent
+     * take Hy3-preview's values.
+     */
+    public static Hy3Config parse(byte[] configJson, String where) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(configJson);
+        } catch (IOException e) {
+            throw new InvalidCheckpointException(where + ": not valid JSON: " + e.getMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new InvalidCheckpointException(where + ": not a JSON object");
+        }
+        Hy3Config d = Hy3Config.HY3_PREVIEW;
+        return new Hy3Config(
+                intField(root, "num_hidden_layers", d.numHiddenLayers(), where),
+                intField(root, "num_experts", d.numExperts(), where),
+                intField(root, "moe_intermediate_size", d.moeIntermediateSize(), where),
+                intField(root, "hidden_size", d.hiddenSize(), where));
+    }
+
+    /** {@code folder/config.json} when present. */
+    public static Optional<byte[]> readBytes(Path folder) throws IOException {
+        Path p = Files.isDirectory(folder) ? folder.resolve("config.json") : folder.resolveSibling("config.json");
+        return Files.isRegularFile(p) ? Optional.of(Files.readAllBytes(p)) : Optional.empty();
+    }
+
+    /** The config of a checkpoint folder (or of the folder a single file sits in); Hy3-preview's facts when it has none. */
+    public static Hy3Config read(Path folder) throws IOException {
+        Optional<byte[]> bytes = readBytes(folder);
+        return bytes.isPresent() ? parse(bytes.get(), folder.resolve("config.json").toString()) : Hy3Config.HY3_PREVIEW;
+    }
+
+    private static int intField(JsonNode root, String name, int fallback, String where) {
+        JsonNode v = root.get(name);
+        if (v == null || v.isNull()) {
+            return fallback;
+        }
+        if (!v.isIntegralNumber() || !v.canConvertToInt()) {
+            throw new InvalidCheckpointException(where + ": " + name + " must be an integer, got " + v);
+        }
+        return v.asInt();
+    }
+}

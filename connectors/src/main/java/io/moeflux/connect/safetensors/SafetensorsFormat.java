@@ -1,0 +1,278 @@
+package io.moeflux.connect.safetensors;
+
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.tensor.DType;
+import io.moeflux.tensor.Shapes;
+import io.moeflux.tensor.TensorInfo;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.Comparator;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The safetensors file format, validated as strictly as huggingface/safetensors and written byte for
+ * byte as its writer does.
+ *
+ * <pre>
+ * u64 little-endian N | N bytes of UTF-8 JSON header | data
+ * header: {"__metadata__": {str: str}?, name: {"dtype": D, "shape": [..], "data_offsets": [begin, end]}, ...}
+ * </pre>
+ * Offsets are relative to the data section, cover it contiguously from 0 without holes or overlap, and
+ * the data section ends exactly at the end of the file.
+ */
+public final class SafetensorsFormat {
+    private SafetensorsFormat() {}
+
+    /** The reference implementation refuses larger headers; so do we, before allocating them. */
+    public static final long MAX_HEADER_SIZE = 100_000_000;
+
+    /** The writer's order: descending dtype (enum order of the Rust crate), then name. */
+    public static final Comparator<TensorInfo> FILE_ORDER =
+            Comparator.comparing(TensorInfo::dtype, Comparator.reverseOrder()).thenComparing(TensorInfo::name);
+
+    private static final ObjectMapper JSON =
+            JsonMapper.builder().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION).build();
+
+    /** One tensor of a header: data bytes {@code [begin, end)} of the data section. */
+    public record Entry(String name, DType dtype, long[] shape, long begin, long end) {
+        public TensorInfo info() {
+            return new TensorInfo(name, dtype, shape);
+        }
+
+        public long byteSize() {
+            return end - begin;
+        }
+    }
+
+    /**
+     * A validated header.
+     *
+     * @param entries    in data order
+     * @param dataStart  file offset of the data section ({@code 8 + N})
+     * @param dataLength bytes of the data section
+     */
+    public record Header(List<Entry> entries, long dataStart, long dataLength, Map<String, String> metadata) {
+        public long totalSize() {
+            return dataStart + dataLength;
+        }
+    }
+
+    /**
+     * Reads the header length from the first 8 bytes; {@code available} is how many bytes the file or
+     * blob has, when known (else -1).
+     */
+    public static long headerLength(ByteBuffer first8, long available, String where) {
+        if (first8.remaining() < 8) {
+            throw new InvalidCheckpointException(where + ": shorter than the 8-byte header length");
+        }
+        long n = first8.duplicate().order(ByteOrder.LITTLE_ENDIAN).getLong();
+        if (n < 0 || n > MAX_HEADER_SIZE) {
+            throw new InvalidCheckpointException(where + ": header length " + Long.toUnsignedString(n)
+                    + " exceeds the 100 MB limit");
+        }
+        if (n < 2) {
+            throw new InvalidCheckpointException(where + ": header length " + n + " cannot hold a JSON object");
+        }
+        if (available >= 0 && 8 + n > available) {
+            throw new InvalidCheckpointException(where + ": header length " + n + " runs past the end ("
+                    + available + " bytes)");
+        }
+        return n;
+    }
+
+    /**
+     * Validates a header's JSON bytes. With {@code totalSize >= 0} the data section must end exactly
+     * there; with -1 (a stream whose length is not known yet) the caller checks that itself.
+     */
+    public static Header parseHeader(byte[] json, long totalSize, String where) {
+        String text;
+        try {
+            text = StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT)
+                    .decode(ByteBuffer.wrap(json))
+                    .toString();
+        } catch (CharacterCodingException e) {
+            throw new InvalidCheckpointException(where + ": header is not valid UTF-8");
+        }
+        if (!text.startsWith("{")) {
+            throw new InvalidCheckpointException(where + ": header does not start with '{'");
+        }
+        JsonNode root;
+        try {
+            root = JSON.readTree(text);
+        } catch (JsonProcessingException e) {
+            throw new InvalidCheckpointException(where + ": header is not valid JSON: " + e.getOriginalMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new InvalidCheckpointException(where + ": header is not a JSON object");
+        }
+        Map<String, String> metadata = new LinkedHashMap<>();
+        List<Entry> entries = new ArrayList<>();
+        for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> field = it.next();
+            String name = field.getKey();
+            JsonNode v = field.getValue();
+            if (name.equals("__metadata__")) {
+                if (!v.isObject()) {
+                    throw new InvalidCheckpointException(where + ": __metadata__ is not an object");
+                }
+                v.fields().forEachRemaining(m -> {
+                    if (!m.getValue().isTextual()) {
+                        throw new InvalidCheckpointException(where + ": __metadata__ value of \"" + m.getKey()
+                                + "\" is not a string");
+                    }
+                    metadata.put(m.getKey(), m.getValue().asText());
+                });
+                continue;
+            }
+            entries.add(entry(name, v, where));
+        }
+        entries.sort(Comparator.comparingLong(Entry::begin).thenComparingLong(Entry::end));
+        long pos = 0;
+        for (Entry e : entries) {
+            if (e.begin() != pos) {
+                throw new InvalidCheckpointException(where + ": tensor " + e.name() + " starts at data offset "
+                        + e.begin() + " but the previous tensor ends at " + pos + (e.begin() > pos ? " (hole)" : " (overlap)"));
+            }
+            pos = e.end();
+        }
+        long dataStart = 8L + json.length;
+        if (totalSize >= 0 && dataStart + pos != totalSize) {
+            throw new InvalidCheckpointException(where + ": tensors end at byte " + (dataStart + pos) + " but the file has "
+                    + totalSize + " bytes" + (dataStart + pos < totalSize ? " (trailing bytes)" : " (truncated)"));
+        }
+        return new Header(List.copyOf(entries), dataStart, pos, Map.copyOf(metadata));
+    }
+
+    private static Entry entry(String name, JsonNode v, String where) {
+        String at = where + ": tensor " + name;
+        if (!v.isObject()) {
+            throw new InvalidCheckpointException(at + ": entry is not an object");
+        }
+        JsonNode dtypeNode = v.get("dtype");
+        JsonNode shapeNode = v.get("shape");
+        JsonNode offsetsNode = v.get("data_offsets");
+        if (dtypeNode == null || !dtypeNode.isTextual()) {
+            throw new InvalidCheckpointException(at + ": missing or non-string dtype");
+        }
+        DType dtype;
+        try {
+            dtype = DType.parse(dtypeNode.asText());
+        } catch (IllegalArgumentException e) {
+            throw new InvalidCheckpointException(at + ": " + e.getMessage());
+        }
+        if (shapeNode == null || !shapeNode.isArray()) {
+            throw new InvalidCheckpointException(at + ": missing or non-array shape");
+        }
+        long[] shape = new long[shapeNode.size()];
+        for (int i = 0; i < shape.length; i++) {
+            JsonNode d = shapeNode.get(i);
+            if (!d.isIntegralNumber() || !d.canConvertToLong() || d.asLong() < 0) {
+                throw new InvalidCheckpointException(at + ": shape " + shapeNode + " is not a list of non-negative integers");
+            }
+            shape[i] = d.asLong();
+        }
+        if (offsetsNode == null || !offsetsNode.isArray() || offsetsNode.size() != 2
+                || !offsetsNode.get(0).isIntegralNumber() || !offsetsNode.get(1).isIntegralNumber()
+                || !offsetsNode.get(0).canConvertToLong() || !offsetsNode.get(1).canConvertToLong()) {
+            throw new InvalidCheckpointException(at + ": data_offsets must be two integers");
+        }
+        long begin = offsetsNode.get(0).asLong();
+        long end = offsetsNode.get(1).asLong();
+        if (begin < 0 || end < begin) {
+            throw new InvalidCheckpointException(at + ": data_offsets [" + begin + ", " + end + "] are invalid");
+        }
+        long expected;
+        try {
+            expected = Shapes.byteSize(dtype, shape);
+        } catch (ArithmeticException e) {
+            throw new InvalidCheckpointException(at + ": shape " + Shapes.format(shape) + " overflows");
+        }
+        if (end - begin != expected) {
+            throw new InvalidCheckpointException(at + ": " + dtype + Shapes.format(shape) + " needs " + expected
+                    + " bytes but data_offsets [" + begin + ", " + end + "] hold " + (end - begin));
+        }
+        return new Entry(name, dtype, shape, begin, end);
+    }
+
+    /** Tensors in the order the safetensors writer lays them out. */
+    public static List<TensorInfo> fileOrder(Collection<TensorInfo> tensors) {
+        List<TensorInfo> sorted = new ArrayList<>(tensors);
+        sorted.sort(FILE_ORDER);
+        return sorted;
+    }
+
+    /**
+     * The 8-byte length and JSON header of a file holding {@code inFileOrder} (already in
+     * {@link #fileOrder} order), exactly as huggingface/safetensors writes it: compact JSON,
+     * {@code __metadata__} first, space-padded to a multiple of 8.
+     */
+    public static byte[] encodeHeader(List<TensorInfo> inFileOrder) {
+        StringBuilder sb = new StringBuilder(64 + inFileOrder.size() * 96);
+        sb.append("{\"__metadata__\":{\"format\":\"pt\"}");
+        long offset = 0;
+        for (TensorInfo t : inFileOrder) {
+            sb.append(',');
+            appendJsonString(sb, t.name());
+            sb.append(":{\"dtype\":\"").append(t.dtype().safetensorsName()).append("\",\"shape\":[");
+            long[] shape = t.shape();
+            for (int i = 0; i < shape.length; i++) {
+                if (i > 0) {
+                    sb.append(',');
+                }
+                sb.append(shape[i]);
+            }
+            long end = offset + t.byteSize();
+            sb.append("],\"data_offsets\":[").append(offset).append(',').append(end).append("]}");
+            offset = end;
+        }
+        sb.append('}');
+        byte[] json = sb.toString().getBytes(StandardCharsets.UTF_8);
+        int padded = (json.length + 7) / 8 * 8;
+        ByteBuffer out = ByteBuffer.allocate(8 + padded).order(ByteOrder.LITTLE_ENDIAN);
+        out.putLong(padded).put(json);
+        while (out.hasRemaining()) {
+            out.put((byte) ' ');
+        }
+        return out.array();
+    }
+
+    /** JSON string escaping as serde_json does it: short escapes, other controls as lowercase \\u00xx. */
+    static void appendJsonString(StringBuilder sb, String s) {
+        sb.append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            switch (c) {
+                case '"' -> sb.append("\\\"");
+                case '\\' -> sb.append("\\\\");
+                case '\n' -> sb.append("\\n");
+                case '\r' -> sb.append("\\r");
+                case '\t' -> sb.append("\\t");
+                case '\b' -> sb.append("\\b");
+                case '\f' -> sb.append("\\f");
+                default -> {
+                    if (c < 0x20) {
+                        sb.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        sb.append(c);
+                    }
+                }
+            }
+        }
+        sb.append('"');
+    }
+}

@@ -1,0 +1,23 @@
+package io.moeflux.connect.safetensors;
+
+import io.moeflux.pipeline.CheckpointSink;
+
+/**
+ * Writes checkpoints as safetensors folders, byte-compatible with huggingface/safetensors: shards of
+ * at most {@code maxShardSize} named {@code model-0000i-of-0000n.safetensors} with a
+ * {@code model.safetensors.index.json} (or one {@code model.safetensors}), and {@code config.json}.
+ *
+ * <p>Given the planned tensors, the sink lays out every header first and writes each tensor (each
+ * expert slab of a merged tensor) straight into its final place, concurrently. Without a plan it
+ * appends tensors to a spool file and lays the shards out at commit. Either way the output depends
+ * only on the set of tensors, not on their arrival order, and it appears atomically: everything is
+ * written into a hidden staging folder beside the output that is renamed into place at commit and
+ * deleted on error or cancellation.
+ */
+public final class SafetensorsSink {
+    private SafetensorsSink() {}
+
+    public static CheckpointSink create(SafetensorsSinkOptions options) {
+        return new FolderSink(options);
+    }
+}

@@ -1,0 +1,102 @@
+package io.moeflux.connect.safetensors;
+
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.CheckpointSource;
+import io.moeflux.tensor.TensorInfo;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.stream.Stream;
+
+/** Reads a safetensors checkpoint: one file, or a folder of shards with or without an index. */
+public final class SafetensorsSource {
+    private SafetensorsSource() {}
+
+    /**
+     * Opens and validates every header (and the index, when there is one) before any data is read, so
+     * a malformed checkpoint fails here, naming the file and tensor. Tensor data is mapped lazily, one
+     * shard at a time, when {@link CheckpointSource#tensors()} is consumed.
+     */
+    public static CheckpointSource open(Path path) throws IOException {
+        if (!Files.exists(path)) {
+            throw new InvalidCheckpointException(path + ": no such file or folder");
+        }
+        List<Path> files = Files.isDirectory(path) ? shardFiles(path) : List.of(path);
+        List<Shard> shards = new ArrayList<>(files.size());
+        java.util.Map<String, Path> seen = new java.util.HashMap<>();
+        for (Path f : files) {
+            Shard s = readShard(f);
+            for (SafetensorsFormat.Entry e : s.header().entries()) {
+                Path other = seen.putIfAbsent(e.name(), f);
+                if (other != null) {
+                    throw new InvalidCheckpointException(f + ": tensor " + e.name() + " also appears in " + other);
+                }
+            }
+            shards.add(s);
+        }
+        if (Files.isDirectory(path)) {
+            Path index = path.resolve(ShardIndex.FILE_NAME);
+            if (Files.isRegularFile(index)) {
+                ShardIndex.read(index).checkAgainst(shards, index);
+            }
+        }
+        Optional<byte[]> config = ModelConfigJson.readBytes(path);
+        List<TensorInfo> infos = shards.stream().flatMap(s -> s.header().entries().stream()).map(SafetensorsFormat.Entry::info).toList();
+        return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), config));
+    }
+
+    /** The shards of a folder: those its index names, else every {@code *.safetensors} in name order. */
+    private static List<Path> shardFiles(Path folder) throws IOException {
+        Path index = folder.resolve(ShardIndex.FILE_NAME);
+        if (Files.isRegularFile(index)) {
+            return ShardIndex.read(index).shardFiles().stream().map(folder::resolve).toList();
+        }
+        List<Path> files;
+        try (Stream<Path> s = Files.list(folder)) {
+            files = s.filter(p -> p.getFileName().toString().endsWith(".safetensors") && Files.isRegularFile(p))
+                    .sorted()
+                    .toList();
+        }
+        if (files.isEmpty()) {
+            throw new InvalidCheckpointException(folder + ": no *.safetensors files");
+        }
+        return files;
+    }
+
+    /** A shard whose header has been validated against its size. */
+    record Shard(Path file, long size, SafetensorsFormat.Header header) {}
+
+    private static Shard readShard(Path file) throws IOException {
+        if (!Files.isRegularFile(file)) {
+            throw new InvalidCheckpointException(file + ": missing shard");
+        }
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
+            long size = ch.size();
+            ByteBuffer first8 = ByteBuffer.allocate(8);
+            readFully(ch, first8, 0);
+            first8.flip();
+            long n = SafetensorsFormat.headerLength(first8, size, file.toString());
+            ByteBuffer json = ByteBuffer.allocate((int) n);
+            readFully(ch, json, 8);
+            return new Shard(file, size, SafetensorsFormat.parseHeader(json.array(), size, file.toString()));
+        }
+    }
+
+    private static void readFully(FileChannel ch, ByteBuffer buf, long position) throws IOException {
+        long pos = position;
+        while (buf.hasRemaining()) {
+            int n = ch.read(buf, pos);
+            if (n < 0) {
+                break;
+            }
+            pos += n;
+        }
+    }
+}
