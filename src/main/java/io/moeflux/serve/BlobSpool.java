@@ -1,5 +1,7 @@
 package io.moeflux.serve;
 
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.connect.safetensors.SafetensorsFormat;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DenseTensor;
@@ -12,7 +14,6 @@ import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -23,23 +24,19 @@ import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
 /**
- * Turns an upload body, safetensors blobs back to back, into tensor events without holding blob bytes
- * in memory.
+ * Turns an upload body, safetensors blobs back to back, into tensor events without holding tensor
+ * bytes in memory.
  *
- * <p>Each blob is written to a spool file of its own as its bytes arrive. A tensor is emitted as soon as
- * its last byte is on file, as a slice of a read-only mapping (page cache, not anonymous memory); the
- * file is deleted once the blob has ended and every tensor mapped from it has been released. The next
- * body chunk is requested only after the previous one is on file and the tensors it completed have been
- * taken downstream, so a slow consumer stops socket reads instead of growing a buffer.
+ * <p>Each blob's data section is written to a spool file of its own as it arrives. A tensor is emitted
+ * as soon as its last byte is on file, as a slice of a read-only mapping (page cache, not anonymous
+ * memory); the file is deleted once the blob has ended and every tensor mapped from it has been
+ * released. The next body chunk is taken only after the previous one is on file and the tensors it
+ * completed have gone downstream, so a slow consumer stops socket reads instead of growing a buffer.
  */
 final class BlobSpool implements AutoCloseable {
-    /** The safetensors format's own cap on the header length. */
-    static final long FORMAT_MAX_HEADER_BYTES = 100_000_000L;
-
     private final Path spoolDir;
     private final long maxHeaderBytes;
     private final UploadStatus status;
-    private final ByteBuffer lengthPrefix = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
 
     private long bodyOffset;
     private int blobCount;
@@ -47,13 +44,13 @@ final class BlobSpool implements AutoCloseable {
 
     private BlobSpool(Path spoolDir, long maxHeaderBytes, UploadStatus status) {
         this.spoolDir = spoolDir;
-        this.maxHeaderBytes = Math.min(maxHeaderBytes, FORMAT_MAX_HEADER_BYTES);
+        this.maxHeaderBytes = maxHeaderBytes;
         this.status = status;
     }
 
     /**
-     * The tensors of {@code body}, in arrival order. {@code body} must hand over ownership of its buffers
-     * (retained buffers); each is released once on file, or discarded on cancel.
+     * The tensors of {@code body}, in arrival order. {@code body} hands over its buffers (retained
+     * ones); each is released once on file, or when discarded on cancel or error.
      */
     static Flux<TensorEvent> decode(Flux<ByteBuf> body, Path spoolDir, long maxHeaderBytes, UploadStatus status) {
         return Stages.releaseOnDiscard(Flux.using(
@@ -64,14 +61,14 @@ final class BlobSpool implements AutoCloseable {
                 BlobSpool::close));
     }
 
-    /** Spools one chunk; returns the tensors it completed. Releases the chunk. */
+    /** Spools one chunk and releases it; returns the tensors it completed. */
     private List<TensorEvent> accept(ByteBuf chunk) {
         List<TensorEvent> completed = new ArrayList<>();
         try {
             status.bytesReceived(chunk.readableBytes());
             while (chunk.isReadable()) {
                 if (blob == null) {
-                    blob = new Blob(spoolDir, ++blobCount, bodyOffset);
+                    blob = new Blob(++blobCount, bodyOffset);
                 }
                 int before = chunk.readerIndex();
                 blob.take(chunk, completed);
@@ -84,7 +81,7 @@ final class BlobSpool implements AutoCloseable {
             return completed;
         } catch (IOException e) {
             completed.forEach(TensorEvent::release);
-            throw new UncheckedIOException("cannot spool the upload to " + spoolDir, e);
+            throw new UncheckedIOException("cannot spool the upload to " + spoolDir + ": " + e.getMessage(), e);
         } catch (RuntimeException e) {
             completed.forEach(TensorEvent::release);
             throw e;
@@ -95,12 +92,12 @@ final class BlobSpool implements AutoCloseable {
 
     private void finish() {
         if (blob != null) {
-            throw new MalformedUploadException(blob.where() + ": truncated: the body ended " + blob.written
-                    + " bytes into the blob, " + (blob.header == null ? "before the end of its header"
-                            : "short of its " + (blob.header.dataStart() + blob.header.dataLength()) + " bytes"));
+            throw new InvalidCheckpointException(blob.where + ": truncated: the body ends " + blob.received
+                    + " bytes into the blob, " + (blob.header == null ? "inside its header"
+                            : "short of its " + blob.header.totalSize() + " bytes"));
         }
         if (blobCount == 0) {
-            throw new MalformedUploadException("empty body: expected one or more safetensors blobs");
+            throw new InvalidCheckpointException("empty body: expected one or more safetensors blobs");
         }
     }
 
@@ -112,106 +109,106 @@ final class BlobSpool implements AutoCloseable {
         }
     }
 
-    /** One blob being spooled: its file, how much of it has arrived, and which tensors are out. */
+    /** One blob being received: its header, then its data section spooled to a file. */
     private final class Blob {
-        private final Path file;
-        private final FileChannel channel;
-        private final String where;
-        /** Deletes the file when the spool and every mapping from the blob have let go. */
-        private final RefCounted users;
-        private final Releasable spoolHandle;
-        private long written;
-        private BlobHeader header;
+        final String where;
+        private final ByteBuffer lengthPrefix = ByteBuffer.allocate(8);
+        private byte[] headerJson;
+        SafetensorsFormat.Header header;
+        /** Bytes of the blob received so far, length prefix and header included. */
+        long received;
+        private Path file;
+        private FileChannel channel;
+        /** Deletes the file once the spool and every mapping of the blob have let go. */
+        private RefCounted users;
+        private Releasable spoolHandle;
         private int nextEntry;
 
-        Blob(Path dir, int index, long bodyOffset) throws IOException {
-            this.where = "blob " + index + " (body offset " + bodyOffset + ")";
-            this.file = Files.createTempFile(dir, "upload-", ".safetensors");
-            try {
-                this.channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
-            } catch (IOException e) {
-                Files.deleteIfExists(file);
-                throw e;
-            }
-            this.users = RefCounted.onLastRelease(this::deleteFile);
-            this.spoolHandle = users.retain();
-            lengthPrefix.clear();
-        }
-
-        String where() {
-            return where;
+        Blob(int index, long bodyOffset) {
+            this.where = "blob " + index + " (at body byte " + bodyOffset + ")";
         }
 
         boolean isComplete() {
-            return header != null && written == header.dataStart() + header.dataLength();
+            return header != null && received == header.totalSize();
         }
 
         void take(ByteBuf chunk, List<TensorEvent> completed) throws IOException {
-            if (written < 8) {
-                int n = Math.min(8 - (int) written, chunk.readableBytes());
-                chunk.getBytes(chunk.readerIndex(), lengthPrefix.array(), (int) written, n);
-                append(chunk, n);
-                if (written == 8) {
-                    checkHeaderLength(lengthPrefix.getLong(0));
+            if (lengthPrefix.hasRemaining()) {
+                int n = Math.min(lengthPrefix.remaining(), chunk.readableBytes());
+                chunk.readBytes(lengthPrefix.array(), lengthPrefix.position(), n);
+                lengthPrefix.position(lengthPrefix.position() + n);
+                received += n;
+                if (!lengthPrefix.hasRemaining()) {
+                    headerJson = new byte[Math.toIntExact(checkedHeaderLength())];
                 }
             } else if (header == null) {
-                long headerEnd = 8 + lengthPrefix.getLong(0);
-                append(chunk, (int) Math.min(headerEnd - written, chunk.readableBytes()));
-                if (written == headerEnd) {
-                    readHeader(headerEnd);
+                int at = (int) (received - 8);
+                int n = Math.min(headerJson.length - at, chunk.readableBytes());
+                chunk.readBytes(headerJson, at, n);
+                received += n;
+                if (at + n == headerJson.length) {
+                    header = SafetensorsFormat.parseHeader(headerJson, -1, where);
+                    headerJson = null;
+                    openSpoolFile();
                     emitCompleted(completed);
                 }
             } else {
-                long end = header.dataStart() + header.dataLength();
-                append(chunk, (int) Math.min(end - written, chunk.readableBytes()));
+                append(chunk, (int) Math.min(header.totalSize() - received, chunk.readableBytes()));
                 emitCompleted(completed);
             }
         }
 
-        private void checkHeaderLength(long length) {
-            if (length < 2 || length > maxHeaderBytes) {
-                // Refused before anything is allocated for it: the prefix is the first thing a garbage body gets wrong.
-                throw new MalformedUploadException(where + ": header length " + Long.toUnsignedString(length)
-                        + " is outside [2, " + maxHeaderBytes + "] (is this a safetensors blob?)");
+        /** Refused before the header is allocated: the length prefix is the first thing a garbage body gets wrong. */
+        private long checkedHeaderLength() {
+            long n = SafetensorsFormat.headerLength(ByteBuffer.wrap(lengthPrefix.array()), -1, where);
+            if (n > maxHeaderBytes) {
+                throw new InvalidCheckpointException(where + ": header length " + n + " exceeds this service's limit of "
+                        + maxHeaderBytes + " bytes");
             }
+            return n;
         }
 
-        private void readHeader(long headerEnd) throws IOException {
-            try (Arena arena = Arena.ofConfined()) {
-                MemorySegment mapped = channel.map(FileChannel.MapMode.READ_ONLY, 0, headerEnd, arena);
-                header = BlobHeader.parse(mapped, headerEnd - 8, where);
+        private void openSpoolFile() throws IOException {
+            file = Files.createTempFile(spoolDir, "upload-", ".data");
+            try {
+                channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
+            } catch (IOException e) {
+                Files.deleteIfExists(file);
+                throw e;
             }
+            users = RefCounted.onLastRelease(this::deleteFile);
+            spoolHandle = users.retain();
         }
 
         private void append(ByteBuf chunk, int n) throws IOException {
+            long at = received - header.dataStart();
             int from = chunk.readerIndex();
             int done = 0;
             while (done < n) {
-                done += chunk.getBytes(from + done, channel, written + done, n - done);
+                done += chunk.getBytes(from + done, channel, at + done, n - done);
             }
             chunk.skipBytes(n);
-            written += n;
+            received += n;
         }
 
-        /** Maps the tensors whose bytes are all on file with one mapping, and hands them out. */
+        /** Hands out the tensors whose bytes are all on file, sliced from one mapping. */
         private void emitCompleted(List<TensorEvent> completed) throws IOException {
-            List<BlobHeader.Entry> entries = header.entries();
+            List<SafetensorsFormat.Entry> entries = header.entries();
+            long onFile = received - header.dataStart();
             int first = nextEntry;
-            while (nextEntry < entries.size() && header.dataStart() + entries.get(nextEntry).end() <= written) {
+            while (nextEntry < entries.size() && entries.get(nextEntry).end() <= onFile) {
                 nextEntry++;
             }
             if (first == nextEntry) {
                 return;
             }
             long regionBegin = entries.get(first).begin();
-            long regionEnd = entries.get(nextEntry - 1).end();
-            Region region = map(regionBegin, regionEnd - regionBegin);
+            Region region = map(regionBegin, entries.get(nextEntry - 1).end() - regionBegin);
             try {
                 for (int i = first; i < nextEntry; i++) {
-                    BlobHeader.Entry e = entries.get(i);
-                    MemorySegment bytes = region.segment.asSlice(e.begin() - regionBegin, e.end() - e.begin());
-                    completed.add(new TensorEvent(e.info().name(),
-                            new DenseTensor(e.info().dtype(), e.info().shape(), bytes, region.tensors.retain())));
+                    SafetensorsFormat.Entry e = entries.get(i);
+                    MemorySegment bytes = region.segment.asSlice(e.begin() - regionBegin, e.byteSize());
+                    completed.add(new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), bytes, region.tensors.retain())));
                     status.tensorReceived();
                 }
             } finally {
@@ -226,7 +223,7 @@ final class BlobSpool implements AutoCloseable {
             Releasable blobUse = users.retain();
             Arena arena = Arena.ofShared();
             try {
-                MemorySegment segment = channel.map(FileChannel.MapMode.READ_ONLY, header.dataStart() + begin, length, arena);
+                MemorySegment segment = channel.map(FileChannel.MapMode.READ_ONLY, begin, length, arena);
                 return new Region(segment, RefCounted.onLastRelease(() -> {
                     arena.close();
                     blobUse.release();
@@ -244,10 +241,13 @@ final class BlobSpool implements AutoCloseable {
         }
 
         void abandon() {
+            if (channel == null) {
+                return;
+            }
             try {
                 channel.close();
             } catch (IOException e) {
-                // Nothing more can go wrong with a spool file that is about to be deleted.
+                // The file is deleted right after; a failed close changes nothing for it.
             }
             spoolHandle.release();
         }
@@ -256,8 +256,8 @@ final class BlobSpool implements AutoCloseable {
             try {
                 Files.deleteIfExists(file);
             } catch (IOException e) {
-                // Runs inside a tensor's release on any thread, where throwing would break the pipeline's
-                // cleanup; a leftover file in the spool folder is the lesser harm.
+                // Runs inside a tensor's release on any thread, where throwing would break the
+                // pipeline's cleanup; a leftover file in the spool folder is the lesser harm.
             }
         }
     }

@@ -7,8 +7,9 @@ import io.moeflux.pipeline.Progress;
 @FunctionalInterface
 public interface CheckpointSinks {
     /**
-     * A sink for checkpoint {@code id} that reports what it writes to {@code progress}. Throws
-     * {@link CheckpointExistsException} when a committed checkpoint already has that id.
+     * A sink for checkpoint {@code id} that reports what it writes to {@code progress}. Its write fails
+     * with {@link io.moeflux.connect.OutputExistsException} when a checkpoint with that id is committed
+     * already: the service never overwrites one.
      */
     CheckpointSink open(String id, Progress progress);
 }

@@ -1,5 +1,6 @@
 package io.moeflux.serve;
 
+import io.moeflux.connect.safetensors.SafetensorsFormat;
 import io.moeflux.hy3.Hy3Options;
 import java.nio.file.Path;
 import java.util.Objects;
@@ -48,7 +49,7 @@ public record IngestOptions(
         if (port < 0 || port > 65535) {
             throw new IllegalArgumentException("port must be in [0, 65535], got " + port);
         }
-        if (maxHeaderBytes < 2 || maxHeaderBytes > BlobSpool.FORMAT_MAX_HEADER_BYTES) {
+        if (maxHeaderBytes < 2 || maxHeaderBytes > SafetensorsFormat.MAX_HEADER_SIZE) {
             throw new IllegalArgumentException("max header bytes must be in [2, 100000000], got " + maxHeaderBytes);
         }
         if (token.isPresent() && token.get().isEmpty()) {

@@ -2,6 +2,8 @@ package io.moeflux.serve;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.connect.OutputExistsException;
 import io.moeflux.hy3.MissingExpertsException;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.TensorEvent;
@@ -121,20 +123,14 @@ public final class IngestServer implements AutoCloseable {
         UploadConfig config;
         try {
             config = UploadConfig.resolve(options, new QueryStringDecoder(req.uri()).parameters());
-        } catch (IllegalArgumentException e) {
+        } catch (IllegalArgumentException | InvalidCheckpointException e) {
             return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
         }
         UploadStatus status = begin(id);
         if (status == null) {
             return error(res, HttpResponseStatus.CONFLICT, "checkpoint " + id + " is being uploaded already");
         }
-        CheckpointSink sink;
-        try {
-            sink = options.sinks().open(id, status);
-        } catch (CheckpointExistsException e) {
-            status.failed(e.getMessage());
-            return error(res, HttpResponseStatus.CONFLICT, e.getMessage());
-        }
+        CheckpointSink sink = options.sinks().open(id, status);
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
         Flux<TensorEvent> events = BlobSpool.decode(body, options.spoolDir(), options.maxHeaderBytes(), status);
@@ -152,7 +148,7 @@ public final class IngestServer implements AutoCloseable {
                         return Mono.empty();
                     }
                     HttpResponseStatus code = statusFor(e);
-                    status.failed(e.getMessage());
+                    status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
                     return reply(res, code, status.toJson());
                 })
                 .doOnCancel(status::aborted);
@@ -179,13 +175,13 @@ public final class IngestServer implements AutoCloseable {
     }
 
     private static HttpResponseStatus statusFor(Throwable e) {
-        if (e instanceof MalformedUploadException) {
+        if (e instanceof InvalidCheckpointException) {
             return HttpResponseStatus.BAD_REQUEST;
         }
         if (e instanceof MissingExpertsException || e instanceof IllegalArgumentException) {
             return HttpResponseStatus.UNPROCESSABLE_ENTITY;
         }
-        if (e instanceof CheckpointExistsException) {
+        if (e instanceof OutputExistsException) {
             return HttpResponseStatus.CONFLICT;
         }
         return HttpResponseStatus.INTERNAL_SERVER_ERROR;

@@ -1,10 +1,9 @@
 package io.moeflux.serve;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeflux.connect.safetensors.ModelConfigJson;
 import io.moeflux.hy3.Hy3Adapter;
-import io.moeflux.hy3.Hy3Config;
 import io.moeflux.hy3.Hy3Options;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import java.io.IOException;
@@ -25,7 +24,10 @@ record UploadConfig(Optional<Hy3Adapter> adapter, CheckpointDescriptor descripto
     static final List<String> MODEL_PARAMETERS = List.of("num_hidden_layers", "num_experts", "moe_intermediate_size");
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** Throws {@link IllegalArgumentException} naming the parameter that is missing or wrong. */
+    /**
+     * Throws {@link IllegalArgumentException} naming the parameter that is missing or wrong, or
+     * {@link io.moeflux.connect.InvalidCheckpointException} for a config that is not valid.
+     */
     static UploadConfig resolve(IngestOptions options, Map<String, List<String>> query) {
         Optional<byte[]> configJson = fromQuery(query).or(options::configJson);
         Hy3Options hy3 = options.hy3Options();
@@ -42,7 +44,7 @@ record UploadConfig(Optional<Hy3Adapter> adapter, CheckpointDescriptor descripto
             byte[] json = configJson.orElseThrow(() -> new IllegalArgumentException("direction "
                     + options.direction().cliName() + " needs the model config: start the service with --config,"
                     + " or give the query parameters " + String.join(", ", MODEL_PARAMETERS)));
-            adapter = Optional.of(new Hy3Adapter(parse(json), hy3));
+            adapter = Optional.of(new Hy3Adapter(ModelConfigJson.parse(json, "the model config"), hy3));
         }
         return new UploadConfig(adapter, new CheckpointDescriptor(Optional.empty(), configJson));
     }
@@ -86,22 +88,5 @@ record UploadConfig(Optional<Hy3Adapter> adapter, CheckpointDescriptor descripto
             throw new IllegalArgumentException(name + " is given " + values.size() + " times");
         }
         return values.stream().findFirst();
-    }
-
-    private static Hy3Config parse(byte[] configJson) {
-        JsonNode root;
-        try {
-            root = JSON.readTree(configJson);
-        } catch (IOException e) {
-            throw new IllegalArgumentException("the model config is not valid JSON: " + e.getMessage());
-        }
-        if (root == null || !root.isObject()) {
-            throw new IllegalArgumentException("the model config is not a JSON object");
-        }
-        return new Hy3Config(
-                root.path("num_hidden_layers").asInt(Hy3Config.HY3_PREVIEW.numHiddenLayers()),
-                root.path("num_experts").asInt(Hy3Config.HY3_PREVIEW.numExperts()),
-                root.path("moe_intermediate_size").asInt(Hy3Config.HY3_PREVIEW.moeIntermediateSize()),
-                root.path("hidden_size").asInt(Hy3Config.HY3_PREVIEW.hiddenSize()));
     }
 }

@@ -1,0 +1,124 @@
+package io.moeflux.cli;
+
+import io.moeflux.connect.safetensors.SafetensorsSink;
+import io.moeflux.connect.safetensors.SafetensorsSinkOptions;
+import io.moeflux.hy3.Hy3Options;
+import io.moeflux.serve.CheckpointSinks;
+import io.moeflux.serve.Direction;
+import io.moeflux.serve.IngestOptions;
+import io.moeflux.serve.IngestServer;
+import java.io.PrintWriter;
+import java.net.InetAddress;
+import java.net.UnknownHostException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import java.util.regex.Pattern;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+@Command(name = "serve", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {
+            "Runs the HTTP ingest service: a trainer streams a checkpoint with PUT /v1/checkpoints/{id}",
+            "(safetensors blobs back to back, chunked, any size); each tensor is converted as it arrives",
+            "and the checkpoint is committed atomically to SINK/{id} when the upload completes.",
+            "Also GET /v1/checkpoints/{id} (progress), GET /healthz and GET /metrics (Prometheus)."})
+final class ServeCommand implements Callable<Integer> {
+    @Option(names = "--port", required = true, paramLabel = "P", description = "TCP port (0 picks a free one).")
+    int port;
+
+    @Option(names = "--bind", defaultValue = "127.0.0.1", paramLabel = "ADDR",
+            description = "Address to listen on (default ${DEFAULT-VALUE}); anything but loopback wants --token-file.")
+    String bind;
+
+    @Option(names = "--sink", required = true, paramLabel = "DIR",
+            description = "Folder that receives one checkpoint folder per upload id.")
+    String sink;
+
+    @Option(names = "--direction", required = true, paramLabel = "to-hf|from-hf|none",
+            converter = DirectionConverter.class, description = "Conversion applied to every upload.")
+    Direction direction;
+
+    @Option(names = "--config", paramLabel = "FILE",
+            description = "The model's config.json, for uploads whose query does not give num_hidden_layers, "
+                    + "num_experts and moe_intermediate_size; stored with each checkpoint.")
+    Path config;
+
+    @Option(names = "--token-file", paramLabel = "FILE",
+            description = "File holding a token every request must send as 'Authorization: Bearer <token>'.")
+    Path tokenFile;
+
+    @Option(names = "--exclude-key-regex", paramLabel = "RE",
+            description = "to-hf: drop output keys that start with a match of RE; an upload's exclude_key_regex "
+                    + "query parameter replaces it.")
+    Pattern excludeKeyRegex;
+
+    @Option(names = "--spool-dir", paramLabel = "DIR",
+            description = "Where upload bodies are spooled while converting (default SINK/.moeflux-spool).")
+    Path spoolDir;
+
+    @Option(names = "--max-header-bytes", paramLabel = "N", defaultValue = "" + IngestOptions.DEFAULT_MAX_HEADER_BYTES,
+            description = "Largest safetensors header accepted, refused before allocation (default ${DEFAULT-VALUE}).")
+    long maxHeaderBytes;
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        if (sink.startsWith("kafka://")) {
+            throw new CommandLine.ParameterException(spec.commandLine(),
+                    "--sink kafka://... is not available yet: serve writes to folders for now");
+        }
+        Path sinkDir = Path.of(sink);
+        CheckpointSinks sinks = (id, progress) ->
+                SafetensorsSink.create(SafetensorsSinkOptions.to(sinkDir.resolve(id)).withProgress(progress));
+        IngestOptions options = IngestOptions.defaults(port, direction, sinks,
+                        spoolDir != null ? spoolDir : sinkDir.resolve(".moeflux-spool"))
+                .withBindHost(bind)
+                .withMaxHeaderBytes(maxHeaderBytes);
+        if (config != null) {
+            options = options.withConfigJson(Files.readAllBytes(config));
+        }
+        if (excludeKeyRegex != null) {
+            options = options.withHy3Options(Hy3Options.DEFAULTS.withExcludeKeyRegex(excludeKeyRegex.pattern()));
+        }
+        if (tokenFile != null) {
+            options = options.withToken(Files.readString(tokenFile, StandardCharsets.UTF_8));
+        }
+        PrintWriter err = spec.commandLine().getErr();
+        if (tokenFile == null && !isLoopback(bind)) {
+            err.println("warning: listening on " + bind + " without --token-file: anyone who can reach it can write checkpoints");
+        }
+        IngestServer server = IngestServer.start(options);
+        Runtime.getRuntime().addShutdownHook(new Thread(server::close, "moeflux-serve-shutdown"));
+        err.println("moeflux serve: " + direction.cliName() + " into " + sinkDir.toAbsolutePath() + ", listening on "
+                + server.baseUri());
+        err.flush();
+        server.awaitTermination();
+        return 0;
+    }
+
+    private static boolean isLoopback(String host) {
+        try {
+            return InetAddress.getByName(host).isLoopbackAddress();
+        } catch (UnknownHostException e) {
+            return false;
+        }
+    }
+
+    static final class DirectionConverter implements CommandLine.ITypeConverter<Direction> {
+        @Override
+        public Direction convert(String value) {
+            try {
+                return Direction.parse(value);
+            } catch (IllegalArgumentException e) {
+                throw new CommandLine.TypeConversionException(e.getMessage());
+            }
+        }
+    }
+}
