@@ -59,8 +59,9 @@ final class FolderSink implements CheckpointSink {
             int threads = options.writeThreads();
             return Stages.releaseOnDiscard(events)
                     .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
-                    .flatMap(task -> Mono.fromRunnable(task::run).subscribeOn(io), threads, 1)
+                    .flatMap(task -> Mono.fromRunnable(task::run).subscribeOn(io).doOnCancel(task::abandon), threads, 1)
                     .doOnDiscard(WriteTask.class, WriteTask::abandon)
+                    .doOnDiscard(TensorEvent.class, TensorEvent::release)
                     .then(Mono.fromCallable(() -> {
                         ShardLayout layout = placer.finish(options.maxShardSize());
                         writeSidecars(staging.dir(), layout, planned);
