@@ -61,7 +61,10 @@ final class BlobSpool implements AutoCloseable {
                 BlobSpool::close));
     }
 
-    /** Spools one chunk and releases it; returns the tensors it completed. */
+    /**
+     * Spools one chunk and releases it; returns the tensors it completed. When it throws, the chunk is
+     * left to the discard hook: concatMapIterable discards the element its mapper failed on.
+     */
     private List<TensorEvent> accept(ByteBuf chunk) {
         List<TensorEvent> completed = new ArrayList<>();
         try {
@@ -78,16 +81,15 @@ final class BlobSpool implements AutoCloseable {
                     blob = null;
                 }
             }
-            return completed;
         } catch (IOException e) {
             completed.forEach(TensorEvent::release);
             throw new UncheckedIOException("cannot spool the upload to " + spoolDir + ": " + e.getMessage(), e);
         } catch (RuntimeException e) {
             completed.forEach(TensorEvent::release);
             throw e;
-        } finally {
-            chunk.release();
         }
+        chunk.release();
+        return completed;
     }
 
     private void finish() {

@@ -81,6 +81,15 @@ final class TestServers {
         }
     }
 
+    /** Waits until no staging folder or spool file is left: a failed upload cleans up as its pipeline winds down. */
+    static void awaitCleanup(Path sinkDir) throws Exception {
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while ((sinkEntries(sinkDir).stream().anyMatch(n -> n.contains(".partial-")) || !spoolFiles(sinkDir).isEmpty())
+                && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+        }
+    }
+
     /** Waits until an upload has ended (committed, failed or aborted) and returns its status. */
     static JsonNode awaitEnd(IngestServer server, String id) throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
