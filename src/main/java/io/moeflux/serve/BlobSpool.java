@@ -7,6 +7,7 @@ import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.RefCounted;
 import io.moeflux.tensor.Releasable;
+import io.moeflux.tensor.TensorInfo;
 import io.netty.buffer.ByteBuf;
 import io.netty.util.ReferenceCountUtil;
 import java.io.IOException;
@@ -20,6 +21,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Consumer;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -36,25 +38,34 @@ import reactor.core.publisher.Mono;
 final class BlobSpool implements AutoCloseable {
     private final Path spoolDir;
     private final long maxHeaderBytes;
+    private final boolean singleBlob;
+    private final Consumer<List<TensorInfo>> firstHeader;
     private final UploadStatus status;
 
     private long bodyOffset;
     private int blobCount;
     private Blob blob;
 
-    private BlobSpool(Path spoolDir, long maxHeaderBytes, UploadStatus status) {
+    private BlobSpool(Path spoolDir, long maxHeaderBytes, boolean singleBlob, Consumer<List<TensorInfo>> firstHeader,
+            UploadStatus status) {
         this.spoolDir = spoolDir;
         this.maxHeaderBytes = maxHeaderBytes;
+        this.singleBlob = singleBlob;
+        this.firstHeader = firstHeader;
         this.status = status;
     }
 
     /**
      * The tensors of {@code body}, in arrival order. {@code body} hands over its buffers (retained
      * ones); each is released once on file, or when discarded on cancel or error.
+     *
+     * @param singleBlob  refuse a body with more than one blob
+     * @param firstHeader told the first blob's tensors, before any of them is emitted
      */
-    static Flux<TensorEvent> decode(Flux<ByteBuf> body, Path spoolDir, long maxHeaderBytes, UploadStatus status) {
+    static Flux<TensorEvent> decode(Flux<ByteBuf> body, Path spoolDir, long maxHeaderBytes, boolean singleBlob,
+            Consumer<List<TensorInfo>> firstHeader, UploadStatus status) {
         return Stages.releaseOnDiscard(Flux.using(
-                () -> new BlobSpool(spoolDir, maxHeaderBytes, status),
+                () -> new BlobSpool(spoolDir, maxHeaderBytes, singleBlob, firstHeader, status),
                 spool -> body.concatMapIterable(spool::accept, 1)
                         .concatWith(Mono.fromRunnable(spool::finish))
                         .doOnDiscard(ByteBuf.class, ReferenceCountUtil::safeRelease),
@@ -71,6 +82,10 @@ final class BlobSpool implements AutoCloseable {
             status.bytesReceived(chunk.readableBytes());
             while (chunk.isReadable()) {
                 if (blob == null) {
+                    if (singleBlob && blobCount == 1) {
+                        throw new InvalidCheckpointException("single_blob is set, but a second blob starts at body byte "
+                                + bodyOffset);
+                    }
                     blob = new Blob(++blobCount, bodyOffset);
                 }
                 int before = chunk.readerIndex();
@@ -151,6 +166,9 @@ final class BlobSpool implements AutoCloseable {
                 if (at + n == headerJson.length) {
                     header = SafetensorsFormat.parseHeader(headerJson, -1, where);
                     headerJson = null;
+                    if (blobCount == 1) {
+                        firstHeader.accept(header.entries().stream().map(SafetensorsFormat.Entry::info).toList());
+                    }
                     openSpoolFile();
                     emitCompleted(completed);
                 }

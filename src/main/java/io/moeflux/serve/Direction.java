@@ -2,6 +2,8 @@ package io.moeflux.serve;
 
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TensorInfo;
+import java.util.List;
 import java.util.Locale;
 import reactor.core.publisher.Flux;
 
@@ -24,6 +26,15 @@ public enum Direction {
             case TO_HF -> adapter.toHf(events);
             case FROM_HF -> adapter.fromHf(events);
             case NONE -> events;
+        };
+    }
+
+    /** The tensors {@link #convert} makes of {@code uploaded}, before any byte moves. */
+    List<TensorInfo> plan(List<TensorInfo> uploaded, Hy3Adapter adapter) {
+        return switch (this) {
+            case TO_HF -> adapter.planToHf(uploaded);
+            case FROM_HF -> adapter.planFromHf(uploaded);
+            case NONE -> uploaded;
         };
     }
 

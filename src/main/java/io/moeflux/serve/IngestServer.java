@@ -5,9 +5,14 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
 import io.moeflux.hy3.MissingExpertsException;
+import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSink;
+import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TensorInfo;
 import io.netty.buffer.ByteBuf;
+import io.netty.channel.AdaptiveRecvByteBufAllocator;
+import io.netty.channel.ChannelOption;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.QueryStringDecoder;
@@ -17,9 +22,11 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.security.MessageDigest;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BiFunction;
 import java.util.regex.Pattern;
 import org.reactivestreams.Publisher;
@@ -43,7 +50,12 @@ public final class IngestServer implements AutoCloseable {
     /** Ids name folders: no separators, no leading dot (so no {@code ..} and no hidden spool names). */
     private static final Pattern CHECKPOINT_ID = Pattern.compile("[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}");
     private static final String UPLOAD_PATH = "/v1/checkpoints/{id}";
-    /** Body chunks that may wait to be spooled: each is one socket read, so this bounds memory per upload. */
+    /**
+     * Socket reads grow up to this size under load, and body pieces are not split below it: with
+     * Netty's defaults (8 KiB pieces, 64 KiB reads) per-piece overhead dominates a fast upload.
+     */
+    private static final int MAX_READ_BYTES = 1 << 20;
+    /** Body pieces that may wait to be spooled, each at most {@link #MAX_READ_BYTES}: the memory bound per upload. */
     private static final int BODY_PREFETCH = 4;
     private static final int MAX_HTTP_HEADER_BYTES = 16 << 10;
     private static final int FINISHED_UPLOADS_KEPT = 1024;
@@ -66,7 +78,8 @@ public final class IngestServer implements AutoCloseable {
         this.server = HttpServer.create()
                 .host(options.bindHost())
                 .port(options.port())
-                .httpRequestDecoder(spec -> spec.maxHeaderSize(MAX_HTTP_HEADER_BYTES))
+                .httpRequestDecoder(spec -> spec.maxHeaderSize(MAX_HTTP_HEADER_BYTES).maxChunkSize(MAX_READ_BYTES))
+                .childOption(ChannelOption.RCVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 64 << 10, MAX_READ_BYTES))
                 .route(routes -> routes
                         .put(UPLOAD_PATH, authorized(this::upload))
                         .get(UPLOAD_PATH, authorized(this::status))
@@ -133,11 +146,15 @@ public final class IngestServer implements AutoCloseable {
         CheckpointSink sink = options.sinks().open(id, status);
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
-        Flux<TensorEvent> events = BlobSpool.decode(body, options.spoolDir(), options.maxHeaderBytes(), status);
-        Flux<TensorEvent> converted = config.adapter()
-                .map(adapter -> options.direction().convert(events, adapter))
-                .orElse(events);
-        return sink.write(config.descriptor(), converted)
+        AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
+        Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, options.spoolDir(), options.maxHeaderBytes(),
+                config.singleBlob(), firstBlob::set, status));
+        Mono<CommitSummary> commit = config.singleBlob()
+                ? converted.switchOnFirst((first, events) -> writePlanned(sink, config, firstBlob.get(), events)).single()
+                : sink.write(config.descriptor(), converted);
+        return commit
+                // Events held by operators between the spool and the sink's own hooks (switchOnFirst's first) are released too.
+                .doOnDiscard(TensorEvent.class, TensorEvent::release)
                 .flatMap(summary -> {
                     status.committed(summary);
                     return reply(res, HttpResponseStatus.OK, status.toJson());
@@ -152,6 +169,25 @@ public final class IngestServer implements AutoCloseable {
                     return reply(res, code, status.toJson());
                 })
                 .doOnCancel(status::aborted);
+    }
+
+    /**
+     * Writes a single-blob upload laid out from its header, known by the time the first converted
+     * tensor arrives; when no tensor arrives (an error or an empty blob) there is nothing to plan.
+     */
+    private static Mono<CommitSummary> writePlanned(CheckpointSink sink, UploadConfig config, List<TensorInfo> uploaded,
+            Flux<TensorEvent> events) {
+        if (uploaded == null) {
+            return sink.write(config.descriptor(), events);
+        }
+        CheckpointDescriptor planned;
+        try {
+            planned = config.plannedFrom(uploaded);
+        } catch (RuntimeException e) {
+            // Subscribing and cancelling at once hands the first event back to the discard hook.
+            return events.take(0).then(Mono.error(e));
+        }
+        return sink.write(planned, events);
     }
 
     /** A new upload's status, or null while another upload of the same id is running. */

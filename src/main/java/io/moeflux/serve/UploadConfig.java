@@ -6,21 +6,28 @@ import io.moeflux.connect.safetensors.ModelConfigJson;
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.hy3.Hy3Options;
 import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TensorInfo;
 import java.io.IOException;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.regex.PatternSyntaxException;
+import reactor.core.publisher.Flux;
 
 /**
  * What one upload is converted with: the model config from its query parameters or else the service's
  * {@code --config}, and its conversion options.
  *
+ * @param direction  the conversion
  * @param adapter    the converter, absent when the direction needs none
  * @param descriptor what the sink is told up front: the config to store, no tensor plan (tensors are
  *                   only known as they arrive)
+ * @param singleBlob the query's {@code single_blob=true}: the body is one blob holding the whole
+ *                   checkpoint, so its header plans the output and the sink writes every tensor straight
+ *                   to its final place instead of spooling and laying out at commit
  */
-record UploadConfig(Optional<Hy3Adapter> adapter, CheckpointDescriptor descriptor) {
+record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, CheckpointDescriptor descriptor, boolean singleBlob) {
     static final List<String> MODEL_PARAMETERS = List.of("num_hidden_layers", "num_experts", "moe_intermediate_size");
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -46,7 +53,21 @@ record UploadConfig(Optional<Hy3Adapter> adapter, CheckpointDescriptor descripto
                     + " or give the query parameters " + String.join(", ", MODEL_PARAMETERS)));
             adapter = Optional.of(new Hy3Adapter(ModelConfigJson.parse(json, "the model config"), hy3));
         }
-        return new UploadConfig(adapter, new CheckpointDescriptor(Optional.empty(), configJson));
+        boolean singleBlob = single(query, "single_blob").map(v -> switch (v) {
+            case "true", "1" -> true;
+            case "false", "0" -> false;
+            default -> throw new IllegalArgumentException("single_blob must be true or false, got \"" + v + "\"");
+        }).orElse(false);
+        return new UploadConfig(options.direction(), adapter, new CheckpointDescriptor(Optional.empty(), configJson), singleBlob);
+    }
+
+    Flux<TensorEvent> convert(Flux<TensorEvent> uploaded) {
+        return adapter.map(a -> direction.convert(uploaded, a)).orElse(uploaded);
+    }
+
+    /** The descriptor with the tensors the conversion makes of {@code uploaded}. */
+    CheckpointDescriptor plannedFrom(List<TensorInfo> uploaded) {
+        return descriptor.withTensors(adapter.map(a -> direction.plan(uploaded, a)).orElse(uploaded));
     }
 
     /** A {@code config.json} made of the query's model parameters, when the query has any. */

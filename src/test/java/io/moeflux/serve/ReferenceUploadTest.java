@@ -76,6 +76,60 @@ class ReferenceUploadTest {
     }
 
     @Test
+    void singleBlobUploadsArePlannedFromTheirHeaderAndMatchTheReferenceInBothDirections() throws Exception {
+        Path hfFile = VECTORS.resolve("hy3-tiny-native/hf/model.safetensors");
+        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
+        try (IngestServer toHf = IngestServer.start(options(Direction.TO_HF, sinkDir.resolve("hf")));
+                IngestServer fromHf = IngestServer.start(options(Direction.FROM_HF, sinkDir.resolve("native")).withConfigJson(config))) {
+            HttpResponse<String> a = put(toHf, "/v1/checkpoints/one?single_blob=true&" + MODEL_QUERY + excludeQuery(), chunked(NATIVE_IN));
+            HttpResponse<String> b = put(fromHf, "/v1/checkpoints/one?single_blob=true", chunked(hfFile));
+
+            assertThat(a.statusCode()).as(a.body()).isEqualTo(200);
+            assertThat(Manifests.of(sinkDir.resolve("hf/one"))).isEqualTo(Manifests.of(NATIVE_TO_HF));
+            assertThat(b.statusCode()).as(b.body()).isEqualTo(200);
+            // from-hf of to-hf's output gives back the native input, less the excluded key.
+            var expected = new java.util.TreeMap<>(Manifests.of(VECTORS.resolve("hy3-tiny-native/native")));
+            expected.remove("custom.exclude.weight");
+            assertThat(Manifests.of(sinkDir.resolve("native/one"))).isEqualTo(expected);
+        }
+    }
+
+    @Test
+    void aSecondBlobInASingleBlobUploadGets400AndCommitsNothing() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, sinkDir))) {
+            HttpResponse<String> r = put(server, "/v1/checkpoints/two?single_blob=true", chunked(hfShards()));
+
+            assertThat(r.statusCode()).isEqualTo(400);
+            assertThat(json(r).get("error").asText())
+                    .isEqualTo("single_blob is set, but a second blob starts at body byte " + Files.size(hfShards()[0]));
+            TestServers.awaitCleanup(sinkDir);
+            assertThat(TestServers.sinkEntries(sinkDir)).isEmpty();
+            assertThat(TestServers.spoolFiles(sinkDir)).isEmpty();
+        }
+    }
+
+    @Test
+    void tensorsStreamedOneBlobEachAsASaveHookSendsThemMatchTheReference() throws Exception {
+        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
+        Path body = sinkDir.resolve("per-tensor.bin");
+        try (var out = Files.newOutputStream(body)) {
+            for (io.moeflux.pipeline.TensorEvent e : io.moeflux.connect.safetensors.SafetensorsSource.open(HF_IN).tensors()
+                    .collectList().block()) {
+                out.write(io.moeflux.connect.safetensors.SafetensorsFormat.encodeHeader(List.of(e.tensor().info(e.fqn()))));
+                out.write(io.moeflux.tensor.Tensors.toBytes(e.tensor()));
+                e.release();
+            }
+        }
+        try (IngestServer server = IngestServer.start(options(Direction.FROM_HF, sinkDir.resolve("out")).withConfigJson(config))) {
+            HttpResponse<String> r = put(server, "/v1/checkpoints/streamed", chunked(body));
+
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            assertThat(json(r).get("tensors_received").asLong()).isEqualTo(Manifests.of(HF_IN).size());
+            assertThat(Manifests.of(sinkDir.resolve("out/streamed"))).isEqualTo(Manifests.of(HF_FROM_HF));
+        }
+    }
+
+    @Test
     void serviceExclusionPatternAppliesWhenTheQueryGivesNone() throws Exception {
         IngestOptions options = options(Direction.TO_HF, sinkDir)
                 .withHy3Options(Hy3Options.DEFAULTS.withExcludeKeyRegex("^custom\\.exclude"));
