@@ -7,6 +7,7 @@ import io.moeflux.serve.CheckpointSinks;
 import io.moeflux.serve.Direction;
 import io.moeflux.serve.IngestOptions;
 import io.moeflux.serve.IngestServer;
+import java.io.IOException;
 import java.io.PrintWriter;
 import java.net.InetAddress;
 import java.net.UnknownHostException;
@@ -22,11 +23,11 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 @Command(name = "serve", mixinStandardHelpOptions = true, sortOptions = false,
-        description = {
-            "Runs the HTTP ingest service: a trainer streams a checkpoint with PUT /v1/checkpoints/{id}",
-            "(safetensors blobs back to back, chunked, any size); each tensor is converted as it arrives",
-            "and the checkpoint is committed atomically to SINK/{id} when the upload completes.",
-            "Also GET /v1/checkpoints/{id} (progress), GET /healthz and GET /metrics (Prometheus)."})
+        header = "Run the HTTP ingest service that converts checkpoints streamed in while they are saved.",
+        description = "A trainer streams a checkpoint with PUT /v1/checkpoints/{id}: safetensors blobs back to back, "
+                + "chunked, any size. Each tensor is converted as it arrives, and the checkpoint is committed "
+                + "atomically to SINK/{id} when the upload completes. Also GET /v1/checkpoints/{id} (progress), "
+                + "GET /healthz and GET /metrics (Prometheus). See docs/serve.md.")
 final class ServeCommand implements Callable<Integer> {
     @Option(names = "--port", required = true, paramLabel = "P", description = "TCP port (0 picks a free one).")
     int port;
@@ -70,6 +71,14 @@ final class ServeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        IngestServer server = start();
+        Runtime.getRuntime().addShutdownHook(new Thread(server::close, "moeflux-serve-shutdown"));
+        server.awaitTermination();
+        return 0;
+    }
+
+    /** Starts the service as the options say and announces its address on stderr. */
+    IngestServer start() throws IOException {
         if (sink.startsWith("kafka://")) {
             throw new CommandLine.ParameterException(spec.commandLine(),
                     "--sink kafka://... is not available yet: serve writes to folders for now");
@@ -95,12 +104,10 @@ final class ServeCommand implements Callable<Integer> {
             err.println("warning: listening on " + bind + " without --token-file: anyone who can reach it can write checkpoints");
         }
         IngestServer server = IngestServer.start(options);
-        Runtime.getRuntime().addShutdownHook(new Thread(server::close, "moeflux-serve-shutdown"));
         err.println("moeflux serve: " + direction.cliName() + " into " + sinkDir.toAbsolutePath() + ", listening on "
                 + server.baseUri());
         err.flush();
-        server.awaitTermination();
-        return 0;
+        return server;
     }
 
     private static boolean isLoopback(String host) {

@@ -95,6 +95,18 @@ class RejectedUploadTest {
     }
 
     @Test
+    void requestHeadersBeyond16KiBAreRefusedBeforeTheHandlerRuns() throws Exception {
+        start(options(Direction.NONE, sinkDir));
+
+        String response = rawRequest("PUT /v1/checkpoints/big-headers HTTP/1.1\r\nHost: localhost\r\nX-Padding: "
+                + "a".repeat(20_000) + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", new byte[0]);
+
+        assertThat(response).startsWith("HTTP/1.1 431");
+        assertThat(get(server, "/v1/checkpoints/big-headers").statusCode()).isEqualTo(404);
+        assertNothingWritten();
+    }
+
+    @Test
     void aTooLongIdGets400() throws Exception {
         start(options(Direction.TO_HF, sinkDir));
 

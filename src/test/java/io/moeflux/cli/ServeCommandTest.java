@@ -1,0 +1,71 @@
+package io.moeflux.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.moeflux.serve.IngestServer;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+class ServeCommandTest {
+    static final Path NATIVE = Path.of("../pipeline/src/test/resources/reference-vectors/hy3-tiny-native/native");
+
+    @TempDir
+    Path tmp;
+
+    private final StringWriter err = new StringWriter();
+
+    private ServeCommand parse(String... args) {
+        ServeCommand command = new ServeCommand();
+        CommandLine cl = new CommandLine(command);
+        cl.setErr(new PrintWriter(err, true));
+        cl.parseArgs(args);
+        return command;
+    }
+
+    @Test
+    void startsOnLoopbackWithConfigAndTokenAndAnnouncesItsAddress() throws Exception {
+        Path token = Files.writeString(tmp.resolve("token"), "t0ken\n");
+        ServeCommand command = parse("--port", "0", "--sink", tmp.resolve("out").toString(), "--direction", "to-hf",
+                "--config", NATIVE.resolve("config.json").toString(), "--token-file", token.toString(),
+                "--exclude-key-regex", "^custom\\.exclude");
+        try (IngestServer server = command.start()) {
+            HttpRequest put = HttpRequest.newBuilder(URI.create(server.baseUri() + "/v1/checkpoints/cli"))
+                    .header("Authorization", "Bearer t0ken")
+                    .PUT(HttpRequest.BodyPublishers.ofFile(NATIVE.resolve("model.safetensors"))).build();
+            HttpResponse<String> r = HttpClient.newHttpClient().send(put, HttpResponse.BodyHandlers.ofString());
+
+            assertThat(server.baseUri()).startsWith("http://127.0.0.1:");
+            assertThat(err.toString()).contains("listening on " + server.baseUri());
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            assertThat(tmp.resolve("out/cli/config.json")).hasSameBinaryContentAs(NATIVE.resolve("config.json"));
+            assertThat(Files.exists(tmp.resolve("out/cli/model.safetensors"))).isTrue();
+        }
+    }
+
+    @Test
+    void aKafkaSinkIsAUsageErrorUntilTheKafkaConnectorExists() {
+        int code = new CommandLine(new ServeCommand()).setErr(new PrintWriter(err, true))
+                .execute("--port", "0", "--sink", "kafka://127.0.0.1:9092/ckpts", "--direction", "none");
+
+        assertThat(code).isEqualTo(2);
+        assertThat(err.toString()).contains("--sink kafka://... is not available yet");
+    }
+
+    @Test
+    void anUnknownDirectionIsAUsageErrorNamingTheChoices() {
+        int code = new CommandLine(new ServeCommand()).setErr(new PrintWriter(err, true))
+                .execute("--port", "0", "--sink", tmp.toString(), "--direction", "sideways");
+
+        assertThat(code).isEqualTo(2);
+        assertThat(err.toString()).contains("expected to-hf, from-hf or none");
+    }
+}
