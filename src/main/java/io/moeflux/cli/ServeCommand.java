@@ -22,8 +22,8 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
-@Command(name = "serve", mixinStandardHelpOptions = true, sortOptions = false,
-        header = "Run the HTTP ingest service that converts checkpoints streamed in while they are saved.",
+@Command(name = "serve", header = "Run the HTTP ingest service that converts checkpoints streamed in while they are saved.",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
         description = "A trainer streams a checkpoint with PUT /v1/checkpoints/{id}: safetensors blobs back to back, "
                 + "chunked, any size. Each tensor is converted as it arrives, and the checkpoint is committed "
                 + "atomically to SINK/{id} when the upload completes. Also GET /v1/checkpoints/{id} (progress), "
@@ -74,7 +74,7 @@ final class ServeCommand implements Callable<Integer> {
         IngestServer server = start();
         Runtime.getRuntime().addShutdownHook(new Thread(server::close, "moeflux-serve-shutdown"));
         server.awaitTermination();
-        return 0;
+        return ExitCodes.OK;
     }
 
     /** Starts the service as the options say and announces its address on stderr. */

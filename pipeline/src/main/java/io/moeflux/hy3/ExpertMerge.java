@@ -147,6 +147,11 @@ final class ExpertMerge {
                 return;
             }
             String mergedName = key.mergedName();
+            if (layersSeen.get(new Layer(key.prefix(), key.layer())).contains(mergedName)) {
+                event.release();
+                sink.error(new IllegalArgumentException("duplicate tensor " + event.fqn() + " (its layer was already merged)"));
+                return;
+            }
             Window w = open.computeIfAbsent(mergedName, n -> key.projection() == Projection.DOWN
                     ? new Window(n, new Projection[] {Projection.DOWN})
                     : new Window(n, new Projection[] {Projection.GATE, Projection.UP}));

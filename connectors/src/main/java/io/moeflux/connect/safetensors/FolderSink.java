@@ -57,10 +57,21 @@ final class FolderSink implements CheckpointSink {
             }
             Scheduler io = Schedulers.newBoundedElastic(options.writeThreads(), Integer.MAX_VALUE, "moeflux-write");
             int threads = options.writeThreads();
-            return Stages.releaseOnDiscard(events)
+            InFlight inFlight = new InFlight();
+            Runnable cleanup = () -> {
+                // Tasks already running finish their piece (and release their tensor) before the
+                // staging folder goes, so a failed write leaves neither files nor held memory behind.
+                inFlight.awaitIdle();
+                placer.close();
+                io.dispose();
+                staging.abortIfNotCommitted();
+            };
+            return events
                     .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
-                    .flatMap(task -> Mono.fromRunnable(task::run).subscribeOn(io).doOnCancel(task::abandon), threads, 1)
-                    .doOnDiscard(WriteTask.class, WriteTask::abandon)
+                    .flatMap(task -> Mono.fromRunnable(() -> inFlight.run(task)).subscribeOn(io).doOnCancel(task::abandonUnstarted),
+                            threads, 1)
+                    .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
+                    // Below both operators, so tensors they still queue when the write fails are released too.
                     .doOnDiscard(TensorEvent.class, TensorEvent::release)
                     .then(Mono.fromCallable(() -> {
                         ShardLayout layout = placer.finish(options.maxShardSize());
@@ -69,12 +80,41 @@ final class FolderSink implements CheckpointSink {
                         return new CommitSummary(options.output().toString(), layout.tensorCount(),
                                 layout.totalBytes(), layout.shards().size());
                     }).subscribeOn(io))
-                    .doFinally(signal -> {
-                        placer.close();
-                        io.dispose();
-                        staging.abortIfNotCommitted();
-                    });
+                    .onErrorResume(e -> Mono.fromRunnable(cleanup).then(Mono.error(e)))
+                    .doOnSuccess(summary -> cleanup.run())
+                    .doOnCancel(cleanup);
         });
+    }
+
+    /** Counts running write tasks so that cleanup can wait for them. */
+    private static final class InFlight {
+        private int running;
+
+        void run(WriteTask task) {
+            synchronized (this) {
+                running++;
+            }
+            try {
+                task.run();
+            } finally {
+                synchronized (this) {
+                    running--;
+                    notifyAll();
+                }
+            }
+        }
+
+        synchronized void awaitIdle() {
+            long deadline = System.nanoTime() + 30_000_000_000L;
+            while (running > 0 && System.nanoTime() < deadline) {
+                try {
+                    wait(100);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
     }
 
     private static void writeSidecars(Path dir, ShardLayout layout, CheckpointDescriptor planned) throws IOException {
@@ -93,6 +133,7 @@ final class FolderSink implements CheckpointSink {
         private final FileChannel channel;
         private final long fileOffset;
         private final AtomicInteger remaining;
+        private final java.util.concurrent.atomic.AtomicBoolean started = new java.util.concurrent.atomic.AtomicBoolean();
 
         WriteTask(TensorEvent event, Tensor.Piece piece, FileChannel channel, long fileOffset, AtomicInteger remaining) {
             this.event = event;
@@ -103,6 +144,9 @@ final class FolderSink implements CheckpointSink {
         }
 
         void run() {
+            if (!started.compareAndSet(false, true)) {
+                return;
+            }
             long[] pos = {fileOffset + piece.offset()};
             try {
                 piece.writer().writeTo(chunk -> {
@@ -128,6 +172,13 @@ final class FolderSink implements CheckpointSink {
             if (remaining.decrementAndGet() == 0) {
                 event.release();
                 options.progress().tensorWritten(event.fqn());
+            }
+        }
+
+        /** A task cancelled before it ran still owes its tensor a release. */
+        void abandonUnstarted() {
+            if (started.compareAndSet(false, true)) {
+                abandon();
             }
         }
 

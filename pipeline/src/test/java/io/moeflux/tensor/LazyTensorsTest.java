@@ -1,0 +1,118 @@
+package io.moeflux.tensor;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.moeflux.testing.Naive;
+import io.moeflux.testing.TrackedTensors;
+import java.io.ByteArrayOutputStream;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+class LazyTensorsTest {
+    final TrackedTensors t = new TrackedTensors(7);
+
+    @Test
+    void stackedTransposeConcatenatesTransposedPartsPerExpert() {
+        int experts = 3, inter = 5, hidden = 7;
+        List<List<Tensor>> parts = new java.util.ArrayList<>();
+        for (int e = 0; e < experts; e++) {
+            parts.add(List.of(t.random(DType.BF16, inter, hidden), t.random(DType.BF16, inter, hidden)));
+        }
+        byte[][][] src = new byte[experts][2][];
+        for (int e = 0; e < experts; e++) {
+            for (int j = 0; j < 2; j++) {
+                src[e][j] = Tensors.toBytes(parts.get(e).get(j));
+            }
+        }
+        StackedTransposeTensor merged = new StackedTransposeTensor(parts, DType.BF16);
+        assertThat(merged.shape()).containsExactly(experts, hidden, 2 * inter);
+        ByteArrayOutputStream expected = new ByteArrayOutputStream();
+        for (int e = 0; e < experts; e++) {
+            for (int h = 0; h < hidden; h++) {
+                for (int j = 0; j < 2; j++) {
+                    for (int i = 0; i < inter; i++) {
+                        expected.writeBytes(Naive.raw(src[e][j], DType.BF16, hidden, i, h));
+                    }
+                }
+            }
+        }
+        assertThat(Tensors.toBytes(merged)).isEqualTo(expected.toByteArray());
+        merged.release();
+        assertThat(t.live()).isZero();
+    }
+
+    @Test
+    void stackedTransposeCastsF32PartsToBf16RoundingToNearestEven() {
+        int rows = 4, cols = 3;
+        DenseTensor part = t.random(DType.F32, rows, cols);
+        byte[] src = Tensors.toBytes(part);
+        StackedTransposeTensor merged = new StackedTransposeTensor(List.of(List.of(part)), DType.BF16);
+        ByteArrayOutputStream expected = new ByteArrayOutputStream();
+        for (int c = 0; c < cols; c++) {
+            for (int r = 0; r < rows; r++) {
+                expected.writeBytes(Naive.encode(DType.BF16, Naive.get(src, DType.F32, cols, r, c)));
+            }
+        }
+        assertThat(Tensors.toBytes(merged)).isEqualTo(expected.toByteArray());
+        merged.release();
+    }
+
+    @Test
+    void piecesConcatenateToTheWholeTensor() {
+        StackedTransposeTensor merged = new StackedTransposeTensor(List.of(
+                List.of(t.random(DType.BF16, 3, 4)), List.of(t.random(DType.BF16, 3, 4))), DType.BF16);
+        ByteArrayOutputStream viaPieces = new ByteArrayOutputStream();
+        long next = 0;
+        for (Tensor.Piece p : merged.pieces()) {
+            assertThat(p.offset()).isEqualTo(next);
+            next += p.byteSize();
+            try {
+                p.writer().writeTo(chunk -> viaPieces.writeBytes(chunk.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
+            } catch (java.io.IOException e) {
+                throw new AssertionError(e);
+            }
+        }
+        assertThat(next).isEqualTo(merged.byteSize());
+        assertThat(viaPieces.toByteArray()).isEqualTo(Tensors.toBytes(merged));
+        merged.release();
+    }
+
+    @Test
+    void transposedSliceTakesAColumnRangeOfOneExpert() {
+        int n = 2, rows = 4, cols = 6;
+        DenseTensor parent = t.random(DType.BF16, n, rows, cols);
+        byte[] src = Tensors.toBytes(parent);
+        RefCounted refs = RefCounted.onLastRelease(parent::release);
+        Releasable owner = refs.retain();
+        TransposedSliceTensor slice = new TransposedSliceTensor(parent, refs.retain(), 1, 2, 3);
+        owner.release();
+        assertThat(slice.shape()).containsExactly(3, rows);
+        ByteArrayOutputStream expected = new ByteArrayOutputStream();
+        for (int c = 2; c < 5; c++) {
+            for (int r = 0; r < rows; r++) {
+                expected.writeBytes(Naive.raw(src, DType.BF16, cols, rows + r, c));
+            }
+        }
+        assertThat(Tensors.toBytes(slice)).isEqualTo(expected.toByteArray());
+        assertThat(t.live()).isEqualTo(1);
+        slice.release();
+        slice.release();
+        assertThat(t.live()).isZero();
+        assertThatThrownBy(() -> Tensors.toBytes(slice)).isInstanceOf(IllegalStateException.class);
+    }
+
+    @Test
+    void refCountedRunsCleanupOnceAfterTheLastHandle() {
+        int[] runs = {0};
+        RefCounted r = RefCounted.onLastRelease(() -> runs[0]++);
+        Releasable a = r.retain();
+        Releasable b = r.retain();
+        a.release();
+        a.release();
+        assertThat(runs[0]).isZero();
+        b.release();
+        assertThat(runs[0]).isEqualTo(1);
+        assertThatThrownBy(r::retain).isInstanceOf(IllegalStateException.class);
+    }
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# from-hf benchmark: the conversion's wall time as a ratio to `cp -r` of the same input, measured in the
+# same run on the same disk, best of several runs; the converter's peak anonymous memory; and the time
+# to generate and convert the 47,138-tensor hy3-keys checkpoint.
+#
+#   src/bench/from-hf-bench.sh                      # 1.55 GB input, 1.2 GB of experts in one layer
+#   BENCH_EXPERTS=64 src/bench/from-hf-bench.sh     # 2.4 GB of experts in one layer
+#
+# Settings (environment): BENCH_DIR (work folder, default ./bench-work; needs 3x the input free),
+# BENCH_EXPERTS (experts in the MoE layer, default 32), BENCH_RUNS (default 3), BENCH_KEEP=1 keeps the
+# work folder. Targets: ratio <= 2.5, peak anonymous memory <= 1 GiB, hy3-keys from-hf < 4 s.
+#
+# Neither cp nor moeflux fsyncs, so both are timed to the page cache; `sync` runs, untimed, before
+# each measurement so neither inherits the other's writeback. The input stays cached for both.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+work=${BENCH_DIR:-$root/bench-work}
+experts=${BENCH_EXPERTS:-32}
+runs=${BENCH_RUNS:-3}
+moeflux="$root/moeflux"
+
+now() { date +%s.%N; }
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a) ? b : a }'; }
+
+# Samples RssAnon of $1 every 20 ms until it exits; prints the peak in KiB. Only shell builtins in the
+# loop (besides sleep), so the sampler barely competes with the process it measures.
+peak_anon_kib() {
+  local pid=$1 peak=0 key value rest
+  while [ -r "/proc/$pid/status" ]; do
+    while read -r key value rest; do
+      if [ "$key" = "RssAnon:" ]; then
+        [ "$value" -gt "$peak" ] && peak=$value
+        break
+      fi
+    done < "/proc/$pid/status" 2>/dev/null || true
+    sleep 0.02
+  done
+  echo "$peak"
+}
+
+# Runs "$@" in the background, waits, and sets $elapsed (s) and $peak_kib.
+measure() {
+  local start end
+  sync
+  start=$(now)
+  "$@" >/dev/null &
+  local pid=$!
+  peak_kib=$(peak_anon_kib "$pid")
+  wait "$pid"
+  end=$(now)
+  elapsed=$(seconds "$start" "$end")
+}
+
+mkdir -p "$work"
+[ "${BENCH_KEEP-}" = 1 ] || trap 'rm -rf "$work/in" "$work/cp" "$work/out" "$work/keys" "$work/keys-native"' EXIT
+
+echo "building..." >&2
+"$moeflux" --version >&2
+
+echo "generating hy3-bench with $experts experts in its MoE layer into $work/in ..." >&2
+"$moeflux" generate "$work/in" --preset hy3-bench --experts "$experts" --force >&2
+in_bytes=$(du -sb "$work/in" | cut -f1)
+
+best_cp=""
+best_conv=""
+peak_max=0
+for i in $(seq 1 "$runs"); do
+  rm -rf "$work/cp"
+  measure cp -r "$work/in" "$work/cp"
+  best_cp=$(min "$best_cp" "$elapsed")
+  cp_s=$elapsed
+  rm -rf "$work/out"
+  measure "$moeflux" from-hf "$work/in" "$work/out"
+  best_conv=$(min "$best_conv" "$elapsed")
+  [ "$peak_kib" -gt "$peak_max" ] && peak_max=$peak_kib
+  echo "run $i: cp -r ${cp_s} s, from-hf ${elapsed} s, peak anonymous memory $((peak_kib / 1024)) MiB" >&2
+done
+rm -rf "$work/cp"
+
+echo "generating hy3-keys ..." >&2
+rm -rf "$work/keys"
+measure "$moeflux" generate "$work/keys" --preset hy3-keys
+keys_gen=$elapsed
+measure "$moeflux" from-hf "$work/keys" "$work/keys-native" --force
+keys_conv=$elapsed
+
+awk -v bytes="$in_bytes" -v cp="$best_cp" -v conv="$best_conv" -v peak="$peak_max" -v runs="$runs" \
+    -v experts="$experts" -v kgen="$keys_gen" -v kconv="$keys_conv" 'BEGIN {
+  printf "input: hy3-bench, %d experts of 4096 x 1536 in one layer, %.2f GB\n", experts, bytes / 1e9
+  printf "cp -r    best of %d: %7.3f s  (%.2f GB/s)\n", runs, cp, bytes / cp / 1e9
+  printf "from-hf  best of %d: %7.3f s  (%.2f GB/s)\n", runs, conv, bytes / conv / 1e9
+  printf "ratio from-hf / cp -r: %.2f  (target <= 2.5)\n", conv / cp
+  printf "peak anonymous memory of from-hf: %d MiB  (target <= 1024 MiB)\n", peak / 1024
+  printf "hy3-keys (47,138 tensors): generate %.2f s, from-hf %.2f s wall  (target < 4 s)\n", kgen, kconv
+}'

@@ -1,0 +1,61 @@
+package io.moeflux.cli;
+
+import io.moeflux.tensor.DType;
+import java.util.Locale;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import picocli.CommandLine.ITypeConverter;
+import picocli.CommandLine.TypeConversionException;
+
+/** picocli converters; a value they reject is a usage error (exit 2) with a message naming the value. */
+final class Converters {
+    private Converters() {}
+
+    private static final Pattern SIZE = Pattern.compile("(\\d+(?:\\.\\d+)?)\\s*(?:([kmgtp])(i)?b?|b)?", Pattern.CASE_INSENSITIVE);
+
+    /**
+     * Parses a byte count the way Hugging Face's {@code max_shard_size} does: {@code 5GB} is 5 * 10^9,
+     * {@code 1GiB} is 2^30, a plain number is bytes.
+     */
+    static long parseByteSize(String text) {
+        Matcher m = SIZE.matcher(text.trim());
+        if (!m.matches()) {
+            throw new IllegalArgumentException("invalid size \"" + text
+                    + "\": expected bytes or a number with a unit such as 500MB, 5GB or 1GiB");
+        }
+        int power = m.group(2) == null ? 0 : "KMGTP".indexOf(m.group(2).toUpperCase(Locale.ROOT)) + 1;
+        double value = Double.parseDouble(m.group(1)) * Math.pow(m.group(3) != null ? 1024 : 1000, power);
+        if (value < 1 || value >= Long.MAX_VALUE) {
+            throw new IllegalArgumentException("size \"" + text + "\" is out of range");
+        }
+        return (long) value;
+    }
+
+    static final class ByteSize implements ITypeConverter<Long> {
+        @Override
+        public Long convert(String value) {
+            try {
+                return parseByteSize(value);
+            } catch (IllegalArgumentException e) {
+                throw new TypeConversionException(e.getMessage());
+            }
+        }
+    }
+
+    /** {@code bf16}, {@code f16} or {@code f32}: the types from-hf can cast merged experts to. */
+    static final class TargetDType implements ITypeConverter<DType> {
+        @Override
+        public DType convert(String value) {
+            DType d;
+            try {
+                d = DType.parseLenient(value);
+            } catch (IllegalArgumentException e) {
+                d = null;
+            }
+            if (d != DType.BF16 && d != DType.F16 && d != DType.F32) {
+                throw new TypeConversionException("invalid dtype \"" + value + "\": expected bf16, f16 or f32");
+            }
+            return d;
+        }
+    }
+}

@@ -1,0 +1,47 @@
+package io.moeflux.cli;
+
+import io.moeflux.connect.safetensors.SafetensorsSink;
+import io.moeflux.connect.safetensors.SafetensorsSinkOptions;
+import io.moeflux.connect.safetensors.SafetensorsSource;
+import io.moeflux.pipeline.CheckpointSink;
+import io.moeflux.pipeline.CheckpointSource;
+import io.moeflux.pipeline.Progress;
+import java.io.IOException;
+import java.nio.file.Path;
+
+/**
+ * Turns the locations users type ({@code IN}, {@code OUT}, {@code SRC}, {@code DST}) into sources and
+ * sinks. This is the one place that knows which kinds of location exist: today a safetensors file or
+ * folder; a new scheme (such as {@code kafka://}) is one more branch in each method.
+ */
+final class Endpoints {
+    private Endpoints() {}
+
+    /**
+     * How a command wants its output written; each sink takes what applies to it.
+     *
+     * @param maxShardSize bytes per output file (folders)
+     * @param overwrite    replace a non-empty output ({@code --force})
+     * @param progress     told of every byte and tensor written
+     */
+    record SinkSettings(long maxShardSize, boolean overwrite, Progress progress) {
+        static final long DEFAULT_MAX_SHARD_SIZE = SafetensorsSinkOptions.DEFAULT_MAX_SHARD_SIZE;
+
+        SinkSettings withProgress(Progress p) {
+            return new SinkSettings(maxShardSize, overwrite, p);
+        }
+    }
+
+    /** Opens a checkpoint for reading; a file checkpoint's headers are validated here, before any data flows. */
+    static CheckpointSource source(String location) throws IOException {
+        return SafetensorsSource.open(Path.of(location));
+    }
+
+    /** A sink that commits to {@code location}; a non-empty folder is refused at write time unless {@code overwrite}. */
+    static CheckpointSink sink(String location, SinkSettings settings) {
+        return SafetensorsSink.create(SafetensorsSinkOptions.to(Path.of(location))
+                .withMaxShardSize(settings.maxShardSize())
+                .withOverwrite(settings.overwrite())
+                .withProgress(settings.progress()));
+    }
+}
