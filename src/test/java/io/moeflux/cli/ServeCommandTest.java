@@ -24,17 +24,25 @@ class ServeCommandTest {
     private final StringWriter err = new StringWriter();
 
     private ServeCommand parse(String... args) {
-        ServeCommand command = new ServeCommand();
-        CommandLine cl = new CommandLine(command);
+        CommandLine cl = Main.commandLine();
         cl.setErr(new PrintWriter(err, true));
+        CommandLine serve = cl.getSubcommands().get("serve");
+        serve.setErr(new PrintWriter(err, true));
         cl.parseArgs(args);
-        return command;
+        return serve.getCommand();
+    }
+
+    private int execute(String... args) {
+        CommandLine cl = Main.commandLine();
+        cl.setErr(new PrintWriter(err, true));
+        cl.getSubcommands().get("serve").setErr(new PrintWriter(err, true));
+        return cl.execute(args);
     }
 
     @Test
     void startsOnLoopbackWithConfigAndTokenAndAnnouncesItsAddress() throws Exception {
         Path token = Files.writeString(tmp.resolve("token"), "t0ken\n");
-        ServeCommand command = parse("--port", "0", "--sink", tmp.resolve("out").toString(), "--direction", "to-hf",
+        ServeCommand command = parse("serve", "--port", "0", "--sink", tmp.resolve("out").toString(), "--direction", "to-hf",
                 "--config", NATIVE.resolve("config.json").toString(), "--token-file", token.toString(),
                 "--exclude-key-regex", "^custom\\.exclude");
         try (IngestServer server = command.start()) {
@@ -53,19 +61,17 @@ class ServeCommandTest {
 
     @Test
     void aKafkaSinkIsAUsageErrorUntilTheKafkaConnectorExists() {
-        int code = new CommandLine(new ServeCommand()).setErr(new PrintWriter(err, true))
-                .execute("--port", "0", "--sink", "kafka://127.0.0.1:9092/ckpts", "--direction", "none");
+        int code = execute("serve", "--port", "0", "--sink", "kafka://127.0.0.1:9092/ckpts", "--direction", "none");
 
-        assertThat(code).isEqualTo(2);
+        assertThat(code).isEqualTo(ExitCodes.USAGE);
         assertThat(err.toString()).contains("--sink kafka://... is not available yet");
     }
 
     @Test
     void anUnknownDirectionIsAUsageErrorNamingTheChoices() {
-        int code = new CommandLine(new ServeCommand()).setErr(new PrintWriter(err, true))
-                .execute("--port", "0", "--sink", tmp.toString(), "--direction", "sideways");
+        int code = execute("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "sideways");
 
-        assertThat(code).isEqualTo(2);
+        assertThat(code).isEqualTo(ExitCodes.USAGE);
         assertThat(err.toString()).contains("expected to-hf, from-hf or none");
     }
 }
