@@ -45,6 +45,7 @@ final class BlobSpool implements AutoCloseable {
     private long bodyOffset;
     private int blobCount;
     private Blob blob;
+    private boolean closed;
 
     private BlobSpool(Path spoolDir, long maxHeaderBytes, boolean singleBlob, Consumer<List<TensorInfo>> firstHeader,
             UploadStatus status) {
@@ -75,8 +76,13 @@ final class BlobSpool implements AutoCloseable {
     /**
      * Spools one chunk and releases it; returns the tensors it completed. When it throws, the chunk is
      * left to the discard hook: concatMapIterable discards the element its mapper failed on.
+     * Synchronized with {@link #close()}, which a cancellation runs on another thread.
      */
-    private List<TensorEvent> accept(ByteBuf chunk) {
+    private synchronized List<TensorEvent> accept(ByteBuf chunk) {
+        if (closed) {
+            chunk.release();
+            return List.of();
+        }
         List<TensorEvent> completed = new ArrayList<>();
         try {
             status.bytesReceived(chunk.readableBytes());
@@ -107,7 +113,7 @@ final class BlobSpool implements AutoCloseable {
         return completed;
     }
 
-    private void finish() {
+    private synchronized void finish() {
         if (blob != null) {
             throw new InvalidCheckpointException(blob.where + ": truncated: the body ends " + blob.received
                     + " bytes into the blob, " + (blob.header == null ? "inside its header"
@@ -119,7 +125,8 @@ final class BlobSpool implements AutoCloseable {
     }
 
     @Override
-    public void close() {
+    public synchronized void close() {
+        closed = true;
         if (blob != null) {
             blob.abandon();
             blob = null;

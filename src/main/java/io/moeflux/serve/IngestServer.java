@@ -143,7 +143,13 @@ public final class IngestServer implements AutoCloseable {
         if (status == null) {
             return error(res, HttpResponseStatus.CONFLICT, "checkpoint " + id + " is being uploaded already");
         }
-        CheckpointSink sink = options.sinks().open(id, status);
+        CheckpointSink sink;
+        try {
+            sink = options.sinks().open(id, status);
+        } catch (RuntimeException e) {
+            status.failed("cannot open the sink: " + e.getMessage());
+            return reply(res, HttpResponseStatus.INTERNAL_SERVER_ERROR, status.toJson());
+        }
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
         AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
@@ -190,7 +196,10 @@ public final class IngestServer implements AutoCloseable {
         return sink.write(planned, events);
     }
 
-    /** A new upload's status, or null while another upload of the same id is running. */
+    /**
+     * A new upload's status, or null while another upload of the same id is running. Statuses of
+     * finished uploads are kept for GET until more than {@link #FINISHED_UPLOADS_KEPT} pile up.
+     */
     private UploadStatus begin(String id) {
         if (uploads.size() > FINISHED_UPLOADS_KEPT) {
             uploads.values().removeIf(u -> u.state() != UploadStatus.State.RECEIVING);

@@ -78,7 +78,7 @@ class BackpressureTest {
             assertThat(json(r).get("bytes").asLong()).isEqualTo(UPLOAD_BYTES);
             assertThat(json(r).get("tensors").asLong()).isEqualTo(BLOBS * TENSORS_PER_BLOB);
             assertThat(maxLag.get()).as("bytes taken from the socket but not yet written").isLessThan(UPLOAD_BYTES / 8);
-            assertThat(maxDirect).as("Netty buffers").isLessThan(16L << 20);
+            assertThat(maxDirect).as("Netty buffers").isLessThan(UPLOAD_BYTES / 8);
             assertThat(maxRss - rssBefore).as("anonymous memory growth").isLessThan(UPLOAD_BYTES / 3);
             assertTensorBytes(sinkDir.resolve("big"), "blob1.t7");
         }
