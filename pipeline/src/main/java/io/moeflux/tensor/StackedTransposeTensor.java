@@ -17,9 +17,6 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * costs a few MB of scratch. The tensor owns its parts and releases them with itself.
  */
 public final class StackedTransposeTensor implements Tensor {
-    /** Destination rows per block: big enough to amortise the gather, small enough to stay in L2. */
-    private static final int TARGET_BLOCK_BYTES = 512 << 10;
-
     private final List<List<Tensor>> parts;
     private final DType dtype;
     private final int cols;
@@ -106,17 +103,16 @@ public final class StackedTransposeTensor implements Tensor {
         if (released.get()) {
             throw new IllegalStateException("merged tensor was already released");
         }
-        int blockRows = Math.max(1, Math.min(cols, TARGET_BLOCK_BYTES / Math.max(1, width * dtype.byteSize())));
-        int maxPartRows = 0;
-        for (int r : partRows) {
-            maxPartRows = Math.max(maxPartRows, r);
-        }
-        Transpose kernel = new Transpose(maxPartRows, blockRows, width);
         List<Tensor> expert = parts.get(e);
         List<MemorySegment> sources = new ArrayList<>(expert.size());
         List<Tensor> temporaries = new ArrayList<>();
         try (Arena arena = Arena.ofConfined()) {
-            for (Tensor part : expert) {
+            boolean fast = true;
+            int maxPartRows = 0;
+            for (int j = 0; j < expert.size(); j++) {
+                Tensor part = expert.get(j);
+                fast &= Transpose.isFast(part.dtype(), dtype);
+                maxPartRows = Math.max(maxPartRows, partRows[j]);
                 var direct = part.contiguous();
                 if (direct.isPresent()) {
                     sources.add(direct.get());
@@ -126,16 +122,29 @@ public final class StackedTransposeTensor implements Tensor {
                     sources.add(copy.data());
                 }
             }
-            MemorySegment block = arena.allocate((long) blockRows * width * dtype.byteSize(), 64);
-            for (int c0 = 0; c0 < cols; c0 += blockRows) {
-                int n = Math.min(blockRows, cols - c0);
-                int colOffset = 0;
-                for (int j = 0; j < expert.size(); j++) {
-                    kernel.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, c0, n, block, 0, dtype,
-                            width, colOffset);
-                    colOffset += partRows[j];
+            Blocking b = Blocking.of(cols, width, dtype);
+            Transpose kernel = fast ? new Transpose(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
+            MemorySegment chunk = arena.allocate(b.chunkRows() * b.rowBytes(), 64);
+            for (int c0 = 0; c0 < cols; c0 += b.chunkRows()) {
+                int n = Math.min(b.chunkRows(), cols - c0);
+                for (int t0 = 0; t0 < n; t0 += b.tileRows()) {
+                    int tn = Math.min(b.tileRows(), n - t0);
+                    int colOffset = 0;
+                    for (int j = 0; j < expert.size(); j++) {
+                        if (fast) {
+                            kernel.block16(sources.get(j), 0, partRows[j], cols, c0 + t0, tn, 0, width, colOffset);
+                        } else {
+                            Transpose.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, c0 + t0, tn, chunk,
+                                    t0 * b.rowBytes(), dtype, width, colOffset);
+                        }
+                        colOffset += partRows[j];
+                    }
+                    if (fast) {
+                        // Tile by tile, so the staging buffer stays in cache; the sink still gets whole chunks.
+                        kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * width);
+                    }
                 }
-                sink.write(block.asSlice(0, (long) n * width * dtype.byteSize()));
+                sink.write(chunk.asSlice(0, n * b.rowBytes()));
             }
         } finally {
             temporaries.forEach(Tensor::release);

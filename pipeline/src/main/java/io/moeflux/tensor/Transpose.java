@@ -22,60 +22,64 @@ public final class Transpose {
     private final short[] out16;
     private final int maxRows;
     private final int maxCols;
-    private final int maxDstStride;
+    private final int maxOutElements;
 
     /**
-     * Scratch for blocks of at most {@code maxRows} source rows, {@code maxCols} source columns and
-     * destination rows of {@code maxDstStride} elements; reuse one instance per thread.
+     * Scratch for blocks of at most {@code maxRows} source rows and {@code maxCols} source columns,
+     * staging up to {@code maxOutElements} destination elements between {@link #copyOut16} calls (keep
+     * that within L2: a larger staging buffer makes the scatter miss cache); reuse one instance per thread.
      */
-    public Transpose(int maxRows, int maxCols, int maxDstStride) {
+    public Transpose(int maxRows, int maxCols, int maxOutElements) {
         this.maxRows = maxRows;
         this.maxCols = maxCols;
-        this.maxDstStride = maxDstStride;
+        this.maxOutElements = maxOutElements;
         this.in16 = new short[Math.multiplyExact(maxRows, maxCols)];
-        this.out16 = new short[Math.multiplyExact(maxCols, maxDstStride)];
+        this.out16 = new short[maxOutElements];
     }
 
-    /** Transposes one block from {@code src} into {@code dst} (see the class comment for the layout). */
-    public void block(MemorySegment src, long srcOffset, DType srcType, int rows, long rowStride, long colStart,
-                      int colCount, MemorySegment dst, long dstOffset, DType dstType, int dstStride, int dstColOffset) {
-        if (rows > maxRows || colCount > maxCols || dstStride > maxDstStride) {
-            throw new IllegalArgumentException("block " + rows + "x" + colCount + " (dst stride " + dstStride
-                    + ") exceeds scratch " + maxRows + "x" + maxCols + " (" + maxDstStride + ")");
-        }
-        if (srcType == dstType && srcType.byteSize() == 2) {
-            block16(src, srcOffset, rows, rowStride, colStart, colCount, dst, dstOffset, dstStride, dstColOffset);
-        } else {
-            blockGeneric(src, srcOffset, srcType, rows, rowStride, colStart, colCount, dst, dstOffset, dstType,
-                    dstStride, dstColOffset);
-        }
+    /** True when {@link #block16} and {@link #copyOut16} apply: a plain 16-bit transpose without a cast. */
+    public static boolean isFast(DType srcType, DType dstType) {
+        return srcType == dstType && srcType.byteSize() == 2;
     }
 
-    private void block16(MemorySegment src, long srcOffset, int rows, long rowStride, long colStart, int colCount,
-                         MemorySegment dst, long dstOffset, int dstStride, int dstColOffset) {
+    /**
+     * Transposes one block of 16-bit elements into the heap staging buffer, at destination row
+     * {@code dstRow} (of {@code dstStride} elements), columns {@code [dstColOffset, dstColOffset + rows)}.
+     */
+    public void block16(MemorySegment src, long srcOffset, int rows, long rowStride, long colStart, int colCount,
+                        int dstRow, int dstStride, int dstColOffset) {
+        if (rows > maxRows || colCount > maxCols || (long) (dstRow + colCount) * dstStride > maxOutElements) {
+            throw new IllegalArgumentException("block " + rows + "x" + colCount + " at row " + dstRow
+                    + " exceeds scratch " + maxRows + "x" + maxCols + " (" + maxOutElements + ")");
+        }
         ValueLayout.OfShort s = ValueLayout.JAVA_SHORT_UNALIGNED;
         for (int i = 0; i < rows; i++) {
             MemorySegment.copy(src, s, srcOffset + (i * rowStride + colStart) * 2, in16, i * colCount, colCount);
         }
-        // Read the destination rows first: the caller may fill the other columns in another call.
-        long dstBytes = (long) colCount * dstStride * 2;
-        MemorySegment.copy(dst, s, dstOffset, out16, 0, colCount * dstStride);
         final int tile = 64;
         for (int i0 = 0; i0 < rows; i0 += tile) {
             int i1 = Math.min(rows, i0 + tile);
             for (int r = 0; r < colCount; r++) {
-                int o = r * dstStride + dstColOffset;
+                int o = (dstRow + r) * dstStride + dstColOffset;
                 for (int i = i0; i < i1; i++) {
                     out16[o + i] = in16[i * colCount + r];
                 }
             }
         }
-        MemorySegment.copy(out16, 0, dst, s, dstOffset, (int) (dstBytes / 2));
     }
 
-    private static void blockGeneric(MemorySegment src, long srcOffset, DType srcType, int rows, long rowStride,
-                                     long colStart, int colCount, MemorySegment dst, long dstOffset, DType dstType,
-                                     int dstStride, int dstColOffset) {
+    /** Copies the first {@code elements} staged elements to {@code dst} at byte {@code dstOffset}. */
+    public void copyOut16(MemorySegment dst, long dstOffset, int elements) {
+        MemorySegment.copy(out16, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, dstOffset, elements);
+    }
+
+    /**
+     * The general case, element by element: any element size without a cast, or a cast between
+     * floating-point types. Source column {@code colStart + r} becomes row {@code r} of {@code dst}
+     * (rows of {@code dstStride} elements), at columns {@code [dstColOffset, dstColOffset + rows)}.
+     */
+    public static void block(MemorySegment src, long srcOffset, DType srcType, int rows, long rowStride, long colStart,
+                             int colCount, MemorySegment dst, long dstOffset, DType dstType, int dstStride, int dstColOffset) {
         if (srcType == dstType) {
             int size = srcType.byteSize();
             for (int r = 0; r < colCount; r++) {

@@ -13,8 +13,6 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * the parent, so the grouped tensor is freed when the last split is written or dropped.
  */
 public final class TransposedSliceTensor implements Tensor {
-    private static final int TARGET_BLOCK_BYTES = 512 << 10;
-
     private final Tensor parent;
     private final Releasable parentHandle;
     private final long index;
@@ -64,14 +62,24 @@ public final class TransposedSliceTensor implements Tensor {
         DType t = parent.dtype();
         Tensors.withContiguous(parent, src -> {
             long slabOffset = index * rows * rowStride * t.byteSize();
-            int blockRows = Math.max(1, Math.min(colCount, TARGET_BLOCK_BYTES / Math.max(1, rows * t.byteSize())));
-            Transpose kernel = new Transpose(rows, blockRows, rows);
+            Blocking b = Blocking.of(colCount, rows, t);
+            boolean fast = Transpose.isFast(t, t);
+            Transpose kernel = fast ? new Transpose(rows, b.tileRows(), b.tileRows() * rows) : null;
             try (Arena arena = Arena.ofConfined()) {
-                MemorySegment block = arena.allocate((long) blockRows * rows * t.byteSize(), 64);
-                for (int c0 = 0; c0 < colCount; c0 += blockRows) {
-                    int n = Math.min(blockRows, colCount - c0);
-                    kernel.block(src, slabOffset, t, rows, rowStride, colStart + c0, n, block, 0, t, rows, 0);
-                    sink.write(block.asSlice(0, (long) n * rows * t.byteSize()));
+                MemorySegment chunk = arena.allocate(b.chunkRows() * b.rowBytes(), 64);
+                for (int c0 = 0; c0 < colCount; c0 += b.chunkRows()) {
+                    int n = Math.min(b.chunkRows(), colCount - c0);
+                    for (int t0 = 0; t0 < n; t0 += b.tileRows()) {
+                        int tn = Math.min(b.tileRows(), n - t0);
+                        if (fast) {
+                            kernel.block16(src, slabOffset, rows, rowStride, colStart + c0 + t0, tn, 0, rows, 0);
+                            kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * rows);
+                        } else {
+                            Transpose.block(src, slabOffset, t, rows, rowStride, colStart + c0 + t0, tn, chunk,
+                                    t0 * b.rowBytes(), t, rows, 0);
+                        }
+                    }
+                    sink.write(chunk.asSlice(0, n * b.rowBytes()));
                 }
             }
             return null;

@@ -115,4 +115,55 @@ class LazyTensorsTest {
         assertThat(runs[0]).isEqualTo(1);
         assertThatThrownBy(r::retain).isInstanceOf(IllegalStateException.class);
     }
+
+    @Test
+    void realExpertShapesCrossTileAndChunkBoundariesBothWays() {
+        int inter = 1536, hidden = 4096;
+        DenseTensor gate = t.random(DType.BF16, inter, hidden);
+        DenseTensor up = t.random(DType.BF16, inter, hidden);
+        short[] g = shorts(Tensors.toBytes(gate));
+        short[] u = shorts(Tensors.toBytes(up));
+        StackedTransposeTensor merged = new StackedTransposeTensor(List.of(List.of(gate, up)), DType.BF16);
+        short[] m = shorts(Tensors.toBytes(merged));
+        for (int h = 0; h < hidden; h += 7) {
+            for (int i = 0; i < inter; i += 5) {
+                assertThat(m[h * 2 * inter + i]).isEqualTo(g[i * hidden + h]);
+                assertThat(m[h * 2 * inter + inter + i]).isEqualTo(u[i * hidden + h]);
+            }
+        }
+        // And back: splitting the merged tensor gives the parts again, bit for bit.
+        DenseTensor grouped = Tensors.of(DType.BF16, merged.shape(), Tensors.toBytes(merged));
+        RefCounted refs = RefCounted.onLastRelease(grouped::release);
+        Releasable owner = refs.retain();
+        TransposedSliceTensor gateAgain = new TransposedSliceTensor(grouped, refs.retain(), 0, 0, inter);
+        TransposedSliceTensor upAgain = new TransposedSliceTensor(grouped, refs.retain(), 0, inter, inter);
+        owner.release();
+        assertThat(shorts(Tensors.toBytes(gateAgain))).isEqualTo(g);
+        assertThat(shorts(Tensors.toBytes(upAgain))).isEqualTo(u);
+        gateAgain.release();
+        upAgain.release();
+        merged.release();
+        assertThat(refs.isReleased()).isTrue();
+    }
+
+    @Test
+    void castingPathCrossesChunkBoundariesToo() {
+        int rows = 1536, cols = 1400;
+        DenseTensor part = t.random(DType.F32, rows, cols);
+        byte[] src = Tensors.toBytes(part);
+        StackedTransposeTensor merged = new StackedTransposeTensor(List.of(List.of(part)), DType.BF16);
+        byte[] out = Tensors.toBytes(merged);
+        for (int c = 0; c < cols; c += 13) {
+            for (int r = 0; r < rows; r += 11) {
+                assertThat(Naive.raw(out, DType.BF16, rows, c, r)).isEqualTo(Naive.encode(DType.BF16, Naive.get(src, DType.F32, cols, r, c)));
+            }
+        }
+        merged.release();
+    }
+
+    private static short[] shorts(byte[] b) {
+        short[] s = new short[b.length / 2];
+        java.nio.ByteBuffer.wrap(b).order(java.nio.ByteOrder.LITTLE_ENDIAN).asShortBuffer().get(s);
+        return s;
+    }
 }
