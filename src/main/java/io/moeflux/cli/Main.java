@@ -12,7 +12,6 @@ import picocli.CommandLine.ScopeType;
         mixinStandardHelpOptions = true,
         versionProvider = Version.class,
         sortOptions = false,
-        usageHelpAutoWidth = true,
         description = "Streams Mixture-of-Experts checkpoints (tencent/Hy3-preview) between the on-disk Hugging Face "
                 + "layout and NeMo Automodel's native layout, bit-exactly, with bounded memory.",
         subcommands = {

@@ -67,6 +67,7 @@ final class ExpertMerge {
         final Map<Integer, Tensor[]> experts = new HashMap<>();
         long[] partShape;
         String firstKey;
+        int received;
 
         Window(String mergedName, Projection[] projections) {
             this.mergedName = mergedName;
@@ -78,17 +79,7 @@ final class ExpertMerge {
         }
 
         boolean complete() {
-            if (experts.size() != range.size()) {
-                return false;
-            }
-            for (Tensor[] parts : experts.values()) {
-                for (Tensor t : parts) {
-                    if (t == null) {
-                        return false;
-                    }
-                }
-            }
-            return true;
+            return received == range.size() * projections.length;
         }
 
         TensorEvent merge() {
@@ -172,6 +163,7 @@ final class ExpertMerge {
                 return;
             }
             parts[slot] = tensor;
+            w.received++;
             if (w.complete()) {
                 open.remove(mergedName);
                 layersSeen.get(new Layer(key.prefix(), key.layer())).add(mergedName);

@@ -15,10 +15,17 @@ public final class DenseTensor implements Tensor {
     private final long[] shape;
     private final MemorySegment data;
     private final Releasable owner;
+    private final FileRegion fileRegion;
     private final AtomicBoolean released = new AtomicBoolean();
 
     /** {@code data} must hold exactly the tensor's bytes; {@code owner} is released with the tensor. */
     public DenseTensor(DType dtype, long[] shape, MemorySegment data, Releasable owner) {
+        this(dtype, shape, data, owner, null);
+    }
+
+    /** A tensor that is also an unmodified region of a file ({@code fileRegion} may be null). */
+    public DenseTensor(DType dtype, long[] shape, MemorySegment data, Releasable owner, FileRegion fileRegion) {
+        this.fileRegion = fileRegion;
         this.dtype = dtype;
         this.shape = shape.clone();
         long expected = Shapes.byteSize(dtype, this.shape);
@@ -54,6 +61,12 @@ public final class DenseTensor implements Tensor {
     @Override
     public Optional<MemorySegment> contiguous() {
         return Optional.of(data());
+    }
+
+    @Override
+    public Optional<FileRegion> fileRegion() {
+        checkLive();
+        return Optional.ofNullable(fileRegion);
     }
 
     @Override

@@ -43,6 +43,11 @@ public interface Tensor {
         return Optional.empty();
     }
 
+    /** Where the bytes lie unmodified in a file, when they do (a slice of a mapped shard). */
+    default Optional<FileRegion> fileRegion() {
+        return Optional.empty();
+    }
+
     /** Lets go of the memory or mapping behind this tensor. Idempotent; writing afterwards fails. */
     void release();
 

@@ -4,8 +4,8 @@ import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
-import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.FileRegion;
 import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
@@ -30,6 +30,9 @@ import reactor.core.scheduler.Schedulers;
  * once, which is also how far ahead of the disk the sink asks upstream for tensors.
  */
 final class FolderSink implements CheckpointSink {
+    /** In-kernel copies go in slices of this size so progress keeps moving on huge tensors. */
+    private static final long COPY_CHUNK = 64L << 20;
+
     private final SafetensorsSinkOptions options;
 
     FolderSink(SafetensorsSinkOptions options) {
@@ -131,14 +134,17 @@ final class FolderSink implements CheckpointSink {
         private final TensorEvent event;
         private final Tensor.Piece piece;
         private final FileChannel channel;
+        private final Path file;
         private final long fileOffset;
         private final AtomicInteger remaining;
         private final java.util.concurrent.atomic.AtomicBoolean started = new java.util.concurrent.atomic.AtomicBoolean();
 
-        WriteTask(TensorEvent event, Tensor.Piece piece, FileChannel channel, long fileOffset, AtomicInteger remaining) {
+        WriteTask(TensorEvent event, Tensor.Piece piece, FileChannel channel, Path file, long fileOffset,
+                  AtomicInteger remaining) {
             this.event = event;
             this.piece = piece;
             this.channel = channel;
+            this.file = file;
             this.fileOffset = fileOffset;
             this.remaining = remaining;
         }
@@ -149,14 +155,12 @@ final class FolderSink implements CheckpointSink {
             }
             long[] pos = {fileOffset + piece.offset()};
             try {
-                piece.writer().writeTo(chunk -> {
-                    ByteBuffer bb = chunk.asByteBuffer();
-                    long n = bb.remaining();
-                    while (bb.hasRemaining()) {
-                        pos[0] += channel.write(bb, pos[0]);
-                    }
-                    options.progress().bytesWritten(n);
-                });
+                var region = event.tensor().fileRegion();
+                if (region.isPresent() && piece.byteSize() == region.get().size()) {
+                    pos[0] += copyInKernel(region.get(), pos[0]);
+                } else {
+                    writeThroughMemory(pos);
+                }
             } catch (IOException e) {
                 abandon();
                 throw new UncheckedIOException("writing " + event.fqn() + ": " + e.getMessage(), e);
@@ -173,6 +177,40 @@ final class FolderSink implements CheckpointSink {
                 event.release();
                 options.progress().tensorWritten(event.fqn());
             }
+        }
+
+        /**
+         * Unmodified bytes of a source file go file to file ({@code copy_file_range}), as {@code cp}
+         * copies, through a channel of this task's own: the transfer writes at the target channel's
+         * position, which concurrent tasks must not share.
+         */
+        private long copyInKernel(FileRegion region, long at) throws IOException {
+            try (FileChannel out = FileChannel.open(file, StandardOpenOption.WRITE)) {
+                out.position(at);
+                long from = region.position();
+                long left = region.size();
+                while (left > 0) {
+                    long n = region.channel().transferTo(from, Math.min(left, COPY_CHUNK), out);
+                    if (n <= 0) {
+                        throw new IOException("source ended early");
+                    }
+                    from += n;
+                    left -= n;
+                    options.progress().bytesWritten(n);
+                }
+                return region.size();
+            }
+        }
+
+        private void writeThroughMemory(long[] pos) throws IOException {
+            piece.writer().writeTo(chunk -> {
+                    ByteBuffer bb = chunk.asByteBuffer();
+                    long n = bb.remaining();
+                    while (bb.hasRemaining()) {
+                        pos[0] += channel.write(bb, pos[0]);
+                    }
+                    options.progress().bytesWritten(n);
+                });
         }
 
         /** A task cancelled before it ran still owes its tensor a release. */
@@ -198,12 +236,12 @@ final class FolderSink implements CheckpointSink {
         void close();
     }
 
-    private List<WriteTask> tasksAt(TensorEvent event, FileChannel channel, long fileOffset) {
+    private List<WriteTask> tasksAt(TensorEvent event, FileChannel channel, Path file, long fileOffset) {
         List<Tensor.Piece> pieces = event.tensor().pieces();
         AtomicInteger remaining = new AtomicInteger(pieces.size());
         List<WriteTask> tasks = new ArrayList<>(pieces.size());
         for (Tensor.Piece p : pieces) {
-            tasks.add(new WriteTask(event, p, channel, fileOffset, remaining));
+            tasks.add(new WriteTask(event, p, channel, file, fileOffset, remaining));
         }
         if (pieces.isEmpty()) {
             event.release();
@@ -215,15 +253,18 @@ final class FolderSink implements CheckpointSink {
     private final class PlannedPlacer implements Placer {
         private final ShardLayout layout;
         private final List<FileChannel> channels = new ArrayList<>();
+        private final List<Path> files = new ArrayList<>();
         private final java.util.Set<String> written = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
         PlannedPlacer(Path dir, ShardLayout layout) throws IOException {
             this.layout = layout;
             try {
                 for (ShardLayout.Shard s : layout.shards()) {
-                    FileChannel ch = FileChannel.open(dir.resolve(s.fileName()), StandardOpenOption.CREATE_NEW,
+                    Path file = dir.resolve(s.fileName());
+                    FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW,
                             StandardOpenOption.WRITE, StandardOpenOption.READ);
                     channels.add(ch);
+                    files.add(file);
                     ByteBuffer header = ByteBuffer.wrap(s.header());
                     while (header.hasRemaining()) {
                         ch.write(header, header.position());
@@ -253,7 +294,7 @@ final class FolderSink implements CheckpointSink {
                 event.release();
                 throw new InvalidCheckpointException("duplicate tensor " + event.fqn());
             }
-            return tasksAt(event, channels.get(p.shard()), p.fileOffset());
+            return tasksAt(event, channels.get(p.shard()), files.get(p.shard()), p.fileOffset());
         }
 
         @Override
@@ -303,7 +344,7 @@ final class FolderSink implements CheckpointSink {
             long at = end;
             end += info.byteSize();
             spooled.add(new Spooled(info, at));
-            return tasksAt(event, spool, at);
+            return tasksAt(event, spool, spoolPath, at);
         }
 
         @Override

@@ -5,6 +5,7 @@ import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DenseTensor;
+import io.moeflux.tensor.FileRegion;
 import io.moeflux.tensor.RefCounted;
 import io.moeflux.tensor.Releasable;
 import java.io.IOException;
@@ -44,33 +45,54 @@ final class MappedCheckpointSource implements CheckpointSource {
         return Stages.releaseOnDiscard(Flux.fromIterable(shards).concatMap(this::shardTensors, 1));
     }
 
-    private record Mapping(MemorySegment segment, RefCounted refs, Releasable streamHandle) {}
+    private record Mapping(FileChannel channel, MemorySegment segment, RefCounted refs, Releasable streamHandle) {}
 
     private Flux<TensorEvent> shardTensors(SafetensorsSource.Shard shard) {
         return Flux.using(
                 () -> map(shard),
-                mapping -> Flux.fromIterable(shard.header().entries()).map(e -> new TensorEvent(e.name(),
-                        new DenseTensor(e.dtype(), e.shape(),
-                                mapping.segment().asSlice(shard.header().dataStart() + e.begin(), e.byteSize()),
-                                mapping.refs().retain()))),
+                mapping -> Flux.fromIterable(shard.header().entries()).map(e -> {
+                    long at = shard.header().dataStart() + e.begin();
+                    return new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(),
+                            mapping.segment().asSlice(at, e.byteSize()), mapping.refs().retain(),
+                            new FileRegion(mapping.channel(), at, e.byteSize())));
+                }),
                 mapping -> mapping.streamHandle().release());
     }
 
     private static Mapping map(SafetensorsSource.Shard shard) {
         Arena arena = Arena.ofShared();
-        try (FileChannel ch = FileChannel.open(shard.file(), StandardOpenOption.READ)) {
+        FileChannel ch = null;
+        try {
+            ch = FileChannel.open(shard.file(), StandardOpenOption.READ);
             if (ch.size() != shard.size()) {
                 throw new IOException(shard.file() + " changed size while being read (" + shard.size() + " -> " + ch.size() + " bytes)");
             }
             MemorySegment seg = ch.map(FileChannel.MapMode.READ_ONLY, 0, shard.size(), arena);
-            RefCounted refs = RefCounted.onLastRelease(arena::close);
-            return new Mapping(seg, refs, refs.retain());
+            // The channel stays open with the mapping: tensors expose it for in-kernel copies.
+            FileChannel open = ch;
+            RefCounted refs = RefCounted.onLastRelease(() -> {
+                arena.close();
+                closeQuietly(open);
+            });
+            return new Mapping(ch, seg, refs, refs.retain());
         } catch (IOException e) {
             arena.close();
+            closeQuietly(ch);
             throw new UncheckedIOException(e);
         } catch (RuntimeException e) {
             arena.close();
+            closeQuietly(ch);
             throw e;
+        }
+    }
+
+    private static void closeQuietly(FileChannel ch) {
+        if (ch != null) {
+            try {
+                ch.close();
+            } catch (IOException ignored) {
+                // Read-only: nothing can be lost by a failed close.
+            }
         }
     }
 }
