@@ -23,7 +23,9 @@ import java.util.Optional;
  *                       the exclusion pattern
  * @param token          when present, every request must carry {@code Authorization: Bearer <token>}
  * @param maxHeaderBytes the largest safetensors header accepted, refused before anything is allocated for
- *                       it; at most the format's own 100,000,000
+ *                       it; at most the format's own 100,000,000. Each running upload may hold one header
+ *                       of this size on the heap while it parses it, so tune it together with the heap
+ *                       and the number of concurrent uploads expected
  */
 public record IngestOptions(
         String bindHost,
