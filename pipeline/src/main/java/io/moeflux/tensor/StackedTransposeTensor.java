@@ -1,7 +1,6 @@
 package io.moeflux.tensor;
 
 import java.io.IOException;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
@@ -106,7 +105,7 @@ public final class StackedTransposeTensor implements Tensor {
         List<Tensor> expert = parts.get(e);
         List<MemorySegment> sources = new ArrayList<>(expert.size());
         List<Tensor> temporaries = new ArrayList<>();
-        try (Arena arena = Arena.ofConfined()) {
+        try {
             boolean fast = true;
             int maxPartRows = 0;
             for (int j = 0; j < expert.size(); j++) {
@@ -123,28 +122,30 @@ public final class StackedTransposeTensor implements Tensor {
                 }
             }
             Blocking b = Blocking.of(cols, width, dtype);
-            Transpose kernel = fast ? new Transpose(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
-            MemorySegment chunk = arena.allocate(b.chunkRows() * b.rowBytes(), 64);
-            for (int c0 = 0; c0 < cols; c0 += b.chunkRows()) {
-                int n = Math.min(b.chunkRows(), cols - c0);
-                for (int t0 = 0; t0 < n; t0 += b.tileRows()) {
-                    int tn = Math.min(b.tileRows(), n - t0);
-                    int colOffset = 0;
-                    for (int j = 0; j < expert.size(); j++) {
-                        if (fast) {
-                            kernel.block16(sources.get(j), 0, partRows[j], cols, c0 + t0, tn, 0, width, colOffset);
-                        } else {
-                            Transpose.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, c0 + t0, tn, chunk,
-                                    t0 * b.rowBytes(), dtype, width, colOffset);
+            Transpose kernel = fast ? Transpose.forThisThread(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
+            try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.chunkRows() * b.rowBytes())) {
+                MemorySegment chunk = scratch.segment();
+                for (int c0 = 0; c0 < cols; c0 += b.chunkRows()) {
+                    int n = Math.min(b.chunkRows(), cols - c0);
+                    for (int t0 = 0; t0 < n; t0 += b.tileRows()) {
+                        int tn = Math.min(b.tileRows(), n - t0);
+                        int colOffset = 0;
+                        for (int j = 0; j < expert.size(); j++) {
+                            if (fast) {
+                                kernel.block16(sources.get(j), 0, partRows[j], cols, c0 + t0, tn, 0, width, colOffset);
+                            } else {
+                                Transpose.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, c0 + t0, tn, chunk,
+                                        t0 * b.rowBytes(), dtype, width, colOffset);
+                            }
+                            colOffset += partRows[j];
                         }
-                        colOffset += partRows[j];
+                        if (fast) {
+                            // Tile by tile, so the staging buffer stays in cache; the sink still gets whole chunks.
+                            kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * width);
+                        }
                     }
-                    if (fast) {
-                        // Tile by tile, so the staging buffer stays in cache; the sink still gets whole chunks.
-                        kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * width);
-                    }
+                    sink.write(chunk.asSlice(0, n * b.rowBytes()));
                 }
-                sink.write(chunk.asSlice(0, n * b.rowBytes()));
             }
         } finally {
             temporaries.forEach(Tensor::release);

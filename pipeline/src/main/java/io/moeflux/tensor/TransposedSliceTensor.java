@@ -1,7 +1,6 @@
 package io.moeflux.tensor;
 
 import java.io.IOException;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.concurrent.atomic.AtomicBoolean;
 
@@ -64,9 +63,9 @@ public final class TransposedSliceTensor implements Tensor {
             long slabOffset = index * rows * rowStride * t.byteSize();
             Blocking b = Blocking.of(colCount, rows, t);
             boolean fast = Transpose.isFast(t, t);
-            Transpose kernel = fast ? new Transpose(rows, b.tileRows(), b.tileRows() * rows) : null;
-            try (Arena arena = Arena.ofConfined()) {
-                MemorySegment chunk = arena.allocate(b.chunkRows() * b.rowBytes(), 64);
+            Transpose kernel = fast ? Transpose.forThisThread(rows, b.tileRows(), b.tileRows() * rows) : null;
+            try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.chunkRows() * b.rowBytes())) {
+                MemorySegment chunk = scratch.segment();
                 for (int c0 = 0; c0 < colCount; c0 += b.chunkRows()) {
                     int n = Math.min(b.chunkRows(), colCount - c0);
                     for (int t0 = 0; t0 < n; t0 += b.tileRows()) {

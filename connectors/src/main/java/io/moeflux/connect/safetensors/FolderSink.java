@@ -204,13 +204,17 @@ final class FolderSink implements CheckpointSink {
 
         private void writeThroughMemory(long[] pos) throws IOException {
             piece.writer().writeTo(chunk -> {
-                    ByteBuffer bb = chunk.asByteBuffer();
-                    long n = bb.remaining();
+                ByteBuffer bb = chunk.asByteBuffer();
+                long n = bb.remaining();
+                // One writer per file at a time: the kernel serialises writes to a file anyway, and
+                // a thread waiting here parks instead of spinning on the inode lock in the kernel.
+                synchronized (channel) {
                     while (bb.hasRemaining()) {
                         pos[0] += channel.write(bb, pos[0]);
                     }
-                    options.progress().bytesWritten(n);
-                });
+                }
+                options.progress().bytesWritten(n);
+            });
         }
 
         /** A task cancelled before it ran still owes its tensor a release. */
