@@ -31,8 +31,8 @@ import reactor.core.publisher.Mono;
  *
  * <p>Each blob's data section is written to a spool file of its own as it arrives. A tensor is emitted
  * as soon as its last byte is on file, as a slice of a read-only mapping (page cache, not anonymous
- * memory); the file is deleted once the blob has ended and every tensor mapped from it has been
- * released. The next body chunk is taken only after the previous one is on file and the tensors it
+ * memory). The file is unlinked as soon as it is opened, so its space returns to the file system once
+ * the blob has ended and every tensor mapped from it has been released, and nothing is left behind. The next body chunk is taken only after the previous one is on file and the tensors it
  * completed have gone downstream, so a slow consumer stops socket reads instead of growing a buffer.
  */
 final class BlobSpool implements AutoCloseable {
@@ -141,11 +141,7 @@ final class BlobSpool implements AutoCloseable {
         SafetensorsFormat.Header header;
         /** Bytes of the blob received so far, length prefix and header included. */
         long received;
-        private Path file;
         private FileChannel channel;
-        /** Deletes the file once the spool and every mapping of the blob have let go. */
-        private RefCounted users;
-        private Releasable spoolHandle;
         private int nextEntry;
 
         Blob(int index, long bodyOffset) {
@@ -195,16 +191,17 @@ final class BlobSpool implements AutoCloseable {
             return n;
         }
 
+        /**
+         * Opens the spool file and unlinks it at once: the channel and the mappings keep its data for as
+         * long as they need it, and neither a failed upload nor a crashed process leaves a file behind.
+         */
         private void openSpoolFile() throws IOException {
-            file = Files.createTempFile(spoolDir, "upload-", ".data");
+            Path file = Files.createTempFile(spoolDir, "upload-", ".data");
             try {
                 channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
-            } catch (IOException e) {
-                Files.deleteIfExists(file);
-                throw e;
+            } finally {
+                Files.delete(file);
             }
-            users = RefCounted.onLastRelease(this::deleteFile);
-            spoolHandle = users.retain();
         }
 
         private void append(ByteBuf chunk, int n) throws IOException {
@@ -247,24 +244,19 @@ final class BlobSpool implements AutoCloseable {
             if (length == 0) {
                 return new Region(MemorySegment.ofArray(new byte[0]), RefCounted.onLastRelease(() -> {}));
             }
-            Releasable blobUse = users.retain();
             Arena arena = Arena.ofShared();
             try {
                 MemorySegment segment = channel.map(FileChannel.MapMode.READ_ONLY, begin, length, arena);
-                return new Region(segment, RefCounted.onLastRelease(() -> {
-                    arena.close();
-                    blobUse.release();
-                }));
+                return new Region(segment, RefCounted.onLastRelease(arena::close));
             } catch (IOException | RuntimeException e) {
                 arena.close();
-                blobUse.release();
                 throw e;
             }
         }
 
+        /** Mappings outlive the channel, so it is closed as soon as the last byte is on file. */
         void finishWriting() throws IOException {
             channel.close();
-            spoolHandle.release();
         }
 
         void abandon() {
@@ -274,17 +266,7 @@ final class BlobSpool implements AutoCloseable {
             try {
                 channel.close();
             } catch (IOException e) {
-                // The file is deleted right after; a failed close changes nothing for it.
-            }
-            spoolHandle.release();
-        }
-
-        private void deleteFile() {
-            try {
-                Files.deleteIfExists(file);
-            } catch (IOException e) {
-                // Runs inside a tensor's release on any thread, where throwing would break the
-                // pipeline's cleanup; a leftover file in the spool folder is the lesser harm.
+                // The file is unlinked already; closing is only about the descriptor, and it is gone either way.
             }
         }
     }

@@ -52,10 +52,8 @@ class BlobSpoolTest {
         return body;
     }
 
-    private List<Path> spoolFiles() throws IOException {
-        try (Stream<Path> s = Files.list(spool)) {
-            return s.toList();
-        }
+    private List<String> spoolInUse() throws IOException {
+        return TestServers.spoolInUseIn(spool);
     }
 
     @ParameterizedTest
@@ -77,18 +75,21 @@ class BlobSpoolTest {
         assertThat(body).allSatisfy(b -> assertThat(b.refCnt()).isZero());
         assertThat(status.receivedBytes()).isEqualTo(2 * Files.size(FILE));
         events.forEach(TensorEvent::release);
-        assertThat(spoolFiles()).isEmpty();
+        assertThat(spoolInUse()).isEmpty();
     }
 
     @Test
-    void aSpoolFileLivesUntilTheLastTensorMappedFromItIsReleased() throws Exception {
+    void aSpoolFileIsNeverVisibleAndStaysMappedUntilTheLastTensorFromItIsReleased() throws Exception {
         List<TensorEvent> events = decode(Flux.fromIterable(chunks(Files.readAllBytes(FILE), 4096))).collectList().block();
 
-        assertThat(spoolFiles()).hasSize(1);
+        try (Stream<Path> files = Files.list(spool)) {
+            assertThat(files).isEmpty();
+        }
+        assertThat(spoolInUse()).isNotEmpty().allSatisfy(use -> assertThat(use).startsWith("mapped: ").endsWith("(deleted)"));
         events.subList(1, events.size()).forEach(TensorEvent::release);
-        assertThat(spoolFiles()).hasSize(1);
+        assertThat(spoolInUse()).isNotEmpty();
         events.getFirst().release();
-        assertThat(spoolFiles()).isEmpty();
+        assertThat(spoolInUse()).isEmpty();
     }
 
     @Test
@@ -106,7 +107,7 @@ class BlobSpoolTest {
 
         received.forEach(TensorEvent::release);
         assertThat(half).allSatisfy(b -> assertThat(b.refCnt()).isZero());
-        assertThat(spoolFiles()).isEmpty();
+        assertThat(spoolInUse()).isEmpty();
         body.subList(body.size() / 2, body.size()).forEach(ByteBuf::release);
     }
 
@@ -124,7 +125,7 @@ class BlobSpoolTest {
         assertThat(received).hasSize(1);
         received.forEach(TensorEvent::release);
         assertThat(body).allSatisfy(b -> assertThat(b.refCnt()).isZero());
-        assertThat(spoolFiles()).isEmpty();
+        assertThat(spoolInUse()).isEmpty();
     }
 
     @Test
@@ -144,6 +145,6 @@ class BlobSpoolTest {
 
         received.forEach(TensorEvent::release);
         assertThat(buffers).allSatisfy(b -> assertThat(b.refCnt()).isZero());
-        assertThat(spoolFiles()).isEmpty();
+        assertThat(spoolInUse()).isEmpty();
     }
 }

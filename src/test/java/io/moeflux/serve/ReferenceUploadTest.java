@@ -71,7 +71,7 @@ class ReferenceUploadTest {
             Path out = sinkDir.resolve("hy3-tiny");
             assertThat(Manifests.of(out)).isEqualTo(Manifests.of(HF_FROM_HF));
             assertThat(out.resolve("config.json")).hasBinaryContent(config);
-            assertThat(TestServers.spoolFiles(sinkDir)).isEmpty();
+            assertThat(TestServers.spoolInUse(sinkDir)).isEmpty();
         }
     }
 
@@ -104,7 +104,7 @@ class ReferenceUploadTest {
                     .isEqualTo("single_blob is set, but a second blob starts at body byte " + Files.size(hfShards()[0]));
             TestServers.awaitCleanup(sinkDir);
             assertThat(TestServers.sinkEntries(sinkDir)).isEmpty();
-            assertThat(TestServers.spoolFiles(sinkDir)).isEmpty();
+            assertThat(TestServers.spoolInUse(sinkDir)).isEmpty();
         }
     }
 

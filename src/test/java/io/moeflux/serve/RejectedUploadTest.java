@@ -49,7 +49,7 @@ class RejectedUploadTest {
     private void assertNothingWritten() throws Exception {
         TestServers.awaitCleanup(sinkDir);
         assertThat(TestServers.sinkEntries(sinkDir)).isEmpty();
-        assertThat(TestServers.spoolFiles(sinkDir)).isEmpty();
+        assertThat(TestServers.spoolInUse(sinkDir)).isEmpty();
     }
 
     private static byte[] nativeBytes() throws IOException {

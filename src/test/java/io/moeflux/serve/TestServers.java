@@ -14,6 +14,7 @@ import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
 
@@ -71,20 +72,48 @@ final class TestServers {
         }
     }
 
-    static List<Path> spoolFiles(Path sinkDir) throws IOException {
-        Path spool = sinkDir.resolve(".moeflux-spool");
-        if (!Files.exists(spool)) {
+    /**
+     * Spool files this process still has open or mapped, as {@code /proc/self} shows them (they are
+     * unlinked as soon as they are opened, so the folder itself is always empty), plus anything that is
+     * in the folder: after an upload ends, all of it must be gone.
+     */
+    static List<String> spoolInUse(Path sinkDir) throws IOException {
+        return spoolInUseIn(sinkDir.resolve(".moeflux-spool"));
+    }
+
+    static List<String> spoolInUseIn(Path spoolDir) throws IOException {
+        if (!Files.exists(spoolDir)) {
             return List.of();
         }
-        try (Stream<Path> s = Files.list(spool)) {
-            return s.toList();
+        String dir = spoolDir.toRealPath() + "/";
+        List<String> inUse = new ArrayList<>();
+        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
+            if (line.contains(dir)) {
+                inUse.add("mapped: " + line);
+            }
         }
+        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            for (Path fd : fds.toList()) {
+                try {
+                    String target = Files.readSymbolicLink(fd).toString();
+                    if (target.startsWith(dir)) {
+                        inUse.add("open: " + target);
+                    }
+                } catch (IOException closedMeanwhile) {
+                    // The descriptor was closed between listing and reading it: not in use.
+                }
+            }
+        }
+        try (Stream<Path> files = Files.list(spoolDir)) {
+            files.forEach(f -> inUse.add("file: " + f));
+        }
+        return inUse;
     }
 
     /** Waits until no staging folder or spool file is left: a failed upload cleans up as its pipeline winds down. */
     static void awaitCleanup(Path sinkDir) throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
-        while ((sinkEntries(sinkDir).stream().anyMatch(n -> n.contains(".partial-")) || !spoolFiles(sinkDir).isEmpty())
+        while ((sinkEntries(sinkDir).stream().anyMatch(n -> n.contains(".partial-")) || !spoolInUse(sinkDir).isEmpty())
                 && System.nanoTime() < deadline) {
             Thread.sleep(10);
         }
