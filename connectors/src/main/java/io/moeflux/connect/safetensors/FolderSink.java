@@ -206,12 +206,8 @@ final class FolderSink implements CheckpointSink {
             piece.writer().writeTo(chunk -> {
                 ByteBuffer bb = chunk.asByteBuffer();
                 long n = bb.remaining();
-                // One writer per file at a time: the kernel serialises writes to a file anyway, and
-                // a thread waiting here parks instead of spinning on the inode lock in the kernel.
-                synchronized (channel) {
-                    while (bb.hasRemaining()) {
-                        pos[0] += channel.write(bb, pos[0]);
-                    }
+                while (bb.hasRemaining()) {
+                    pos[0] += channel.write(bb, pos[0]);
                 }
                 options.progress().bytesWritten(n);
             });
