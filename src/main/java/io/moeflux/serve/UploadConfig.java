@@ -28,7 +28,7 @@ import reactor.core.publisher.Flux;
  *                   to its final place instead of spooling and laying out at commit
  */
 record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, CheckpointDescriptor descriptor, boolean singleBlob) {
-    static final List<String> MODEL_PARAMETERS = List.of("num_hidden_layers", "num_experts", "moe_intermediate_size");
+    private static final List<String> MODEL_PARAMETERS = List.of("num_hidden_layers", "num_experts", "moe_intermediate_size");
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /**
