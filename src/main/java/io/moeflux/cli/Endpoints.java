@@ -1,5 +1,10 @@
 package io.moeflux.cli;
 
+import io.moeflux.connect.kafka.KafkaCheckpointSink;
+import io.moeflux.connect.kafka.KafkaCheckpointSource;
+import io.moeflux.connect.kafka.KafkaEndpoint;
+import io.moeflux.connect.kafka.KafkaSinkOptions;
+import io.moeflux.connect.kafka.KafkaSourceOptions;
 import io.moeflux.connect.safetensors.SafetensorsSink;
 import io.moeflux.connect.safetensors.SafetensorsSinkOptions;
 import io.moeflux.connect.safetensors.SafetensorsSource;
@@ -11,8 +16,8 @@ import java.nio.file.Path;
 
 /**
  * Turns the locations users type ({@code IN}, {@code OUT}, {@code SRC}, {@code DST}) into sources and
- * sinks. This is the one place that knows which kinds of location exist: today a safetensors file or
- * folder; a new scheme (such as {@code kafka://}) is one more branch in each method.
+ * sinks. This is the one place that knows which kinds of location exist: a safetensors file or
+ * folder, or a Kafka topic ({@code kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]}).
  */
 final class Endpoints {
     private Endpoints() {}
@@ -34,11 +39,18 @@ final class Endpoints {
 
     /** Opens a checkpoint for reading; a file checkpoint's headers are validated here, before any data flows. */
     static CheckpointSource source(String location) throws IOException {
+        if (KafkaEndpoint.isKafka(location)) {
+            return KafkaCheckpointSource.create(KafkaSourceOptions.from(KafkaEndpoint.parse(location)));
+        }
         return SafetensorsSource.open(Path.of(location));
     }
 
     /** A sink that commits to {@code location}; a non-empty folder is refused at write time unless {@code overwrite}. */
     static CheckpointSink sink(String location, SinkSettings settings) {
+        if (KafkaEndpoint.isKafka(location)) {
+            return KafkaCheckpointSink.create(KafkaSinkOptions.to(KafkaEndpoint.parse(location))
+                    .withProgress(settings.progress()));
+        }
         return SafetensorsSink.create(SafetensorsSinkOptions.to(Path.of(location))
                 .withMaxShardSize(settings.maxShardSize())
                 .withOverwrite(settings.overwrite())

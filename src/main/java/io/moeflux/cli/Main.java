@@ -22,6 +22,8 @@ import picocli.CommandLine.ScopeType;
             VerifyCommand.class,
             GenerateCommand.class,
             DemoCommand.class,
+            BrokerCommand.class,
+            ScaleOutCommand.class,
             ServeCommand.class,
             CommandLine.HelpCommand.class,
         })

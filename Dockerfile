@@ -1,0 +1,17 @@
+# moeflux CLI image: built from this repository, runs `moeflux ARGS...` (see docs/kafka.md).
+#   docker build -t moeflux .
+#   docker run --rm -v "$PWD/ckpt:/data" moeflux from-hf /data/hf /data/native
+FROM eclipse-temurin:25-jdk AS build
+WORKDIR /build
+COPY .mvn .mvn
+COPY mvnw pom.xml ./
+COPY pipeline pipeline
+COPY connectors connectors
+COPY src src
+RUN ./mvnw -q -B -DskipTests -pl src -am package
+
+FROM eclipse-temurin:25-jre
+COPY --from=build /build/src/target/moeflux.jar /opt/moeflux/moeflux.jar
+# Tensor bytes live in mapped files and bounded off-heap buffers, not on the heap.
+ENTRYPOINT ["java", "-Xmx512m", "--enable-native-access=ALL-UNNAMED", "-jar", "/opt/moeflux/moeflux.jar"]
+CMD ["--help"]

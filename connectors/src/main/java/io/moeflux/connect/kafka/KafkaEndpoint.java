@@ -1,0 +1,94 @@
+package io.moeflux.connect.kafka;
+
+import java.net.URLDecoder;
+import java.net.URLEncoder;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.regex.Pattern;
+
+/**
+ * A checkpoint location on Kafka: {@code kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]}.
+ *
+ * @param bootstrapServers the brokers, as {@code bootstrap.servers} wants them ({@code h1:p1,h2:p2})
+ * @param topic            the topic that carries checkpoints
+ * @param checkpoint       the checkpoint id; when absent a source reads the newest complete checkpoint
+ *                         and a sink must be given one by other means
+ */
+public record KafkaEndpoint(String bootstrapServers, String topic, Optional<String> checkpoint) {
+    public static final String SCHEME = "kafka://";
+    private static final Pattern HOST_PORT = Pattern.compile("[A-Za-z0-9.\\-_]+:\\d{1,5}|\\[[0-9A-Fa-f:.]+]:\\d{1,5}");
+    private static final Pattern TOPIC = Pattern.compile("[A-Za-z0-9._\\-]{1,249}");
+
+    public KafkaEndpoint {
+        if (!TOPIC.matcher(topic).matches() || topic.equals(".") || topic.equals("..")) {
+            throw new IllegalArgumentException("invalid Kafka topic name '" + topic
+                    + "': use 1 to 249 letters, digits, '.', '_' or '-'");
+        }
+        checkpoint.ifPresent(WireFormat::checkCheckpointId);
+    }
+
+    /** True for strings that name a Kafka endpoint rather than a path. */
+    public static boolean isKafka(String location) {
+        return location.startsWith(SCHEME);
+    }
+
+    /** Parses {@code kafka://h:p[,h:p]/topic[?checkpoint=id]}; the error says what is wrong and how it should look. */
+    public static KafkaEndpoint parse(String uri) {
+        if (!isKafka(uri)) {
+            throw invalid(uri, "it does not start with " + SCHEME);
+        }
+        String rest = uri.substring(SCHEME.length());
+        String query = null;
+        int q = rest.indexOf('?');
+        if (q >= 0) {
+            query = rest.substring(q + 1);
+            rest = rest.substring(0, q);
+        }
+        int slash = rest.indexOf('/');
+        if (slash < 0 || slash == rest.length() - 1) {
+            throw invalid(uri, "it names no topic");
+        }
+        String servers = rest.substring(0, slash);
+        String topic = rest.substring(slash + 1);
+        List<String> hosts = new ArrayList<>();
+        for (String hp : servers.split(",", -1)) {
+            if (!HOST_PORT.matcher(hp).matches()) {
+                throw invalid(uri, "'" + hp + "' is not HOST:PORT");
+            }
+            hosts.add(hp);
+        }
+        Optional<String> checkpoint = Optional.empty();
+        if (query != null && !query.isEmpty()) {
+            for (String param : query.split("&")) {
+                int eq = param.indexOf('=');
+                String name = eq < 0 ? param : param.substring(0, eq);
+                String value = eq < 0 ? "" : URLDecoder.decode(param.substring(eq + 1), StandardCharsets.UTF_8);
+                if (!name.equals("checkpoint")) {
+                    throw invalid(uri, "unknown parameter '" + name + "' (only 'checkpoint' is known)");
+                }
+                if (value.isEmpty()) {
+                    throw invalid(uri, "checkpoint is empty");
+                }
+                checkpoint = Optional.of(value);
+            }
+        }
+        try {
+            return new KafkaEndpoint(String.join(",", hosts), topic, checkpoint);
+        } catch (IllegalArgumentException e) {
+            throw invalid(uri, e.getMessage());
+        }
+    }
+
+    private static IllegalArgumentException invalid(String uri, String why) {
+        return new IllegalArgumentException("invalid Kafka endpoint '" + uri + "': " + why
+                + "; expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]");
+    }
+
+    @Override
+    public String toString() {
+        return SCHEME + bootstrapServers + "/" + topic
+                + checkpoint.map(c -> "?checkpoint=" + URLEncoder.encode(c, StandardCharsets.UTF_8)).orElse("");
+    }
+}

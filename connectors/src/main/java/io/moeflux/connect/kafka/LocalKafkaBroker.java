@@ -1,0 +1,146 @@
+package io.moeflux.connect.kafka;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Properties;
+import kafka.server.KafkaConfig;
+import kafka.server.KafkaRaftServer;
+import org.apache.kafka.common.Uuid;
+import org.apache.kafka.common.utils.Time;
+import org.apache.kafka.metadata.storage.Formatter;
+import org.apache.kafka.server.common.Features;
+import org.apache.kafka.server.common.MetadataVersion;
+
+/**
+ * A single-node KRaft Kafka (broker and controller in one process) for local use, demos and tests:
+ * {@code moeflux broker} runs one in the foreground, tests start one per class.
+ *
+ * <p>The data directory is formatted on first start and reused afterwards, so a broker closed and
+ * started again on the same port and directory keeps its topics (the fault tests rely on that).
+ * Internal topics have one replica and one partition, which is all a single node can offer and keeps
+ * start-up fast.
+ */
+public final class LocalKafkaBroker implements AutoCloseable {
+    private static final String CONTROLLER = "CONTROLLER";
+
+    private final int port;
+    private final KafkaRaftServer server;
+
+    private LocalKafkaBroker(int port, KafkaRaftServer server) {
+        this.port = port;
+        this.server = server;
+    }
+
+    /** Starts a broker listening on {@code localhost:port} (0 picks a free port) with its logs in {@code dataDir}. */
+    public static LocalKafkaBroker start(int port, Path dataDir) {
+        return start("localhost", port, dataDir);
+    }
+
+    /**
+     * Starts a broker listening on {@code host:port}; clients must reach it under {@code host}, which is
+     * what the broker advertises (use the container's name in a compose network).
+     */
+    public static LocalKafkaBroker start(String host, int port, Path dataDir) {
+        try {
+            Files.createDirectories(dataDir);
+            int brokerPort = port == 0 ? freePort() : port;
+            // The controller port only matters inside this process, but KRaft pins it in the data
+            // directory's quorum state, so a restart on the same directory must find it again.
+            Path controllerPortFile = dataDir.resolve("moeflux-controller-port");
+            int controllerPort = Files.exists(controllerPortFile)
+                    ? Integer.parseInt(Files.readString(controllerPortFile).trim())
+                    : freePort();
+            Files.writeString(controllerPortFile, Integer.toString(controllerPort));
+            Path logDir = dataDir.resolve("logs");
+            KafkaConfig config = new KafkaConfig(config(host, brokerPort, controllerPort, logDir), false);
+            format(logDir);
+            KafkaRaftServer server = new KafkaRaftServer(config, Time.SYSTEM);
+            server.startup();
+            return new LocalKafkaBroker(brokerPort, server);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot start a Kafka broker in " + dataDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static Properties config(String host, int brokerPort, int controllerPort, Path logDir) {
+        Properties p = new Properties();
+        p.put("process.roles", "broker,controller");
+        p.put("node.id", "1");
+        p.put("controller.quorum.voters", "1@localhost:" + controllerPort);
+        p.put("listeners", "PLAINTEXT://" + listenHost(host) + ":" + brokerPort + ","
+                + CONTROLLER + "://localhost:" + controllerPort);
+        p.put("advertised.listeners", "PLAINTEXT://" + host + ":" + brokerPort);
+        p.put("controller.listener.names", CONTROLLER);
+        p.put("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT," + CONTROLLER + ":PLAINTEXT");
+        p.put("inter.broker.listener.name", "PLAINTEXT");
+        p.put("log.dirs", logDir.toString());
+        p.put("offsets.topic.replication.factor", "1");
+        p.put("offsets.topic.num.partitions", "1");
+        p.put("transaction.state.log.replication.factor", "1");
+        p.put("transaction.state.log.min.isr", "1");
+        p.put("transaction.state.log.num.partitions", "1");
+        p.put("group.initial.rebalance.delay.ms", "0");
+        p.put("num.partitions", "1");
+        p.put("auto.create.topics.enable", "false");
+        return p;
+    }
+
+    /** Listens on every interface when advertised under a name other than localhost (containers). */
+    private static String listenHost(String host) {
+        return host.equals("localhost") ? "localhost" : "0.0.0.0";
+    }
+
+    private static void format(Path logDir) throws IOException {
+        if (Files.exists(logDir.resolve("meta.properties"))) {
+            return;
+        }
+        try {
+            new Formatter()
+                    .setPrintStream(System.err)
+                    .setSupportedFeatures(Features.PRODUCTION_FEATURES)
+                    .setNodeId(1)
+                    .setClusterId(Uuid.randomUuid().toString())
+                    .setDirectories(List.of(logDir.toString()))
+                    .setMetadataLogDirectory(logDir.toString())
+                    .setReleaseVersion(MetadataVersion.LATEST_PRODUCTION)
+                    .setControllerListenerName(CONTROLLER)
+                    .run();
+        } catch (IOException | RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IOException("cannot format " + logDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            return s.getLocalPort();
+        }
+    }
+
+    public int port() {
+        return port;
+    }
+
+    /** {@code localhost:port}, for {@code bootstrap.servers}. */
+    public String bootstrapServers() {
+        return "localhost:" + port;
+    }
+
+    /** Blocks until the broker has shut down (for the foreground CLI command). */
+    public void awaitShutdown() {
+        server.awaitShutdown();
+    }
+
+    /** Shuts the broker down; its data stays in the data directory. */
+    @Override
+    public void close() {
+        server.shutdown();
+        server.awaitShutdown();
+    }
+}

@@ -1,0 +1,152 @@
+package io.moeflux.connect.kafka;
+
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Schedulers;
+
+/**
+ * Scans partition 0 of a topic, which holds a copy of every manifest and commit record, for the
+ * newest committed checkpoint and for a checkpoint's manifest. A plain consumer on a blocking-capable
+ * thread: a scan reads up to the end offset seen at its start and stops, which Reactor Kafka's
+ * endless receive does not express.
+ */
+final class TopicScanner {
+    private static final Duration POLL = Duration.ofMillis(200);
+
+    private final String bootstrapServers;
+    private final String topic;
+    private final Map<String, Object> overrides;
+
+    TopicScanner(String bootstrapServers, String topic, Map<String, Object> overrides) {
+        this.bootstrapServers = bootstrapServers;
+        this.topic = topic;
+        this.overrides = overrides;
+    }
+
+    static Map<String, Object> consumerProperties(String bootstrapServers, Map<String, Object> overrides) {
+        Map<String, Object> p = new HashMap<>();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class);
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class);
+        // Aborted transactions (a failed transactional publish) must stay invisible.
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
+        // Bounds what the consumer holds on the heap: at most this much per fetch, this many records per poll.
+        p.put(ConsumerConfig.FETCH_MAX_BYTES_CONFIG, 16 << 20);
+        p.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 16);
+        p.putAll(overrides);
+        return p;
+    }
+
+    /** The id of the last checkpoint with a commit record. */
+    Mono<String> newestCommitted() {
+        return Mono.fromCallable(() -> {
+            String[] newest = {null};
+            scan(record -> {
+                if (WireFormat.COMMIT.equals(WireFormat.typeOf(record.headers()))) {
+                    newest[0] = WireFormat.text(record.headers(), WireFormat.CHECKPOINT).orElse(null);
+                }
+                return false;
+            });
+            if (newest[0] == null) {
+                throw new KafkaCheckpointException("topic " + topic + " holds no complete checkpoint (no commit record)");
+            }
+            return newest[0];
+        }).subscribeOn(Schedulers.boundedElastic());
+    }
+
+    /** A manifest and the timestamp of its first part's record. */
+    record Found(WireFormat.Manifest manifest, long timestamp) {}
+
+    /** The manifest of {@code checkpoint}, the first complete copy in partition 0. */
+    Mono<Found> manifest(String checkpoint) {
+        return Mono.fromCallable(() -> {
+            java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+            int[] next = {0};
+            long[] timestamp = {0};
+            Found[] found = {null};
+            scan(record -> {
+                var h = record.headers();
+                if (!WireFormat.MANIFEST.equals(WireFormat.typeOf(h))
+                        || !WireFormat.text(h, WireFormat.CHECKPOINT).map(checkpoint::equals).orElse(false)) {
+                    return false;
+                }
+                String where = "checkpoint " + checkpoint + " on topic " + topic + " (offset " + record.offset() + ")";
+                int index = (int) WireFormat.requiredLong(h, WireFormat.CHUNK, where);
+                int count = (int) WireFormat.requiredLong(h, WireFormat.CHUNKS, where);
+                if (index == 0) {
+                    bytes.reset();
+                    next[0] = 0;
+                    timestamp[0] = record.timestamp();
+                }
+                if (index != next[0]) {
+                    return false;
+                }
+                bytes.writeBytes(record.value());
+                next[0]++;
+                if (next[0] == count) {
+                    found[0] = new Found(WireFormat.parseManifest(bytes.toByteArray(), where), timestamp[0]);
+                    return true;
+                }
+                return false;
+            });
+            if (found[0] == null) {
+                throw new KafkaCheckpointException("topic " + topic + " holds no manifest of checkpoint " + checkpoint);
+            }
+            return found[0];
+        }).subscribeOn(Schedulers.boundedElastic());
+    }
+
+    /**
+     * Per partition, the first offset at or after {@code timestamp}, or the end of the partition when
+     * nothing is that recent yet (a publisher still writing).
+     */
+    Mono<Map<Integer, Long>> offsetsAt(int partitions, long timestamp) {
+        return Mono.fromCallable(() -> {
+            Map<TopicPartition, Long> query = new HashMap<>();
+            for (int p = 0; p < partitions; p++) {
+                query.put(new TopicPartition(topic, p), Math.max(0, timestamp));
+            }
+            try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerProperties(bootstrapServers, overrides))) {
+                var found = consumer.offsetsForTimes(query);
+                var ends = consumer.endOffsets(query.keySet());
+                Map<Integer, Long> offsets = new HashMap<>();
+                query.keySet().forEach(tp -> offsets.put(tp.partition(),
+                        found.get(tp) != null ? found.get(tp).offset() : ends.get(tp)));
+                return offsets;
+            }
+        }).subscribeOn(Schedulers.boundedElastic());
+    }
+
+    @FunctionalInterface
+    private interface Visitor {
+        /** True to stop. */
+        boolean visit(ConsumerRecord<byte[], byte[]> record);
+    }
+
+    private void scan(Visitor visitor) {
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerProperties(bootstrapServers, overrides))) {
+            consumer.assign(Set.of(p0));
+            consumer.seekToBeginning(Set.of(p0));
+            long end = consumer.endOffsets(List.of(p0)).get(p0);
+            while (consumer.position(p0) < end) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(POLL)) {
+                    if (r.offset() >= end || visitor.visit(r)) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+package io.moeflux.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.moeflux.connect.kafka.LocalKafkaBroker;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** kafka:// endpoints on either side of copy, from-hf and to-hf, through a real broker. */
+class KafkaEndpointsTest {
+    private static final Path TINY_HF = Cli.REFERENCE_VECTORS.resolve("hy3-tiny/hf");
+    private static final Path TINY_NATIVE = Cli.REFERENCE_VECTORS.resolve("hy3-tiny/native");
+
+    @TempDir
+    static Path brokerDir;
+
+    static LocalKafkaBroker broker;
+
+    @TempDir
+    Path dir;
+
+    @BeforeAll
+    static void startBroker() {
+        broker = LocalKafkaBroker.start(0, brokerDir);
+    }
+
+    @AfterAll
+    static void stopBroker() {
+        broker.close();
+    }
+
+    private static String topic(String name, String checkpoint) {
+        return "kafka://" + broker.bootstrapServers() + "/" + name + "?checkpoint=" + checkpoint;
+    }
+
+    @Test
+    void copyToKafkaThenFromHfOutOfKafkaEqualsTheReference() {
+        Cli publish = Cli.run("copy", TINY_HF, topic("hf", "step-1"));
+        assertThat(publish.exitCode()).as(publish.err()).isEqualTo(ExitCodes.OK);
+
+        Path out = dir.resolve("native");
+        Cli convert = Cli.run("from-hf", topic("hf", "step-1"), out);
+        assertThat(convert.exitCode()).as(convert.err()).isEqualTo(ExitCodes.OK);
+        assertThat(Cli.run("verify", out, TINY_NATIVE).out()).contains("identical: 44 tensors");
+    }
+
+    @Test
+    void fromHfKafkaToKafkaThenToHfOutOfKafkaRoundTrips() {
+        assertThat(Cli.run("copy", TINY_HF, topic("k-hf", "c")).exitCode()).isEqualTo(ExitCodes.OK);
+        Cli convert = Cli.run("from-hf", topic("k-hf", "c"), topic("k-native", "c"));
+        assertThat(convert.exitCode()).as(convert.err()).isEqualTo(ExitCodes.OK);
+
+        Path nativeOut = dir.resolve("native");
+        assertThat(Cli.run("copy", "kafka://" + broker.bootstrapServers() + "/k-native", nativeOut).exitCode())
+                .isEqualTo(ExitCodes.OK);
+        assertThat(Cli.run("verify", nativeOut, TINY_NATIVE).out()).contains("identical: 44 tensors");
+    }
+
+    @Test
+    void twoScaleOutMembersShareAFromHfConversion() throws Exception {
+        try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrapServers()))) {
+            admin.createTopics(List.of(new NewTopic("so-hf", 4, (short) 1))).all().get(60, TimeUnit.SECONDS);
+        }
+        assertThat(Cli.run("copy", TINY_HF, topic("so-hf", "c")).exitCode()).isEqualTo(ExitCodes.OK);
+        Callable<Cli> member = () -> Cli.run("scale-out", "from-hf", topic("so-hf", "c"), topic("so-native", "c"),
+                "--group", "converters");
+        try (ExecutorService pool = Executors.newFixedThreadPool(2)) {
+            List<Future<Cli>> members = pool.invokeAll(List.of(member, member), 120, TimeUnit.SECONDS);
+            for (Future<Cli> m : members) {
+                assertThat(m.get().exitCode()).as(m.get().err()).isEqualTo(ExitCodes.OK);
+                assertThat(m.get().out()).contains("44 tensors").contains("committed by the group");
+            }
+        }
+        Path out = dir.resolve("native");
+        assertThat(Cli.run("copy", topic("so-native", "c"), out).exitCode()).isEqualTo(ExitCodes.OK);
+        assertThat(Cli.run("verify", out, TINY_NATIVE).out()).contains("identical: 44 tensors");
+    }
+
+    @Test
+    void aKafkaDestinationWithoutACheckpointIdIsABadInput() {
+        Cli publish = Cli.run("copy", TINY_HF, "kafka://" + broker.bootstrapServers() + "/t");
+        assertThat(publish.exitCode()).isEqualTo(ExitCodes.BAD_INPUT);
+        assertThat(publish.err()).contains("needs a checkpoint id");
+    }
+}
