@@ -1,5 +1,8 @@
 package io.moeflux.cli;
 
+import io.moeflux.connect.kafka.KafkaCheckpointSink;
+import io.moeflux.connect.kafka.KafkaEndpoint;
+import io.moeflux.connect.kafka.KafkaSinkOptions;
 import io.moeflux.connect.safetensors.SafetensorsSink;
 import io.moeflux.connect.safetensors.SafetensorsSinkOptions;
 import io.moeflux.hy3.Hy3Options;
@@ -14,6 +17,7 @@ import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Optional;
 import java.util.concurrent.Callable;
 import java.util.regex.Pattern;
 import picocli.CommandLine;
@@ -26,7 +30,8 @@ import picocli.CommandLine.Spec;
         mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
         description = "A trainer streams a checkpoint with PUT /v1/checkpoints/{id}: safetensors blobs back to back, "
                 + "chunked, any size. Each tensor is converted as it arrives, and the checkpoint is committed "
-                + "atomically to SINK/{id} when the upload completes. Also GET /v1/checkpoints/{id} (progress), "
+                + "atomically to SINK/{id} (or as checkpoint {id} on the Kafka topic) when the upload completes. "
+                + "Also GET /v1/checkpoints/{id} (progress), "
                 + "GET /healthz and GET /metrics (Prometheus). See docs/serve.md.")
 final class ServeCommand implements Callable<Integer> {
     @Option(names = "--port", required = true, paramLabel = "P", description = "TCP port (0 picks a free one).")
@@ -36,8 +41,9 @@ final class ServeCommand implements Callable<Integer> {
             description = "Address to listen on (default ${DEFAULT-VALUE}); anything but loopback wants --token-file.")
     String bind;
 
-    @Option(names = "--sink", required = true, paramLabel = "DIR",
-            description = "Folder that receives one checkpoint folder per upload id.")
+    @Option(names = "--sink", required = true, paramLabel = "DIR|kafka://HOST:PORT/TOPIC",
+            description = "Folder that receives one checkpoint folder per upload id, or a Kafka topic that receives "
+                    + "one checkpoint per upload id.")
     String sink;
 
     @Option(names = "--direction", required = true, paramLabel = "to-hf|from-hf|none",
@@ -59,7 +65,8 @@ final class ServeCommand implements Callable<Integer> {
     Pattern excludeKeyRegex;
 
     @Option(names = "--spool-dir", paramLabel = "DIR",
-            description = "Where upload bodies are spooled while converting (default SINK/.moeflux-spool).")
+            description = "Where upload bodies are spooled while converting (default SINK/.moeflux-spool, or "
+                    + "moeflux-spool in the temporary folder for a Kafka sink).")
     Path spoolDir;
 
     @Option(names = "--max-header-bytes", paramLabel = "N", defaultValue = "" + IngestOptions.DEFAULT_MAX_HEADER_BYTES,
@@ -79,15 +86,20 @@ final class ServeCommand implements Callable<Integer> {
 
     /** Starts the service as the options say and announces its address on stderr. */
     IngestServer start() throws IOException {
-        if (sink.startsWith("kafka://")) {
-            throw new CommandLine.ParameterException(spec.commandLine(),
-                    "--sink kafka://... is not available yet: serve writes to folders for now");
+        CheckpointSinks sinks;
+        Path defaultSpool;
+        if (KafkaEndpoint.isKafka(sink)) {
+            KafkaEndpoint topic = kafkaTopic();
+            sinks = (id, progress) -> KafkaCheckpointSink.create(KafkaSinkOptions.to(
+                    new KafkaEndpoint(topic.bootstrapServers(), topic.topic(), Optional.of(id))).withProgress(progress));
+            defaultSpool = Path.of(System.getProperty("java.io.tmpdir"), "moeflux-spool");
+        } else {
+            Path sinkDir = Path.of(sink);
+            sinks = (id, progress) ->
+                    SafetensorsSink.create(SafetensorsSinkOptions.to(sinkDir.resolve(id)).withProgress(progress));
+            defaultSpool = sinkDir.resolve(".moeflux-spool");
         }
-        Path sinkDir = Path.of(sink);
-        CheckpointSinks sinks = (id, progress) ->
-                SafetensorsSink.create(SafetensorsSinkOptions.to(sinkDir.resolve(id)).withProgress(progress));
-        IngestOptions options = IngestOptions.defaults(port, direction, sinks,
-                        spoolDir != null ? spoolDir : sinkDir.resolve(".moeflux-spool"))
+        IngestOptions options = IngestOptions.defaults(port, direction, sinks, spoolDir != null ? spoolDir : defaultSpool)
                 .withBindHost(bind)
                 .withMaxHeaderBytes(maxHeaderBytes);
         if (config != null) {
@@ -104,10 +116,25 @@ final class ServeCommand implements Callable<Integer> {
             err.println("warning: listening on " + bind + " without --token-file: anyone who can reach it can write checkpoints");
         }
         IngestServer server = IngestServer.start(options);
-        err.println("moeflux serve: " + direction.cliName() + " into " + sinkDir.toAbsolutePath() + ", listening on "
-                + server.baseUri());
+        err.println("moeflux serve: " + direction.cliName() + " into " + (KafkaEndpoint.isKafka(sink) ? sink
+                : Path.of(sink).toAbsolutePath()) + ", listening on " + server.baseUri());
         err.flush();
         return server;
+    }
+
+    /** The topic of {@code --sink kafka://...}; each upload's id becomes its checkpoint id. */
+    private KafkaEndpoint kafkaTopic() {
+        KafkaEndpoint topic;
+        try {
+            topic = KafkaEndpoint.parse(sink);
+        } catch (IllegalArgumentException e) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--sink: " + e.getMessage());
+        }
+        if (topic.checkpoint().isPresent()) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--sink " + sink + " names a checkpoint, but "
+                    + "each upload's id is its checkpoint id: leave out ?checkpoint=");
+        }
+        return topic;
     }
 
     private static boolean isLoopback(String host) {

@@ -2,6 +2,8 @@ package io.moeflux.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.moeflux.connect.kafka.LocalKafkaBroker;
+import io.moeflux.connect.safetensors.Manifests;
 import io.moeflux.serve.IngestServer;
 import java.io.PrintWriter;
 import java.io.StringWriter;
@@ -60,11 +62,37 @@ class ServeCommandTest {
     }
 
     @Test
-    void aKafkaSinkIsAUsageErrorUntilTheKafkaConnectorExists() {
-        int code = execute("serve", "--port", "0", "--sink", "kafka://127.0.0.1:9092/ckpts", "--direction", "none");
+    void aKafkaSinkThatNamesACheckpointIsAUsageErrorSinceEachUploadNamesItsOwn() {
+        int code = execute("serve", "--port", "0", "--sink", "kafka://127.0.0.1:9092/ckpts?checkpoint=x", "--direction", "none");
 
         assertThat(code).isEqualTo(ExitCodes.USAGE);
-        assertThat(err.toString()).contains("--sink kafka://... is not available yet");
+        assertThat(err.toString()).contains("leave out ?checkpoint=");
+    }
+
+    @Test
+    void uploadsToAKafkaSinkArePublishedUnderTheirIdAndMatchTheReference() throws Exception {
+        Path hf = Cli.REFERENCE_VECTORS.resolve("hy3-tiny/hf");
+        try (LocalKafkaBroker broker = LocalKafkaBroker.start(0, tmp.resolve("broker"))) {
+            String topic = "kafka://" + broker.bootstrapServers() + "/uploads";
+            ServeCommand command = parse("serve", "--port", "0", "--sink", topic, "--direction", "from-hf",
+                    "--config", hf.resolve("config.json").toString(), "--spool-dir", tmp.resolve("spool").toString());
+            try (IngestServer server = command.start()) {
+                HttpRequest put = HttpRequest.newBuilder(URI.create(server.baseUri() + "/v1/checkpoints/step-7"))
+                        .PUT(HttpRequest.BodyPublishers.fromPublisher(HttpRequest.BodyPublishers.concat(
+                                HttpRequest.BodyPublishers.ofFile(hf.resolve("model-00001-of-00003.safetensors")),
+                                HttpRequest.BodyPublishers.ofFile(hf.resolve("model-00002-of-00003.safetensors")),
+                                HttpRequest.BodyPublishers.ofFile(hf.resolve("model-00003-of-00003.safetensors")))))
+                        .build();
+                HttpResponse<String> r = HttpClient.newHttpClient().send(put, HttpResponse.BodyHandlers.ofString());
+
+                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+                assertThat(r.body()).contains("\"location\":\"" + topic + "?checkpoint=step-7\"");
+            }
+            Path out = tmp.resolve("native");
+            Cli copy = Cli.run("copy", topic + "?checkpoint=step-7", out);
+            assertThat(copy.exitCode()).as(copy.err()).isEqualTo(ExitCodes.OK);
+            assertThat(Manifests.of(out)).isEqualTo(Manifests.of(Cli.REFERENCE_VECTORS.resolve("hy3-tiny/native")));
+        }
     }
 
     @Test
