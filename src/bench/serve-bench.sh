@@ -45,10 +45,13 @@ sample_anon_kib() {
 
 server_pid=""
 discard_pid=""
+# Under set -e a failing command would end the trap early, so every step here tolerates failure.
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  [ -n "$discard_pid" ] && kill "$discard_pid" 2>/dev/null && wait "$discard_pid" 2>/dev/null
-  [ "${BENCH_KEEP-}" = 1 ] || rm -rf "$work"
+  for pid in $server_pid $discard_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "${BENCH_KEEP-}" != 1 ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 rm -rf "$work"
