@@ -24,6 +24,7 @@ import picocli.CommandLine.ScopeType;
             DemoCommand.class,
             BrokerCommand.class,
             ScaleOutCommand.class,
+            ServeCommand.class,
             CommandLine.HelpCommand.class,
         })
 public final class Main implements Callable<Integer> {

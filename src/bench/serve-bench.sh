@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Ingest-service benchmark: a >= 1 GB checkpoint uploaded with curl over loopback to `moeflux serve`,
+# converted on the fly and committed, timed from the first byte sent to the JSON summary received, as a
+# ratio to `cp` of the same bytes measured in the same run on the same disk, best of several runs; and
+# the server's peak anonymous memory during the uploads. A third measurement, curl sending the same
+# bytes to a receiver that discards them, shows what the client and loopback alone cost.
+#
+#   src/bench/serve-bench.sh                          # from-hf, 1.55 GB (32 experts of 4096 x 1536)
+#   BENCH_DIRECTION=none src/bench/serve-bench.sh     # storage only, no conversion
+#
+# Settings (environment): BENCH_DIR (work folder, default ./bench-work; needs 4x the input free),
+# BENCH_EXPERTS (experts in the MoE layer, default 32), BENCH_DIRECTION (from-hf or none, default
+# from-hf), BENCH_SINGLE_BLOB (1, the default, uploads a one-file checkpoint with single_blob=true; 0
+# without, so the sink spools), BENCH_RUNS (default 3), BENCH_KEEP=1 keeps the work folder.
+# Target: ratio <= 2.5.
+#
+# Neither cp nor the service fsyncs, so both are timed to the page cache; `sync` runs, untimed, before
+# each measurement so neither inherits the other's writeback. The input stays cached for both.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+work=${BENCH_DIR:-$root/bench-work}/serve
+experts=${BENCH_EXPERTS:-32}
+direction=${BENCH_DIRECTION:-from-hf}
+runs=${BENCH_RUNS:-3}
+moeflux="$root/moeflux"
+
+now() { date +%s.%N; }
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a) ? b : a }'; }
+
+# Samples RssAnon of $1 every 20 ms while the file $2 exists; writes the peak in KiB to $2.peak.
+sample_anon_kib() {
+  local pid=$1 flag=$2 peak=0 key value rest
+  while [ -e "$flag" ] && [ -r "/proc/$pid/status" ]; do
+    while read -r key value rest; do
+      if [ "$key" = "RssAnon:" ]; then
+        [ "$value" -gt "$peak" ] && peak=$value
+        break
+      fi
+    done < "/proc/$pid/status" 2>/dev/null || true
+    sleep 0.02
+  done
+  echo "$peak" > "$flag.peak"
+}
+
+server_pid=""
+discard_pid=""
+# Under set -e a failing command would end the trap early, so every step here tolerates failure.
+cleanup() {
+  for pid in $server_pid $discard_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "${BENCH_KEEP-}" != 1 ]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+rm -rf "$work"
+mkdir -p "$work"
+
+echo "building..." >&2
+(cd "$root" && ./mvnw -q -B -DskipTests -pl src -am package) >&2
+
+echo "generating hy3-bench with $experts experts in its MoE layer into $work/in ..." >&2
+"$moeflux" generate "$work/in" --preset hy3-bench --experts "$experts" --force >&2
+shards=("$work"/in/*.safetensors)
+in_bytes=$(cat "${shards[@]}" | wc -c)
+
+"$moeflux" serve --port 0 --sink "$work/sink" --direction "$direction" --config "$work/in/config.json" \
+  2> "$work/serve.log" &
+server_pid=$!
+url=""
+for _ in $(seq 1 300); do
+  url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$work/serve.log")
+  [ -n "$url" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "the server did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
+echo "server: $url, direction $direction" >&2
+
+# The floor: an HTTP/1.1 receiver that reads the chunked body into one reused buffer and drops it.
+python3 - "$work/discard.port" > /dev/null 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+buf, tail = bytearray(1 << 20), b""
+while True:
+    c, _ = s.accept()
+    while True:
+        n = c.recv_into(buf)
+        tail = (tail + bytes(buf[max(0, n - 5):n]))[-5:]
+        if not n or tail == b"0\r\n\r\n":
+            break
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    c.close()
+PY
+discard_pid=$!
+for _ in $(seq 1 100); do [ -s "$work/discard.port" ] && break; sleep 0.05; done
+discard_url="http://127.0.0.1:$(cat "$work/discard.port")"
+
+# upload BASE_URL ID: sends the checkpoint as the README shows, one file with curl -T, shards concatenated.
+upload() {
+  if [ ${#shards[@]} -eq 1 ]; then
+    curl -sS --fail-with-body -T "${shards[0]}" -H 'Transfer-Encoding: chunked' "$1/v1/checkpoints/$2$single"
+  else
+    cat "${shards[@]}" | curl -sS --fail-with-body -T - "$1/v1/checkpoints/$2"
+  fi
+}
+
+# A one-file checkpoint is one blob: single_blob=true lets its header plan the output (see docs/serve.md).
+single=""
+[ "${BENCH_SINGLE_BLOB:-1}" = 1 ] && single="?single_blob=true"
+best_cp=""
+best_floor=""
+best_up=""
+touch "$work/sampling"
+sample_anon_kib "$server_pid" "$work/sampling" &
+sampler=$!
+for i in $(seq 1 "$runs"); do
+  rm -rf "$work/cp" "$work/sink/run$((i - 1))"
+  mkdir -p "$work/cp"
+  sync
+  start=$(now)
+  cp "${shards[@]}" "$work/cp/"
+  cp_s=$(seconds "$start" "$(now)")
+  best_cp=$(min "$best_cp" "$cp_s")
+  rm -rf "$work/cp"
+  sync
+  start=$(now)
+  upload "$discard_url" "run$i" > /dev/null
+  floor_s=$(seconds "$start" "$(now)")
+  best_floor=$(min "$best_floor" "$floor_s")
+  sync
+  start=$(now)
+  summary=$(upload "$url" "run$i")
+  up_s=$(seconds "$start" "$(now)")
+  best_up=$(min "$best_up" "$up_s")
+  echo "run $i: cp ${cp_s} s, curl into a discarding receiver ${floor_s} s, upload ${up_s} s: $summary" >&2
+done
+rm "$work/sampling"
+wait "$sampler"
+peak_kib=$(cat "$work/sampling.peak")
+
+awk -v bytes="$in_bytes" -v cp="$best_cp" -v floor="$best_floor" -v up="$best_up" -v peak="$peak_kib" \
+    -v runs="$runs" -v experts="$experts" -v dir="$direction" -v single="${single:-no}" 'BEGIN {
+  printf "input: hy3-bench, %d experts of 4096 x 1536 in one layer, %.2f GB, uploaded with curl (chunked), query %s\n", experts, bytes / 1e9, single
+  printf "cp                        best of %d: %7.3f s  (%.2f GB/s)\n", runs, cp, bytes / cp / 1e9
+  printf "curl into a discarder     best of %d: %7.3f s  (%.2f GB/s)\n", runs, floor, bytes / floor / 1e9
+  printf "upload %-18s best of %d: %7.3f s  (%.2f GB/s)\n", dir, runs, up, bytes / up / 1e9
+  printf "ratio upload / cp: %.2f  (target <= 2.5); curl alone / cp: %.2f; upload / curl alone: %.2f\n", up / cp, floor / cp, up / floor
+  printf "peak anonymous memory of the server: %d MiB\n", peak / 1024
+}'

@@ -1,0 +1,158 @@
+package io.moeflux.cli;
+
+import io.moeflux.connect.kafka.KafkaCheckpointSink;
+import io.moeflux.connect.kafka.KafkaEndpoint;
+import io.moeflux.connect.kafka.KafkaSinkOptions;
+import io.moeflux.connect.safetensors.SafetensorsSink;
+import io.moeflux.connect.safetensors.SafetensorsSinkOptions;
+import io.moeflux.hy3.Hy3Options;
+import io.moeflux.serve.CheckpointSinks;
+import io.moeflux.serve.Direction;
+import io.moeflux.serve.IngestOptions;
+import io.moeflux.serve.IngestServer;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.net.InetAddress;
+import java.net.UnknownHostException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Optional;
+import java.util.concurrent.Callable;
+import java.util.regex.Pattern;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+@Command(name = "serve", header = "Run the HTTP ingest service that converts checkpoints streamed in while they are saved.",
+        mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = "A trainer streams a checkpoint with PUT /v1/checkpoints/{id}: safetensors blobs back to back, "
+                + "chunked, any size. Each tensor is converted as it arrives, and the checkpoint is committed "
+                + "atomically to SINK/{id} (or as checkpoint {id} on the Kafka topic) when the upload completes. "
+                + "Also GET /v1/checkpoints/{id} (progress), "
+                + "GET /healthz and GET /metrics (Prometheus). See docs/serve.md.")
+final class ServeCommand implements Callable<Integer> {
+    @Option(names = "--port", required = true, paramLabel = "P", description = "TCP port (0 picks a free one).")
+    int port;
+
+    @Option(names = "--bind", defaultValue = "127.0.0.1", paramLabel = "ADDR",
+            description = "Address to listen on (default ${DEFAULT-VALUE}); anything but loopback wants --token-file.")
+    String bind;
+
+    @Option(names = "--sink", required = true, paramLabel = "DIR|kafka://HOST:PORT/TOPIC",
+            description = "Folder that receives one checkpoint folder per upload id, or a Kafka topic that receives "
+                    + "one checkpoint per upload id.")
+    String sink;
+
+    @Option(names = "--direction", required = true, paramLabel = "to-hf|from-hf|none",
+            converter = DirectionConverter.class, description = "Conversion applied to every upload.")
+    Direction direction;
+
+    @Option(names = "--config", paramLabel = "FILE",
+            description = "The model's config.json, for uploads whose query does not give num_hidden_layers, "
+                    + "num_experts and moe_intermediate_size; stored with each checkpoint.")
+    Path config;
+
+    @Option(names = "--token-file", paramLabel = "FILE",
+            description = "File holding a token every request must send as 'Authorization: Bearer <token>'.")
+    Path tokenFile;
+
+    @Option(names = "--exclude-key-regex", paramLabel = "RE",
+            description = "to-hf: drop output keys that start with a match of RE; an upload's exclude_key_regex "
+                    + "query parameter replaces it.")
+    Pattern excludeKeyRegex;
+
+    @Option(names = "--spool-dir", paramLabel = "DIR",
+            description = "Where upload bodies are spooled while converting (default SINK/.moeflux-spool, or "
+                    + "moeflux-spool in the temporary folder for a Kafka sink).")
+    Path spoolDir;
+
+    @Option(names = "--max-header-bytes", paramLabel = "N", defaultValue = "" + IngestOptions.DEFAULT_MAX_HEADER_BYTES,
+            description = "Largest safetensors header accepted, refused before allocation (default ${DEFAULT-VALUE}).")
+    long maxHeaderBytes;
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        IngestServer server = start();
+        Runtime.getRuntime().addShutdownHook(new Thread(server::close, "moeflux-serve-shutdown"));
+        server.awaitTermination();
+        return ExitCodes.OK;
+    }
+
+    /** Starts the service as the options say and announces its address on stderr. */
+    IngestServer start() throws IOException {
+        CheckpointSinks sinks;
+        Path defaultSpool;
+        if (KafkaEndpoint.isKafka(sink)) {
+            KafkaEndpoint topic = kafkaTopic();
+            sinks = (id, progress) -> KafkaCheckpointSink.create(KafkaSinkOptions.to(
+                    new KafkaEndpoint(topic.bootstrapServers(), topic.topic(), Optional.of(id))).withProgress(progress));
+            defaultSpool = Path.of(System.getProperty("java.io.tmpdir"), "moeflux-spool");
+        } else {
+            Path sinkDir = Path.of(sink);
+            sinks = (id, progress) ->
+                    SafetensorsSink.create(SafetensorsSinkOptions.to(sinkDir.resolve(id)).withProgress(progress));
+            defaultSpool = sinkDir.resolve(".moeflux-spool");
+        }
+        IngestOptions options = IngestOptions.defaults(port, direction, sinks, spoolDir != null ? spoolDir : defaultSpool)
+                .withBindHost(bind)
+                .withMaxHeaderBytes(maxHeaderBytes);
+        if (config != null) {
+            options = options.withConfigJson(Files.readAllBytes(config));
+        }
+        if (excludeKeyRegex != null) {
+            options = options.withHy3Options(Hy3Options.DEFAULTS.withExcludeKeyRegex(excludeKeyRegex.pattern()));
+        }
+        if (tokenFile != null) {
+            options = options.withToken(Files.readString(tokenFile, StandardCharsets.UTF_8));
+        }
+        PrintWriter err = spec.commandLine().getErr();
+        if (tokenFile == null && !isLoopback(bind)) {
+            err.println("warning: listening on " + bind + " without --token-file: anyone who can reach it can write checkpoints");
+        }
+        IngestServer server = IngestServer.start(options);
+        err.println("moeflux serve: " + direction.cliName() + " into " + (KafkaEndpoint.isKafka(sink) ? sink
+                : Path.of(sink).toAbsolutePath()) + ", listening on " + server.baseUri());
+        err.flush();
+        return server;
+    }
+
+    /** The topic of {@code --sink kafka://...}; each upload's id becomes its checkpoint id. */
+    private KafkaEndpoint kafkaTopic() {
+        KafkaEndpoint topic;
+        try {
+            topic = KafkaEndpoint.parse(sink);
+        } catch (IllegalArgumentException e) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--sink: " + e.getMessage());
+        }
+        if (topic.checkpoint().isPresent()) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--sink " + sink + " names a checkpoint, but "
+                    + "each upload's id is its checkpoint id: leave out ?checkpoint=");
+        }
+        return topic;
+    }
+
+    private static boolean isLoopback(String host) {
+        try {
+            return InetAddress.getByName(host).isLoopbackAddress();
+        } catch (UnknownHostException e) {
+            return false;
+        }
+    }
+
+    static final class DirectionConverter implements CommandLine.ITypeConverter<Direction> {
+        @Override
+        public Direction convert(String value) {
+            try {
+                return Direction.parse(value);
+            } catch (IllegalArgumentException e) {
+                throw new CommandLine.TypeConversionException(e.getMessage());
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+package io.moeflux.serve;
+
+import io.moeflux.hy3.Hy3Adapter;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TensorInfo;
+import java.util.List;
+import java.util.Locale;
+import reactor.core.publisher.Flux;
+
+/** What the ingest service does to uploaded tensors before they reach the sink. */
+public enum Direction {
+    /** Native (Automodel) tensors in, on-disk Hy3 out: each tensor converts on its own as it arrives. */
+    TO_HF,
+    /** On-disk Hy3 tensors in, native out: experts are merged per layer once a layer's last expert arrives. */
+    FROM_HF,
+    /** Tensors are stored as uploaded. */
+    NONE;
+
+    /** Whether the conversion needs the model config. */
+    public boolean needsModelConfig() {
+        return this != NONE;
+    }
+
+    Flux<TensorEvent> convert(Flux<TensorEvent> events, Hy3Adapter adapter) {
+        return switch (this) {
+            case TO_HF -> adapter.toHf(events);
+            case FROM_HF -> adapter.fromHf(events);
+            case NONE -> events;
+        };
+    }
+
+    /** The tensors {@link #convert} makes of {@code uploaded}, before any byte moves. */
+    List<TensorInfo> plan(List<TensorInfo> uploaded, Hy3Adapter adapter) {
+        return switch (this) {
+            case TO_HF -> adapter.planToHf(uploaded);
+            case FROM_HF -> adapter.planFromHf(uploaded);
+            case NONE -> uploaded;
+        };
+    }
+
+    /** Parses the CLI spelling: {@code to-hf}, {@code from-hf}, {@code none}. */
+    public static Direction parse(String s) {
+        for (Direction d : values()) {
+            if (d.cliName().equals(s.trim().toLowerCase(Locale.ROOT))) {
+                return d;
+            }
+        }
+        throw new IllegalArgumentException("unknown direction \"" + s + "\": expected to-hf, from-hf or none");
+    }
+
+    public String cliName() {
+        return name().toLowerCase(Locale.ROOT).replace('_', '-');
+    }
+}

@@ -1,0 +1,92 @@
+package io.moeflux.serve;
+
+import io.moeflux.connect.safetensors.SafetensorsFormat;
+import io.moeflux.hy3.Hy3Options;
+import java.nio.file.Path;
+import java.util.Objects;
+import java.util.Optional;
+
+/**
+ * How the ingest service listens, converts and stores.
+ *
+ * @param bindHost       the address to listen on; loopback unless the service must be reachable from
+ *                       elsewhere, and then only together with {@code token}
+ * @param port           the TCP port; 0 picks a free one
+ * @param direction      the conversion every upload goes through
+ * @param sinks          where each checkpoint goes
+ * @param spoolDir       where upload bodies are spooled while their tensors are converted: it needs free
+ *                       space for the blobs in flight (a whole shard, when shards are uploaded as one blob
+ *                       each); on the sink's file system the page cache serves both
+ * @param configJson     the model's {@code config.json}, for every upload that does not give the model
+ *                       config in its query; stored with each checkpoint
+ * @param hy3Options     conversion options; an upload's {@code exclude_key_regex} query parameter replaces
+ *                       the exclusion pattern
+ * @param token          when present, every request must carry {@code Authorization: Bearer <token>}
+ * @param maxHeaderBytes the largest safetensors header accepted, refused before anything is allocated for
+ *                       it; at most the format's own 100,000,000. Each running upload may hold one header
+ *                       of this size on the heap while it parses it, so tune it together with the heap
+ *                       and the number of concurrent uploads expected
+ */
+public record IngestOptions(
+        String bindHost,
+        int port,
+        Direction direction,
+        CheckpointSinks sinks,
+        Path spoolDir,
+        Optional<byte[]> configJson,
+        Hy3Options hy3Options,
+        Optional<String> token,
+        long maxHeaderBytes) {
+    /** Enough for the header of a whole Hy3-preview checkpoint in one file. */
+    public static final long DEFAULT_MAX_HEADER_BYTES = 16L << 20;
+
+    public IngestOptions {
+        Objects.requireNonNull(bindHost, "bindHost");
+        Objects.requireNonNull(direction, "direction");
+        Objects.requireNonNull(sinks, "sinks");
+        Objects.requireNonNull(spoolDir, "spoolDir");
+        Objects.requireNonNull(hy3Options, "hy3Options");
+        configJson = configJson.map(byte[]::clone);
+        token = token.map(String::strip);
+        if (port < 0 || port > 65535) {
+            throw new IllegalArgumentException("port must be in [0, 65535], got " + port);
+        }
+        if (maxHeaderBytes < 2 || maxHeaderBytes > SafetensorsFormat.MAX_HEADER_SIZE) {
+            throw new IllegalArgumentException("max header bytes must be in [2, 100000000], got " + maxHeaderBytes);
+        }
+        if (token.isPresent() && token.get().isEmpty()) {
+            throw new IllegalArgumentException("the token is empty");
+        }
+    }
+
+    /** Loopback, no token, no model config, default options: add what the deployment needs with the withers. */
+    public static IngestOptions defaults(int port, Direction direction, CheckpointSinks sinks, Path spoolDir) {
+        return new IngestOptions("127.0.0.1", port, direction, sinks, spoolDir, Optional.empty(), Hy3Options.DEFAULTS,
+                Optional.empty(), DEFAULT_MAX_HEADER_BYTES);
+    }
+
+    public IngestOptions withBindHost(String host) {
+        return new IngestOptions(host, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes);
+    }
+
+    public IngestOptions withConfigJson(byte[] json) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, Optional.of(json), hy3Options, token, maxHeaderBytes);
+    }
+
+    public IngestOptions withHy3Options(Hy3Options options) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, options, token, maxHeaderBytes);
+    }
+
+    public IngestOptions withToken(String t) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, Optional.of(t), maxHeaderBytes);
+    }
+
+    public IngestOptions withMaxHeaderBytes(long max) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, max);
+    }
+
+    @Override
+    public Optional<byte[]> configJson() {
+        return configJson.map(byte[]::clone);
+    }
+}

@@ -1,0 +1,272 @@
+package io.moeflux.serve;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.connect.OutputExistsException;
+import io.moeflux.hy3.MissingExpertsException;
+import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.CheckpointSink;
+import io.moeflux.pipeline.CommitSummary;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TensorInfo;
+import io.netty.buffer.ByteBuf;
+import io.netty.channel.AdaptiveRecvByteBufAllocator;
+import io.netty.channel.ChannelOption;
+import io.netty.handler.codec.http.HttpHeaderNames;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.handler.codec.http.QueryStringDecoder;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.security.MessageDigest;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.BiFunction;
+import java.util.regex.Pattern;
+import org.reactivestreams.Publisher;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Schedulers;
+import reactor.netty.DisposableServer;
+import reactor.netty.channel.AbortedException;
+import reactor.netty.http.server.HttpServer;
+import reactor.netty.http.server.HttpServerRequest;
+import reactor.netty.http.server.HttpServerResponse;
+
+/**
+ * The HTTP ingest service: trainers stream checkpoints in with {@code PUT /v1/checkpoints/{id}}, each
+ * converted on the fly and committed atomically to the sink.
+ *
+ * <p>Endpoints: {@code PUT} and {@code GET /v1/checkpoints/{id}} (upload; status and progress),
+ * {@code GET /healthz}, {@code GET /metrics} (Prometheus text).
+ */
+public final class IngestServer implements AutoCloseable {
+    /** Ids name folders: no separators, no leading dot (so no {@code ..} and no hidden spool names). */
+    private static final Pattern CHECKPOINT_ID = Pattern.compile("[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}");
+    private static final String UPLOAD_PATH = "/v1/checkpoints/{id}";
+    /**
+     * Socket reads grow up to this size under load, and body pieces are not split below it: with
+     * Netty's defaults (8 KiB pieces, 64 KiB reads) per-piece overhead dominates a fast upload.
+     */
+    private static final int MAX_READ_BYTES = 1 << 20;
+    /** Body pieces that may wait to be spooled, each at most {@link #MAX_READ_BYTES}: the memory bound per upload. */
+    private static final int BODY_PREFETCH = 4;
+    private static final int MAX_HTTP_HEADER_BYTES = 16 << 10;
+    private static final int FINISHED_UPLOADS_KEPT = 1024;
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final IngestOptions options;
+    private final IngestMetrics metrics = new IngestMetrics();
+    private final Map<String, UploadStatus> uploads = new ConcurrentHashMap<>();
+    private final Optional<byte[]> expectedAuthorization;
+    private final DisposableServer server;
+
+    // maxChunkSize is deprecated because Netty 5 stops splitting bodies; Netty 4 still splits at 8 KiB without it.
+    @SuppressWarnings("deprecation")
+    private IngestServer(IngestOptions options) {
+        this.options = options;
+        this.expectedAuthorization = options.token().map(t -> ("Bearer " + t).getBytes(StandardCharsets.UTF_8));
+        try {
+            Files.createDirectories(options.spoolDir());
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create the spool folder " + options.spoolDir(), e);
+        }
+        this.server = HttpServer.create()
+                .host(options.bindHost())
+                .port(options.port())
+                .httpRequestDecoder(spec -> spec.maxHeaderSize(MAX_HTTP_HEADER_BYTES).maxChunkSize(MAX_READ_BYTES))
+                .childOption(ChannelOption.RECVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 64 << 10, MAX_READ_BYTES))
+                .route(routes -> routes
+                        .put(UPLOAD_PATH, authorized(this::upload))
+                        .get(UPLOAD_PATH, authorized(this::status))
+                        .get("/healthz", authorized((req, res) -> reply(res, HttpResponseStatus.OK, Map.of("status", "ok"))))
+                        .get("/metrics", authorized(this::metrics)))
+                .bindNow();
+    }
+
+    /** Binds and starts serving; {@link #close()} stops. */
+    public static IngestServer start(IngestOptions options) {
+        return new IngestServer(options);
+    }
+
+    public int port() {
+        return server.port();
+    }
+
+    /** {@code http://host:port}, for clients and log lines. */
+    public String baseUri() {
+        return "http://" + (options.bindHost().contains(":") ? "[" + options.bindHost() + "]" : options.bindHost()) + ":" + port();
+    }
+
+    /** Blocks until the server stops, for the CLI. */
+    public void awaitTermination() {
+        server.onDispose().block();
+    }
+
+    /** Stops listening and drops open connections; uploads in flight commit nothing. */
+    @Override
+    public void close() {
+        server.disposeNow();
+    }
+
+    private BiFunction<HttpServerRequest, HttpServerResponse, Publisher<Void>> authorized(
+            BiFunction<HttpServerRequest, HttpServerResponse, Mono<Void>> handler) {
+        return (req, res) -> {
+            if (expectedAuthorization.isPresent()) {
+                String given = req.requestHeaders().get(HttpHeaderNames.AUTHORIZATION, "");
+                if (!MessageDigest.isEqual(expectedAuthorization.get(), given.getBytes(StandardCharsets.UTF_8))) {
+                    res.header(HttpHeaderNames.WWW_AUTHENTICATE, "Bearer");
+                    return error(res, HttpResponseStatus.UNAUTHORIZED, "missing or wrong bearer token");
+                }
+            }
+            return handler.apply(req, res);
+        };
+    }
+
+    private Mono<Void> upload(HttpServerRequest req, HttpServerResponse res) {
+        String id = req.param("id");
+        if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
+            return error(res, HttpResponseStatus.BAD_REQUEST, "invalid checkpoint id: use 1 to 200 of A-Z a-z 0-9 . _ -,"
+                    + " not starting with a dot");
+        }
+        UploadConfig config;
+        try {
+            config = UploadConfig.resolve(options, new QueryStringDecoder(req.uri()).parameters());
+        } catch (IllegalArgumentException | InvalidCheckpointException e) {
+            return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
+        }
+        UploadStatus status = begin(id);
+        if (status == null) {
+            return error(res, HttpResponseStatus.CONFLICT, "checkpoint " + id + " is being uploaded already");
+        }
+        CheckpointSink sink;
+        try {
+            sink = options.sinks().open(id, status);
+        } catch (RuntimeException e) {
+            status.failed("cannot open the sink: " + e.getMessage());
+            return reply(res, HttpResponseStatus.INTERNAL_SERVER_ERROR, status.toJson());
+        }
+        // Buffers cross to a worker thread, so they are retained here and released once on file.
+        Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
+        AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
+        Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, options.spoolDir(), options.maxHeaderBytes(),
+                config.singleBlob(), firstBlob::set, status));
+        Mono<CommitSummary> commit = config.singleBlob()
+                ? converted.switchOnFirst((first, events) -> writePlanned(sink, config, firstBlob.get(), events)).single()
+                : sink.write(config.descriptor(), converted);
+        return commit
+                // Events held by operators between the spool and the sink's own hooks (switchOnFirst's first) are released too.
+                .doOnDiscard(TensorEvent.class, TensorEvent::release)
+                .flatMap(summary -> {
+                    status.committed(summary);
+                    return reply(res, HttpResponseStatus.OK, status.toJson());
+                })
+                .onErrorResume(e -> {
+                    if (isClientGone(e)) {
+                        status.aborted();
+                        return Mono.empty();
+                    }
+                    HttpResponseStatus code = statusFor(e);
+                    status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
+                    return reply(res, code, status.toJson());
+                })
+                .doOnCancel(status::aborted);
+    }
+
+    /**
+     * Writes a single-blob upload laid out from its header, known by the time the first converted
+     * tensor arrives; when no tensor arrives (an error or an empty blob) there is nothing to plan.
+     */
+    private static Mono<CommitSummary> writePlanned(CheckpointSink sink, UploadConfig config, List<TensorInfo> uploaded,
+            Flux<TensorEvent> events) {
+        if (uploaded == null) {
+            return sink.write(config.descriptor(), events);
+        }
+        CheckpointDescriptor planned;
+        try {
+            planned = config.plannedFrom(uploaded);
+        } catch (RuntimeException e) {
+            // Subscribing and cancelling at once hands the first event back to the discard hook.
+            return events.take(0).then(Mono.error(e));
+        }
+        return sink.write(planned, events);
+    }
+
+    /**
+     * A new upload's status, or null while another upload of the same id is running. Statuses of
+     * finished uploads are kept for GET until more than {@link #FINISHED_UPLOADS_KEPT} pile up.
+     */
+    private UploadStatus begin(String id) {
+        if (uploads.size() > FINISHED_UPLOADS_KEPT) {
+            uploads.values().removeIf(u -> u.state() != UploadStatus.State.RECEIVING);
+        }
+        UploadStatus[] created = {null};
+        uploads.compute(id, (k, old) -> {
+            if (old != null && old.state() == UploadStatus.State.RECEIVING) {
+                return old;
+            }
+            created[0] = new UploadStatus(id, metrics);
+            return created[0];
+        });
+        return created[0];
+    }
+
+    private static boolean isClientGone(Throwable e) {
+        return e instanceof AbortedException || AbortedException.isConnectionReset(e);
+    }
+
+    private static HttpResponseStatus statusFor(Throwable e) {
+        if (e instanceof InvalidCheckpointException) {
+            return HttpResponseStatus.BAD_REQUEST;
+        }
+        if (e instanceof MissingExpertsException || e instanceof IllegalArgumentException) {
+            return HttpResponseStatus.UNPROCESSABLE_ENTITY;
+        }
+        if (e instanceof OutputExistsException) {
+            return HttpResponseStatus.CONFLICT;
+        }
+        return HttpResponseStatus.INTERNAL_SERVER_ERROR;
+    }
+
+    private Mono<Void> status(HttpServerRequest req, HttpServerResponse res) {
+        UploadStatus status = uploads.get(req.param("id"));
+        return status == null
+                ? error(res, HttpResponseStatus.NOT_FOUND, "no upload of checkpoint " + req.param("id") + " since the service started")
+                : reply(res, HttpResponseStatus.OK, status.toJson());
+    }
+
+    private Mono<Void> metrics(HttpServerRequest req, HttpServerResponse res) {
+        byte[] text = metrics.scrape().getBytes(StandardCharsets.UTF_8);
+        return res.status(HttpResponseStatus.OK)
+                .header(HttpHeaderNames.CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                .header(HttpHeaderNames.CONTENT_LENGTH, Integer.toString(text.length))
+                .sendByteArray(Mono.just(text))
+                .then();
+    }
+
+    private static Mono<Void> error(HttpServerResponse res, HttpResponseStatus code, String message) {
+        Map<String, Object> body = new LinkedHashMap<>();
+        body.put("error", message);
+        return reply(res, code, body);
+    }
+
+    private static Mono<Void> reply(HttpServerResponse res, HttpResponseStatus code, Map<String, Object> body) {
+        byte[] json;
+        try {
+            json = JSON.writeValueAsBytes(body);
+        } catch (JsonProcessingException e) {
+            return Mono.error(e);
+        }
+        return res.status(code)
+                .header(HttpHeaderNames.CONTENT_TYPE, "application/json")
+                .header(HttpHeaderNames.CONTENT_LENGTH, Integer.toString(json.length))
+                .sendByteArray(Mono.just(json))
+                .then();
+    }
+}

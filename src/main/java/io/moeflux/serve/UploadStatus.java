@@ -1,0 +1,121 @@
+package io.moeflux.serve;
+
+import io.moeflux.pipeline.CommitSummary;
+import io.moeflux.pipeline.Progress;
+import java.time.Duration;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+
+/** One upload's state and progress, as {@code GET /v1/checkpoints/{id}} reports it; updated from any thread. */
+final class UploadStatus implements Progress {
+    enum State {
+        RECEIVING, COMMITTED, FAILED, ABORTED;
+
+        String json() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    private final String id;
+    private final IngestMetrics metrics;
+    private final long startNanos = System.nanoTime();
+    private final AtomicLong bytesReceived = new AtomicLong();
+    private final AtomicLong tensorsReceived = new AtomicLong();
+    private final AtomicLong bytesWritten = new AtomicLong();
+    private final AtomicLong tensorsWritten = new AtomicLong();
+    private volatile State state = State.RECEIVING;
+    private volatile long endNanos;
+    private volatile String error;
+    private volatile CommitSummary summary;
+
+    UploadStatus(String id, IngestMetrics metrics) {
+        this.id = id;
+        this.metrics = metrics;
+        metrics.uploadStarted();
+    }
+
+    State state() {
+        return state;
+    }
+
+    void bytesReceived(long n) {
+        bytesReceived.addAndGet(n);
+        metrics.bytesReceived.increment(n);
+    }
+
+    void tensorReceived() {
+        tensorsReceived.incrementAndGet();
+        metrics.tensorsReceived.increment();
+    }
+
+    long receivedBytes() {
+        return bytesReceived.get();
+    }
+
+    @Override
+    public void bytesWritten(long bytes) {
+        bytesWritten.addAndGet(bytes);
+        metrics.bytesWritten.increment(bytes);
+    }
+
+    @Override
+    public void tensorWritten(String fqn) {
+        tensorsWritten.incrementAndGet();
+        metrics.tensorsWritten.increment();
+    }
+
+    synchronized void committed(CommitSummary s) {
+        if (state == State.RECEIVING) {
+            summary = s;
+            end(State.COMMITTED);
+        }
+    }
+
+    synchronized void failed(String message) {
+        if (state == State.RECEIVING) {
+            error = message;
+            end(State.FAILED);
+        }
+    }
+
+    synchronized void aborted() {
+        if (state == State.RECEIVING) {
+            error = "the client went away before the upload completed; nothing was committed";
+            end(State.ABORTED);
+        }
+    }
+
+    private void end(State s) {
+        endNanos = System.nanoTime();
+        state = s;
+        metrics.uploadEnded(s.json(), Duration.ofNanos(endNanos - startNanos));
+    }
+
+    double seconds() {
+        long end = state == State.RECEIVING ? System.nanoTime() : endNanos;
+        return (end - startNanos) / 1e9;
+    }
+
+    Map<String, Object> toJson() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("id", id);
+        m.put("state", state.json());
+        m.put("bytes_received", bytesReceived.get());
+        m.put("tensors_received", tensorsReceived.get());
+        m.put("tensors_written", tensorsWritten.get());
+        m.put("bytes_written", bytesWritten.get());
+        m.put("seconds", seconds());
+        CommitSummary s = summary;
+        if (s != null) {
+            m.put("location", s.location());
+            m.put("tensors", s.tensors());
+            m.put("bytes", s.bytes());
+            m.put("files", s.files());
+        }
+        if (error != null) {
+            m.put("error", error);
+        }
+        return m;
+    }
+}

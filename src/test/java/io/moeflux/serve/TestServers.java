@@ -1,0 +1,134 @@
+package io.moeflux.serve;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.safetensors.SafetensorsSink;
+import io.moeflux.connect.safetensors.SafetensorsSinkOptions;
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+
+/** Servers writing real checkpoint folders, and a JDK HTTP client talking to them. */
+final class TestServers {
+    static final Path VECTORS = Path.of("../pipeline/src/test/resources/reference-vectors");
+    static final ObjectMapper JSON = new ObjectMapper();
+    static final HttpClient CLIENT = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+
+    private TestServers() {}
+
+    static CheckpointSinks folders(Path sinkDir) {
+        return (id, progress) -> SafetensorsSink.create(SafetensorsSinkOptions.to(sinkDir.resolve(id)).withProgress(progress));
+    }
+
+    static IngestOptions options(Direction direction, Path sinkDir) {
+        return IngestOptions.defaults(0, direction, folders(sinkDir), sinkDir.resolve(".moeflux-spool"));
+    }
+
+    /** A body sent with chunked transfer encoding, as a streaming client sends it: no length up front. */
+    static HttpRequest.BodyPublisher chunked(Path... files) throws IOException {
+        HttpRequest.BodyPublisher[] parts = new HttpRequest.BodyPublisher[files.length];
+        for (int i = 0; i < files.length; i++) {
+            parts[i] = HttpRequest.BodyPublishers.ofFile(files[i]);
+        }
+        return HttpRequest.BodyPublishers.fromPublisher(HttpRequest.BodyPublishers.concat(parts));
+    }
+
+    static HttpResponse<String> put(IngestServer server, String pathAndQuery, HttpRequest.BodyPublisher body, String... headers)
+            throws IOException, InterruptedException {
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(server.baseUri() + pathAndQuery)).PUT(body)
+                .timeout(Duration.ofSeconds(60));
+        if (headers.length > 0) {
+            b.headers(headers);
+        }
+        return CLIENT.send(b.build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    static HttpResponse<String> get(IngestServer server, String path, String... headers) throws IOException, InterruptedException {
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(server.baseUri() + path)).GET();
+        if (headers.length > 0) {
+            b.headers(headers);
+        }
+        return CLIENT.send(b.build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    static JsonNode json(HttpResponse<String> response) throws IOException {
+        return JSON.readTree(response.body());
+    }
+
+    /** What the sink folder holds besides the spool folder: committed checkpoints and leftover staging folders. */
+    static List<String> sinkEntries(Path sinkDir) throws IOException {
+        try (Stream<Path> s = Files.list(sinkDir)) {
+            return s.map(p -> p.getFileName().toString()).filter(n -> !n.equals(".moeflux-spool")).sorted().toList();
+        }
+    }
+
+    /**
+     * Spool files this process still has open or mapped, as {@code /proc/self} shows them (they are
+     * unlinked as soon as they are opened, so the folder itself is always empty), plus anything that is
+     * in the folder: after an upload ends, all of it must be gone.
+     */
+    static List<String> spoolInUse(Path sinkDir) throws IOException {
+        return spoolInUseIn(sinkDir.resolve(".moeflux-spool"));
+    }
+
+    static List<String> spoolInUseIn(Path spoolDir) throws IOException {
+        if (!Files.exists(spoolDir)) {
+            return List.of();
+        }
+        String dir = spoolDir.toRealPath() + "/";
+        List<String> inUse = new ArrayList<>();
+        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
+            if (line.contains(dir)) {
+                inUse.add("mapped: " + line);
+            }
+        }
+        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            for (Path fd : fds.toList()) {
+                try {
+                    String target = Files.readSymbolicLink(fd).toString();
+                    if (target.startsWith(dir)) {
+                        inUse.add("open: " + target);
+                    }
+                } catch (IOException closedMeanwhile) {
+                    // The descriptor was closed between listing and reading it: not in use.
+                }
+            }
+        }
+        try (Stream<Path> files = Files.list(spoolDir)) {
+            files.forEach(f -> inUse.add("file: " + f));
+        }
+        return inUse;
+    }
+
+    /** Waits until no staging folder or spool file is left: a failed upload cleans up as its pipeline winds down. */
+    static void awaitCleanup(Path sinkDir) throws Exception {
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while ((sinkEntries(sinkDir).stream().anyMatch(n -> n.contains(".partial-")) || !spoolInUse(sinkDir).isEmpty())
+                && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+        }
+    }
+
+    /** Waits until an upload has ended (committed, failed or aborted) and returns its status. */
+    static JsonNode awaitEnd(IngestServer server, String id) throws Exception {
+        long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
+        while (true) {
+            HttpResponse<String> r = get(server, "/v1/checkpoints/" + id);
+            if (r.statusCode() == 200 && !json(r).get("state").asText().equals("receiving")) {
+                return json(r);
+            }
+            assertThat(System.nanoTime()).as("upload %s still running", id).isLessThan(deadline);
+            Thread.sleep(20);
+        }
+    }
+}
