@@ -1,4 +1,4 @@
-# moeflux CLI image: built from this repository, runs `moeflux ARGS...` (see docs/kafka.md).
+# moeflux CLI image: built from this repository, runs `moeflux ARGS...` (see README.md, "Kafka").
 #   docker build -t moeflux .
 #   docker run --rm -v "$PWD/ckpt:/data" moeflux from-hf /data/hf /data/native
 FROM eclipse-temurin:25-jdk AS build

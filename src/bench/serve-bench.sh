@@ -107,7 +107,7 @@ upload() {
   fi
 }
 
-# A one-file checkpoint is one blob: single_blob=true lets its header plan the output (see docs/serve.md).
+# A one-file checkpoint is one blob: single_blob=true lets its header plan the output (see README.md, "Live ingest (HTTP)").
 single=""
 [ "${BENCH_SINGLE_BLOB:-1}" = 1 ] && single="?single_blob=true"
 best_cp=""

@@ -13,9 +13,9 @@ import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The standard-library Python client of docs/serve.md, run as documented: one tensor per blob during a "save". */
+/** The standard-library Python client of the README, run as documented: one tensor per blob during a "save". */
 class PythonClientTest {
-    static final Path DOC = Path.of("../docs/serve.md");
+    static final Path DOC = Path.of("../README.md");
 
     @TempDir
     Path tmp;
@@ -24,7 +24,7 @@ class PythonClientTest {
     void theDocumentedClientStreamsAHy3CheckpointTensorByTensorAndItMatchesTheReference() throws Exception {
         assumeThat(pythonInstalled()).as("python3 is installed").isTrue();
         String doc = Files.readString(DOC);
-        int start = doc.indexOf("```python\n") + "```python\n".length();
+        int start = doc.indexOf("```python\n", doc.indexOf("## Live ingest (HTTP)")) + "```python\n".length();
         String client = doc.substring(start, doc.indexOf("```", start));
         Files.writeString(tmp.resolve("client.py"), client.substring(0, client.indexOf("if __name__")));
         // A stand-in for a trainer's save loop: every tensor of the three shards, one at a time.

@@ -17,7 +17,13 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -61,6 +67,7 @@ final class FolderSink implements CheckpointSink {
             Scheduler io = Schedulers.newBoundedElastic(options.writeThreads(), Integer.MAX_VALUE, "moeflux-write");
             int threads = options.writeThreads();
             InFlight inFlight = new InFlight();
+            AtomicBoolean cancelled = new AtomicBoolean();
             Runnable cleanup = () -> {
                 // Tasks already running finish their piece (and release their tensor) before the
                 // staging folder goes, so a failed write leaves neither files nor held memory behind.
@@ -71,7 +78,8 @@ final class FolderSink implements CheckpointSink {
             };
             return events
                     .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
-                    .flatMap(task -> Mono.fromRunnable(() -> inFlight.run(task)).subscribeOn(io).doOnCancel(task::abandonUnstarted),
+                    .flatMap(task -> Mono.fromRunnable(() -> inFlight.run(task, cancelled)).subscribeOn(io)
+                                    .doOnCancel(task::abandonUnstarted),
                             threads, 1)
                     .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
                     // Below both operators, so tensors they still queue when the write fails are released too.
@@ -85,7 +93,10 @@ final class FolderSink implements CheckpointSink {
                     }).subscribeOn(io))
                     .onErrorResume(e -> Mono.fromRunnable(cleanup).then(Mono.error(e)))
                     .doOnSuccess(summary -> cleanup.run())
-                    .doOnCancel(cleanup);
+                    .doOnCancel(() -> {
+                        cancelled.set(true);
+                        cleanup.run();
+                    });
         });
     }
 
@@ -93,12 +104,17 @@ final class FolderSink implements CheckpointSink {
     private static final class InFlight {
         private int running;
 
-        void run(WriteTask task) {
+        /** Runs a task; once the write is cancelled its failures (interrupted I/O) are expected and dropped. */
+        void run(WriteTask task, AtomicBoolean cancelled) {
             synchronized (this) {
                 running++;
             }
             try {
                 task.run();
+            } catch (RuntimeException e) {
+                if (!cancelled.get()) {
+                    throw e;
+                }
             } finally {
                 synchronized (this) {
                     running--;
@@ -137,7 +153,7 @@ final class FolderSink implements CheckpointSink {
         private final Path file;
         private final long fileOffset;
         private final AtomicInteger remaining;
-        private final java.util.concurrent.atomic.AtomicBoolean started = new java.util.concurrent.atomic.AtomicBoolean();
+        private final AtomicBoolean started = new AtomicBoolean();
 
         WriteTask(TensorEvent event, Tensor.Piece piece, FileChannel channel, Path file, long fileOffset,
                   AtomicInteger remaining) {
@@ -254,7 +270,7 @@ final class FolderSink implements CheckpointSink {
         private final ShardLayout layout;
         private final List<FileChannel> channels = new ArrayList<>();
         private final List<Path> files = new ArrayList<>();
-        private final java.util.Set<String> written = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        private final Set<String> written = ConcurrentHashMap.newKeySet();
 
         PlannedPlacer(Path dir, ShardLayout layout) throws IOException {
             this.layout = layout;
@@ -323,7 +339,7 @@ final class FolderSink implements CheckpointSink {
         private final Path spoolPath;
         private final FileChannel spool;
         private final List<Spooled> spooled = new ArrayList<>();
-        private final java.util.Set<String> names = new java.util.HashSet<>();
+        private final Set<String> names = new HashSet<>();
         private long end;
         private final List<FileChannel> shardChannels = new ArrayList<>();
 
@@ -350,7 +366,7 @@ final class FolderSink implements CheckpointSink {
         @Override
         public ShardLayout finish(long maxShardSize) throws IOException {
             ShardLayout layout = ShardLayout.plan(spooled.stream().map(Spooled::info).toList(), maxShardSize);
-            java.util.Map<String, Long> spoolOffsets = new java.util.HashMap<>();
+            Map<String, Long> spoolOffsets = new HashMap<>();
             spooled.forEach(s -> spoolOffsets.put(s.info().name(), s.offset()));
             for (ShardLayout.Shard s : layout.shards()) {
                 FileChannel out = FileChannel.open(dir.resolve(s.fileName()), StandardOpenOption.CREATE_NEW,
