@@ -32,7 +32,7 @@ import picocli.CommandLine.Spec;
                 + "chunked, any size. Each tensor is converted as it arrives, and the checkpoint is committed "
                 + "atomically to SINK/{id} (or as checkpoint {id} on the Kafka topic) when the upload completes. "
                 + "Also GET /v1/checkpoints/{id} (progress), "
-                + "GET /healthz and GET /metrics (Prometheus). See README.md, "Live ingest (HTTP)".")
+                + "GET /healthz and GET /metrics (Prometheus). See README.md, section Live ingest (HTTP).")
 final class ServeCommand implements Callable<Integer> {
     @Option(names = "--port", required = true, paramLabel = "P", description = "TCP port (0 picks a free one).")
     int port;
