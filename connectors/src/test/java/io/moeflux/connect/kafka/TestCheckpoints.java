@@ -40,12 +40,14 @@ final class TestCheckpoints {
         });
     }
 
-    /** Name to dtype, shape and SHA-256 of every tensor of a stream, releasing them. */
+    /** Name to dtype, shape and SHA-256 of every tensor of a stream, releasing them; a tensor seen twice fails. */
     static Map<String, String> digest(Flux<TensorEvent> events) {
         Map<String, String> out = new TreeMap<>();
         events.doOnNext(e -> {
             try {
-                out.put(e.fqn(), Manifests.describe(e));
+                if (out.put(e.fqn(), Manifests.describe(e)) != null) {
+                    throw new AssertionError("tensor " + e.fqn() + " arrived twice");
+                }
             } finally {
                 e.release();
             }
