@@ -26,11 +26,13 @@ final class ChildJvm implements AutoCloseable {
     private final Process process;
     private final Path log;
     private final BlockingQueue<String> lines = new LinkedBlockingQueue<>();
+    private final Thread reader;
 
     private ChildJvm(String name, Process process, Path log) {
         this.name = name;
         this.process = process;
         this.log = log;
+        this.reader = Thread.ofPlatform().daemon().name(name + "-stdout").unstarted(this::readLines);
     }
 
     /** Starts {@code main} with {@code args}, appending its standard error to {@code log}. */
@@ -46,7 +48,7 @@ final class ChildJvm implements AutoCloseable {
                     .redirectError(ProcessBuilder.Redirect.appendTo(log.toFile()))
                     .start();
             ChildJvm child = new ChildJvm(main.getSimpleName(), process, log);
-            Thread.ofPlatform().daemon().name(child.name + "-stdout").start(child::readLines);
+            child.reader.start();
             return child;
         } catch (IOException e) {
             throw new UncheckedIOException("cannot start " + main.getName(), e);
@@ -60,7 +62,7 @@ final class ChildJvm implements AutoCloseable {
                 lines.add(line);
             }
         } catch (IOException e) {
-            // The child was killed while we read: whatever it printed before is queued already.
+            // The pipe went away with a killed child: whatever it printed before is queued already.
         }
     }
 
@@ -72,8 +74,11 @@ final class ChildJvm implements AutoCloseable {
             if (line != null && line.startsWith(prefix)) {
                 return line;
             }
-            if (line == null && !process.isAlive() && lines.isEmpty()) {
-                throw failure("exited with code " + process.exitValue() + " before printing '" + prefix + "'");
+            // Only once the reader has drained the pipe is an exited child's output complete.
+            if (line == null && !reader.isAlive() && lines.isEmpty()) {
+                process.waitFor(10, TimeUnit.SECONDS);
+                throw failure((process.isAlive() ? "closed its output" : "exited with code " + process.exitValue())
+                        + " before printing '" + prefix + "'");
             }
         }
         throw failure("printed no '" + prefix + "' within " + timeout.toSeconds() + " s");
