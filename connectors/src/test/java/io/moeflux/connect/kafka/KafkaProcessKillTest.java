@@ -1,6 +1,7 @@
 package io.moeflux.connect.kafka;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CommitSummary;
@@ -11,12 +12,14 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
+import org.apache.kafka.clients.producer.ProducerConfig;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -27,6 +30,9 @@ import org.junit.jupiter.api.io.TempDir;
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class KafkaProcessKillTest {
     static final Duration STARTUP = Duration.ofSeconds(60);
+    /** A published checkpoint of 6 MiB: 96 chunks of 64 KiB. */
+    static final List<TensorInfo> INFOS = TestCheckpoints.syntheticInfos(24, 256 << 10, 6);
+    static final long TOTAL = INFOS.stream().mapToLong(TensorInfo::byteSize).sum();
 
     @TempDir
     static Path shared;
@@ -62,9 +68,55 @@ class KafkaProcessKillTest {
 
     @Test
     void aBrokerKilledMidPublishAndRestartedLeavesACompleteBitExactCheckpoint() throws Exception {
-        // 6 MiB in 96 chunks of 64 KiB, at most 15 of them in flight.
-        List<TensorInfo> infos = TestCheckpoints.syntheticInfos(24, 256 << 10, 6);
-        long total = infos.stream().mapToLong(TensorInfo::byteSize).sum();
+        KafkaSinkOptions options = sink("killed-broker");
+        CompletableFuture<CommitSummary> publish = publishKillingTheBrokerAThirdIn(options, 11);
+        restartBroker();
+
+        CommitSummary summary;
+        try {
+            summary = publish.get(90, TimeUnit.SECONDS);
+        } catch (ExecutionException e) {
+            // The other permitted outcome: a clear failure, after which publishing again succeeds.
+            assertFailedClearly(e.getCause(), options);
+            summary = KafkaCheckpointSink.create(options).write(planned(), TestCheckpoints.synthetic(INFOS, 11))
+                    .block(Duration.ofSeconds(60));
+        }
+        assertThat(summary.tensors()).isEqualTo(INFOS.size());
+        assertThat(summary.bytes()).isEqualTo(TOTAL);
+        assertReadsBitExact(options, 11);
+    }
+
+    @Test
+    void aPublishWhoseBrokerStaysDeadPastTheDeliveryTimeoutFailsClearlyAndPublishingAgainIsBitExact() throws Exception {
+        // The producer gives up on a record after 3 s; the broker stays dead until it has.
+        KafkaSinkOptions options = sink("dead-broker").withProducerProperties(Map.of(
+                ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, 2000, ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 3000));
+        CompletableFuture<CommitSummary> publish = publishKillingTheBrokerAThirdIn(options, 17);
+        assertThatThrownBy(() -> publish.get(60, TimeUnit.SECONDS)).isInstanceOf(ExecutionException.class)
+                .satisfies(e -> assertFailedClearly(e.getCause(), options));
+        restartBroker();
+
+        // Readers see the abandoned third as well; its chunks agree with the new ones and are dropped.
+        CommitSummary summary = KafkaCheckpointSink.create(options.withProducerProperties(Map.of()))
+                .write(planned(), TestCheckpoints.synthetic(INFOS, 17))
+                .block(Duration.ofSeconds(60));
+        assertThat(summary.tensors()).isEqualTo(INFOS.size());
+        assertReadsBitExact(options, 17);
+    }
+
+    /** 64 KiB chunks, at most 15 in flight, on 3 partitions. */
+    static KafkaSinkOptions sink(String topic) {
+        return KafkaSinkOptions.to(endpoint(topic)).withChunkBytes(64 << 10).withBufferMemory(1 << 20)
+                .withPartitionsIfCreated(3);
+    }
+
+    static CheckpointDescriptor planned() {
+        return CheckpointDescriptor.UNKNOWN.withTensors(INFOS);
+    }
+
+    /** Starts publishing and returns once the broker has been killed, a third of the way in. */
+    static CompletableFuture<CommitSummary> publishKillingTheBrokerAThirdIn(KafkaSinkOptions options, long seed)
+            throws InterruptedException {
         CountDownLatch killed = new CountDownLatch(1);
         AtomicLong acknowledgedAtKill = new AtomicLong();
         Progress killAThirdIn = new Progress() {
@@ -73,7 +125,7 @@ class KafkaProcessKillTest {
             @Override
             public synchronized void bytesWritten(long bytes) {
                 acknowledged += bytes;
-                if (acknowledged >= total / 3 && killed.getCount() > 0) {
+                if (acknowledged >= TOTAL / 3 && killed.getCount() > 0) {
                     // Killed inside the acknowledgement, so no further acknowledgement (and no commit
                     // record, which waits for all of them) can slip in before the broker is gone.
                     try {
@@ -89,32 +141,29 @@ class KafkaProcessKillTest {
             @Override
             public void tensorWritten(String fqn) {}
         };
-        KafkaSinkOptions options = KafkaSinkOptions.to(endpoint("killed-broker")).withChunkBytes(64 << 10)
-                .withBufferMemory(1 << 20).withPartitionsIfCreated(3);
-        CheckpointDescriptor planned = CheckpointDescriptor.UNKNOWN.withTensors(infos);
         CompletableFuture<CommitSummary> publish = KafkaCheckpointSink.create(options.withProgress(killAThirdIn))
-                .write(planned, TestCheckpoints.synthetic(infos, 11))
+                .write(planned(), TestCheckpoints.synthetic(INFOS, seed))
                 .toFuture();
-
         assertThat(killed.await(60, TimeUnit.SECONDS)).isTrue();
-        assertThat(acknowledgedAtKill.get()).isLessThan(total);
+        assertThat(acknowledgedAtKill.get()).isLessThan(TOTAL);
+        return publish;
+    }
+
+    /** A new broker process on the same port and data directory. */
+    static void restartBroker() throws InterruptedException {
         broker = startBroker(port);
         broker.awaitLine("listening ", STARTUP);
+    }
 
-        CommitSummary summary;
-        try {
-            summary = publish.get(90, TimeUnit.SECONDS);
-        } catch (ExecutionException e) {
-            // The other permitted outcome: a clear failure, after which publishing again succeeds.
-            assertThat(e.getCause()).isInstanceOf(UncheckedIOException.class)
-                    .hasMessageContaining("publishing checkpoint c to " + endpoint("killed-broker") + " failed");
-            summary = KafkaCheckpointSink.create(options).write(planned, TestCheckpoints.synthetic(infos, 11))
-                    .block(Duration.ofSeconds(60));
-        }
-        assertThat(summary.tensors()).isEqualTo(infos.size());
-        assertThat(summary.bytes()).isEqualTo(total);
-        KafkaCheckpointSource read = KafkaCheckpointSource.create(KafkaSourceOptions.from(endpoint("killed-broker")));
-        assertThat(TestCheckpoints.digest(read)).isEqualTo(TestCheckpoints.digest(TestCheckpoints.synthetic(infos, 11)));
+    static void assertFailedClearly(Throwable failure, KafkaSinkOptions options) {
+        assertThat(failure).isInstanceOf(UncheckedIOException.class)
+                .hasMessageContaining("publishing checkpoint c to " + options.endpoint() + " failed");
+    }
+
+    /** Every tensor read back once, bit for bit. */
+    static void assertReadsBitExact(KafkaSinkOptions options, long seed) {
+        KafkaCheckpointSource read = KafkaCheckpointSource.create(KafkaSourceOptions.from(options.endpoint()));
+        assertThat(TestCheckpoints.digest(read)).isEqualTo(TestCheckpoints.digest(TestCheckpoints.synthetic(INFOS, seed)));
     }
 
     @Test
