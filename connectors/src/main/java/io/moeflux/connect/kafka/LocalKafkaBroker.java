@@ -85,6 +85,11 @@ public final class LocalKafkaBroker implements AutoCloseable {
         p.put("transaction.state.log.min.isr", "1");
         p.put("transaction.state.log.num.partitions", "1");
         p.put("group.initial.rebalance.delay.ms", "0");
+        // After a crash the restarted controller still holds the dead broker's registration and refuses
+        // the new one until that session expires (9 s by default); here the broker heartbeats to its own
+        // process, so a shorter session brings a killed broker back in seconds.
+        p.put("broker.session.timeout.ms", "4000");
+        p.put("broker.heartbeat.interval.ms", "1000");
         p.put("num.partitions", "1");
         p.put("auto.create.topics.enable", "false");
         return p;
