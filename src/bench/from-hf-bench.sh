@@ -11,7 +11,7 @@
 # that, `cp` only measures a memory copy while moeflux also pays for its 0.4 s JVM start.
 #
 # Settings (environment): BENCH_DIR (work folder, default ./bench-work; needs 3x the input free),
-# BENCH_EXPERTS (experts in the MoE layer, default 64), BENCH_RUNS (default 3), BENCH_KEEP=1 keeps the
+# BENCH_EXPERTS (experts in the MoE layer, default 64), BENCH_RUNS (default 5), BENCH_KEEP=1 keeps the
 # work folder. Targets: ratio <= 2.5, peak anonymous memory <= 1 GiB, hy3-keys from-hf < 4 s.
 #
 # Neither cp nor moeflux fsyncs, so both are timed to the page cache; `sync` runs, untimed, before
@@ -21,7 +21,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=${BENCH_DIR:-$root/bench-work}
 experts=${BENCH_EXPERTS:-64}
-runs=${BENCH_RUNS:-3}
+runs=${BENCH_RUNS:-5}
 moeflux="$root/moeflux"
 
 now() { date +%s.%N; }

@@ -81,19 +81,7 @@ public final class SpillArea {
      * can be sliced; the argument is not released.
      */
     public DenseTensor materialize(Tensor t) throws IOException {
-        DenseTensor out = allocate(t.dtype(), t.shape());
-        try {
-            MemorySegment dst = out.data();
-            long[] pos = {0};
-            t.writeTo(chunk -> {
-                MemorySegment.copy(chunk, 0, dst, pos[0], chunk.byteSize());
-                pos[0] += chunk.byteSize();
-            });
-            return out;
-        } catch (IOException | RuntimeException e) {
-            out.release();
-            throw e;
-        }
+        return Tensors.copyInto(t, allocate(t.dtype(), t.shape()));
     }
 
     private static void deleteQuietly(Path file) {

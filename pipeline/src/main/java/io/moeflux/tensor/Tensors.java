@@ -59,7 +59,14 @@ public final class Tensors {
 
     /** Copies a tensor's bytes into a new dense tensor (its own memory); the argument is not released. */
     public static DenseTensor materialize(Tensor t) throws IOException {
-        DenseTensor out = allocate(t.dtype(), t.shape());
+        return copyInto(t, allocate(t.dtype(), t.shape()));
+    }
+
+    /**
+     * Writes {@code t}'s bytes into {@code out}, a fresh tensor of the same size, and returns it; on
+     * failure {@code out} is released. The argument is not released.
+     */
+    static DenseTensor copyInto(Tensor t, DenseTensor out) throws IOException {
         try {
             long[] pos = {0};
             MemorySegment dst = out.data();

@@ -45,7 +45,8 @@ final class GroupMember {
     }
 
     Mono<CommitSummary> run() {
-        TopicScanner scanner = new TopicScanner(source.bootstrapServers(), source.topic(), source.consumerProperties());
+        TopicScanner scanner = new TopicScanner(source.bootstrapServers(), source.topic(), source.consumerProperties(),
+                source.stallTimeout());
         Mono<Integer> sourcePartitions = Topics.partitions(source.bootstrapServers(), source.topic())
                 .map(p -> p.orElseThrow(() -> new KafkaCheckpointException("topic " + source.topic() + " does not exist")));
         Mono<KafkaGroupConversion.Plan> plan = scanner.manifest(sourceId)

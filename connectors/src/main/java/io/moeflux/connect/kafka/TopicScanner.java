@@ -12,6 +12,7 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import reactor.core.publisher.Mono;
 import reactor.core.scheduler.Schedulers;
+import reactor.util.retry.Retry;
 
 /**
  * Scans partition 0 of a topic, which holds a copy of every manifest and commit record, for the
@@ -25,12 +26,36 @@ final class TopicScanner {
     private final String bootstrapServers;
     private final String topic;
     private final Map<String, Object> overrides;
+    private final Duration waitForRecords;
 
-    TopicScanner(String bootstrapServers, String topic, Map<String, Object> overrides) {
+    /**
+     * @param waitForRecords how long to keep looking for a manifest or commit record that is not
+     *                       visible yet: a reader may start before the publisher, and a transactional
+     *                       publish becomes visible to {@code read_committed} readers only once its
+     *                       markers are written, shortly after the publisher's commit returns
+     */
+    TopicScanner(String bootstrapServers, String topic, Map<String, Object> overrides, Duration waitForRecords) {
         this.bootstrapServers = bootstrapServers;
         this.topic = topic;
         this.overrides = overrides;
+        this.waitForRecords = waitForRecords;
     }
+
+    /** Not there (yet): retried until {@code waitForRecords} has passed, then reported. */
+    private static final class NotVisibleYet extends KafkaCheckpointException {
+        NotVisibleYet(String message) {
+            super(message);
+        }
+    }
+
+    private <T> Mono<T> retryUntilVisible(Mono<T> scan) {
+        long attempts = Math.max(1, waitForRecords.toMillis() / RETRY_DELAY.toMillis());
+        return scan.retryWhen(Retry.fixedDelay(attempts, RETRY_DELAY)
+                .filter(NotVisibleYet.class::isInstance)
+                .onRetryExhaustedThrow((spec, signal) -> signal.failure()));
+    }
+
+    private static final Duration RETRY_DELAY = Duration.ofMillis(250);
 
     static Map<String, Object> consumerProperties(String bootstrapServers, Map<String, Object> overrides) {
         Map<String, Object> p = new HashMap<>();
@@ -59,10 +84,10 @@ final class TopicScanner {
                 return false;
             });
             if (newest[0] == null) {
-                throw new KafkaCheckpointException("topic " + topic + " holds no complete checkpoint (no commit record)");
+                throw new NotVisibleYet("topic " + topic + " holds no complete checkpoint (no commit record)");
             }
             return newest[0];
-        }).subscribeOn(Schedulers.boundedElastic());
+        }).subscribeOn(Schedulers.boundedElastic()).transform(this::retryUntilVisible);
     }
 
     /** A manifest and the timestamp of its first part's record. */
@@ -101,10 +126,10 @@ final class TopicScanner {
                 return false;
             });
             if (found[0] == null) {
-                throw new KafkaCheckpointException("topic " + topic + " holds no manifest of checkpoint " + checkpoint);
+                throw new NotVisibleYet("topic " + topic + " holds no manifest of checkpoint " + checkpoint);
             }
             return found[0];
-        }).subscribeOn(Schedulers.boundedElastic());
+        }).subscribeOn(Schedulers.boundedElastic()).transform(this::retryUntilVisible);
     }
 
     /**
