@@ -18,7 +18,7 @@ public final class Numerics {
         return Float.intBitsToFloat((bits & 0xFFFF) << 16);
     }
 
-    /** Reads element {@code index} of a floating-point segment as float (F64 narrows as torch does: to float first). */
+    /** The types expert casts convert between (F64 narrows to float first, as torch does). */
     public static boolean isFloatingPoint(DType t) {
         return t == DType.BF16 || t == DType.F16 || t == DType.F32 || t == DType.F64;
     }
