@@ -104,11 +104,16 @@ class ServiceEndpointsTest {
         out.flush();
     }
 
+    /**
+     * Bytes are counted as the socket delivers them and tensors once the parser has cut them out, on
+     * another thread, so the wait is for both.
+     */
     private static JsonNode awaitReceived(IngestServer server, long bytes) throws Exception {
         long deadline = System.nanoTime() + 10_000_000_000L;
         while (true) {
             HttpResponse<String> r = get(server, "/v1/checkpoints/live");
-            if (r.statusCode() == 200 && json(r).get("bytes_received").asLong() >= bytes) {
+            if (r.statusCode() == 200 && json(r).get("bytes_received").asLong() >= bytes
+                    && json(r).get("tensors_received").asLong() > 0) {
                 return json(r);
             }
             assertThat(System.nanoTime()).isLessThan(deadline);
