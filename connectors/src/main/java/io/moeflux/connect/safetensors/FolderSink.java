@@ -24,6 +24,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.locks.ReentrantLock;
 import java.util.concurrent.atomic.AtomicInteger;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -36,8 +37,18 @@ import reactor.core.scheduler.Schedulers;
  * once, which is also how far ahead of the disk the sink asks upstream for tensors.
  */
 final class FolderSink implements CheckpointSink {
-    /** In-kernel copies go in slices of this size so progress keeps moving on huge tensors. */
-    private static final long COPY_CHUNK = 64L << 20;
+    /**
+     * In-kernel copies go in slices of this size, each under the file's write lock, so progress keeps
+     * moving on huge tensors and concurrent writes into the same file wait for a millisecond at most.
+     */
+    private static final long COPY_SLICE = 4L << 20;
+    /**
+     * Bytes per write system call. Not larger: the page cache backs a write with folios about as large as
+     * the write, and on a VM whose balloon reports free memory to the host (as this project's machines
+     * do), fresh high-order folios fault in on the host: 8 MB writes ran at 0.4 GB/s there and 256 KB
+     * writes at 4.8 GB/s, with a 1 MB write already on the slow side (src/bench/write-size-bench.sh).
+     */
+    static final int WRITE_SLICE = 256 << 10;
 
     private final SafetensorsSinkOptions options;
 
@@ -149,18 +160,16 @@ final class FolderSink implements CheckpointSink {
     private final class WriteTask {
         private final TensorEvent event;
         private final Tensor.Piece piece;
-        private final FileChannel channel;
-        private final Path file;
+        private final OutputFile target;
         private final long fileOffset;
         private final AtomicInteger remaining;
         private final AtomicBoolean started = new AtomicBoolean();
 
-        WriteTask(TensorEvent event, Tensor.Piece piece, FileChannel channel, Path file, long fileOffset,
+        WriteTask(TensorEvent event, Tensor.Piece piece, OutputFile target, long fileOffset,
                   AtomicInteger remaining) {
             this.event = event;
             this.piece = piece;
-            this.channel = channel;
-            this.file = file;
+            this.target = target;
             this.fileOffset = fileOffset;
             this.remaining = remaining;
         }
@@ -201,12 +210,18 @@ final class FolderSink implements CheckpointSink {
          * position, which concurrent tasks must not share.
          */
         private long copyInKernel(FileRegion region, long at) throws IOException {
-            try (FileChannel out = FileChannel.open(file, StandardOpenOption.WRITE)) {
+            try (FileChannel out = FileChannel.open(target.path(), StandardOpenOption.WRITE)) {
                 out.position(at);
                 long from = region.position();
                 long left = region.size();
                 while (left > 0) {
-                    long n = region.channel().transferTo(from, Math.min(left, COPY_CHUNK), out);
+                    long n;
+                    target.writeLock().lock();
+                    try {
+                        n = region.channel().transferTo(from, Math.min(left, COPY_SLICE), out);
+                    } finally {
+                        target.writeLock().unlock();
+                    }
                     if (n <= 0) {
                         throw new IOException("source ended early");
                     }
@@ -220,12 +235,18 @@ final class FolderSink implements CheckpointSink {
 
         private void writeThroughMemory(long[] pos) throws IOException {
             piece.writer().writeTo(chunk -> {
-                ByteBuffer bb = chunk.asByteBuffer();
-                long n = bb.remaining();
-                while (bb.hasRemaining()) {
-                    pos[0] += channel.write(bb, pos[0]);
+                for (long off = 0; off < chunk.byteSize(); off += WRITE_SLICE) {
+                    ByteBuffer bb = chunk.asSlice(off, Math.min(WRITE_SLICE, chunk.byteSize() - off)).asByteBuffer();
+                    target.writeLock().lock();
+                    try {
+                        while (bb.hasRemaining()) {
+                            pos[0] += target.channel().write(bb, pos[0]);
+                        }
+                    } finally {
+                        target.writeLock().unlock();
+                    }
                 }
-                options.progress().bytesWritten(n);
+                options.progress().bytesWritten(chunk.byteSize());
             });
         }
 
@@ -243,6 +264,18 @@ final class FolderSink implements CheckpointSink {
         }
     }
 
+    /**
+     * A file being written and the lock its writes take. The kernel lets one buffered write into a
+     * file run at a time and makes the others spin on the inode's lock, burning a core (17% of a run's
+     * CPU in a profile); waiting here instead parks the thread, and with one writer more than there are
+     * cores, the cores keep transposing while a write copies.
+     */
+    private record OutputFile(Path path, FileChannel channel, ReentrantLock writeLock) {
+        OutputFile(Path path, FileChannel channel) {
+            this(path, channel, new ReentrantLock());
+        }
+    }
+
     /** Decides where each arriving tensor's bytes go, and lays the shards out at the end. */
     private interface Placer {
         List<WriteTask> tasks(TensorEvent event);
@@ -252,12 +285,12 @@ final class FolderSink implements CheckpointSink {
         void close();
     }
 
-    private List<WriteTask> tasksAt(TensorEvent event, FileChannel channel, Path file, long fileOffset) {
+    private List<WriteTask> tasksAt(TensorEvent event, OutputFile target, long fileOffset) {
         List<Tensor.Piece> pieces = event.tensor().pieces();
         AtomicInteger remaining = new AtomicInteger(pieces.size());
         List<WriteTask> tasks = new ArrayList<>(pieces.size());
         for (Tensor.Piece p : pieces) {
-            tasks.add(new WriteTask(event, p, channel, file, fileOffset, remaining));
+            tasks.add(new WriteTask(event, p, target, fileOffset, remaining));
         }
         if (pieces.isEmpty()) {
             event.release();
@@ -268,8 +301,7 @@ final class FolderSink implements CheckpointSink {
     /** Writes into shards laid out up front from the planned tensors. */
     private final class PlannedPlacer implements Placer {
         private final ShardLayout layout;
-        private final List<FileChannel> channels = new ArrayList<>();
-        private final List<Path> files = new ArrayList<>();
+        private final List<OutputFile> targets = new ArrayList<>();
         private final Set<String> written = ConcurrentHashMap.newKeySet();
 
         PlannedPlacer(Path dir, ShardLayout layout) throws IOException {
@@ -279,8 +311,7 @@ final class FolderSink implements CheckpointSink {
                     Path file = dir.resolve(s.fileName());
                     FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW,
                             StandardOpenOption.WRITE, StandardOpenOption.READ);
-                    channels.add(ch);
-                    files.add(file);
+                    targets.add(new OutputFile(file, ch));
                     ByteBuffer header = ByteBuffer.wrap(s.header());
                     while (header.hasRemaining()) {
                         ch.write(header, header.position());
@@ -310,7 +341,7 @@ final class FolderSink implements CheckpointSink {
                 event.release();
                 throw new InvalidCheckpointException("duplicate tensor " + event.fqn());
             }
-            return tasksAt(event, channels.get(p.shard()), files.get(p.shard()), p.fileOffset());
+            return tasksAt(event, targets.get(p.shard()), p.fileOffset());
         }
 
         @Override
@@ -327,7 +358,7 @@ final class FolderSink implements CheckpointSink {
 
         @Override
         public void close() {
-            closeAll(channels);
+            closeAll(targets.stream().map(OutputFile::channel).toList());
         }
     }
 
@@ -338,6 +369,7 @@ final class FolderSink implements CheckpointSink {
         private final Path dir;
         private final Path spoolPath;
         private final FileChannel spool;
+        private final OutputFile spoolTarget;
         private final List<Spooled> spooled = new ArrayList<>();
         private final Set<String> names = new HashSet<>();
         private long end;
@@ -348,6 +380,7 @@ final class FolderSink implements CheckpointSink {
             this.spoolPath = dir.resolve(".spool");
             this.spool = FileChannel.open(spoolPath, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE,
                     StandardOpenOption.READ);
+            this.spoolTarget = new OutputFile(spoolPath, spool);
         }
 
         @Override
@@ -360,7 +393,7 @@ final class FolderSink implements CheckpointSink {
             long at = end;
             end += info.byteSize();
             spooled.add(new Spooled(info, at));
-            return tasksAt(event, spool, spoolPath, at);
+            return tasksAt(event, spoolTarget, at);
         }
 
         @Override

@@ -14,7 +14,8 @@ import java.util.Objects;
  *                     failed write leaves the old checkpoint untouched)
  * @param writeThreads tensors (and slabs of merged tensors) written concurrently; with lazily
  *                     transposed expert tensors this is also the number of cores transposing, so tune
- *                     it together with the machine's cores rather than its disks
+ *                     it together with the machine's cores rather than its disks; each thread holds
+ *                     about 2 MB of scratch
  * @param progress     told of every chunk and tensor written
  */
 public record SafetensorsSinkOptions(Path output, long maxShardSize, boolean overwrite, int writeThreads, Progress progress) {
@@ -31,10 +32,13 @@ public record SafetensorsSinkOptions(Path output, long maxShardSize, boolean ove
         }
     }
 
-    /** Defaults: 5 GB shards, no overwrite, one writer per core, no progress reporting. */
+    /**
+     * Defaults: 5 GB shards, no overwrite, one writer more than there are cores (writes into one file
+     * take turns, and the spare writer keeps every core transposing meanwhile), no progress reporting.
+     */
     public static SafetensorsSinkOptions to(Path output) {
         return new SafetensorsSinkOptions(output, DEFAULT_MAX_SHARD_SIZE, false,
-                Runtime.getRuntime().availableProcessors(), Progress.NONE);
+                Runtime.getRuntime().availableProcessors() + 1, Progress.NONE);
     }
 
     public SafetensorsSinkOptions withMaxShardSize(long bytes) {

@@ -40,7 +40,7 @@ final class ChildJvm implements AutoCloseable {
         List<String> command = new ArrayList<>();
         command.add(ProcessHandle.current().info().command().orElseThrow(
                 () -> new IllegalStateException("cannot tell which java binary runs this JVM")));
-        command.addAll(List.of("-Xmx512m", "--enable-native-access=ALL-UNNAMED",
+        command.addAll(List.of("-Xmx512m",
                 "-cp", System.getProperty("java.class.path"), main.getName()));
         command.addAll(List.of(args));
         try {
