@@ -10,9 +10,9 @@
 #   BENCH_CLIENT=curl src/bench/serve-bench.sh        # uploads with `curl -T`, as the README shows
 #
 # The default client is a standard-library Python uploader that sends the file with sendfile(2) in
-# 64 MiB chunks of a chunked body, as a trainer streaming a saved shard would: curl reads its upload
-# through a 64 KiB buffer and alone takes 2 to 4.5 times as long as `cp` on the 2-core development VM,
-# which would measure curl rather than the service.
+# 64 MiB chunks of a chunked body, as a trainer streaming a saved shard would: curl alone, into the
+# discarding receiver, takes 2 to 4.5 times as long as `cp` on the 2-core development VM, which would
+# measure curl rather than the service.
 #
 # The input is larger than the kernel lets a writer keep dirty without writeback (10% of RAM here), as
 # in from-hf-bench.sh: below that, `cp` only measures a memory copy.
