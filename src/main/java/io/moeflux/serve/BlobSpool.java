@@ -5,6 +5,7 @@ import io.moeflux.connect.safetensors.SafetensorsFormat;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DenseTensor;
+import io.moeflux.tensor.FileRegion;
 import io.moeflux.tensor.RefCounted;
 import io.moeflux.tensor.Releasable;
 import io.moeflux.tensor.TensorInfo;
@@ -31,9 +32,13 @@ import reactor.core.publisher.Mono;
  *
  * <p>Each blob's data section is written to a spool file of its own as it arrives. A tensor is emitted
  * as soon as its last byte is on file, as a slice of a read-only mapping (page cache, not anonymous
- * memory). The file is unlinked as soon as it is opened, so its space returns to the file system once
- * the blob has ended and every tensor mapped from it has been released, and nothing is left behind. The next body chunk is taken only after the previous one is on file and the tensors it
- * completed have gone downstream, so a slow consumer stops socket reads instead of growing a buffer.
+ * memory) that also names its place in the spool file, so a folder sink copies it file to file in the
+ * kernel: on the development VM, 2.76 GB took 1.1 s that way ({@code cp}) and 2.3 to 2.9 s written
+ * from a mapping. The file is unlinked as soon as it is opened, so its space returns to the file system
+ * once the blob has ended and every tensor from it has been released, and nothing is left behind;
+ * until then the blob holds one file descriptor. The next body chunk is taken only after the previous
+ * one is on file and the tensors it completed have gone downstream, so a slow consumer stops socket
+ * reads instead of growing a buffer.
  */
 final class BlobSpool implements AutoCloseable {
     private final Path spoolDir;
@@ -142,6 +147,9 @@ final class BlobSpool implements AutoCloseable {
         /** Bytes of the blob received so far, length prefix and header included. */
         long received;
         private FileChannel channel;
+        /** The blob's handle on the spool channel; each tensor takes another, for its {@link FileRegion}. */
+        private Releasable channelHandle;
+        private RefCounted channelUsers;
         private int nextEntry;
 
         Blob(int index, long bodyOffset) {
@@ -202,6 +210,9 @@ final class BlobSpool implements AutoCloseable {
             } finally {
                 Files.delete(file);
             }
+            FileChannel opened = channel;
+            channelUsers = RefCounted.onLastRelease(() -> closeQuietly(opened));
+            channelHandle = channelUsers.retain();
         }
 
         private void append(ByteBuf chunk, int n) throws IOException {
@@ -232,7 +243,14 @@ final class BlobSpool implements AutoCloseable {
                 for (int i = first; i < nextEntry; i++) {
                     SafetensorsFormat.Entry e = entries.get(i);
                     MemorySegment bytes = region.segment.asSlice(e.begin() - regionBegin, e.byteSize());
-                    completed.add(new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), bytes, region.tensors.retain())));
+                    Releasable mapping = region.tensors.retain();
+                    Releasable file = channelUsers.retain();
+                    Releasable both = () -> {
+                        mapping.release();
+                        file.release();
+                    };
+                    completed.add(new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), bytes, both,
+                            new FileRegion(channel, e.begin(), e.byteSize()))));
                     status.tensorReceived();
                 }
             } finally {
@@ -254,20 +272,23 @@ final class BlobSpool implements AutoCloseable {
             }
         }
 
-        /** Mappings outlive the channel, so it is closed as soon as the last byte is on file. */
-        void finishWriting() throws IOException {
-            channel.close();
+        /** The channel closes once the last byte is on file and no tensor still names a region of it. */
+        void finishWriting() {
+            channelHandle.release();
         }
 
         void abandon() {
-            if (channel == null) {
-                return;
+            if (channelHandle != null) {
+                channelHandle.release();
             }
-            try {
-                channel.close();
-            } catch (IOException e) {
-                // The file is unlinked already; closing is only about the descriptor, and it is gone either way.
-            }
+        }
+    }
+
+    private static void closeQuietly(FileChannel channel) {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            // The file is unlinked already; closing is only about the descriptor, and it is gone either way.
         }
     }
 
