@@ -13,5 +13,5 @@ RUN ./mvnw -q -B -DskipTests -pl src -am package
 FROM eclipse-temurin:25-jre
 COPY --from=build /build/src/target/moeflux.jar /opt/moeflux/moeflux.jar
 # Tensor bytes live in mapped files and bounded off-heap buffers, not on the heap.
-ENTRYPOINT ["java", "-Xmx512m", "-XX:MaxDirectMemorySize=512m", "-jar", "/opt/moeflux/moeflux.jar"]
+ENTRYPOINT ["java", "-Xmx512m", "-XX:MaxDirectMemorySize=512m", "-XX:CompileThresholdScaling=4", "-jar", "/opt/moeflux/moeflux.jar"]
 CMD ["--help"]
