@@ -8,7 +8,7 @@
 #
 # The default layer holds more than 2 GB of experts, which is what the memory bound is about, and the
 # input is larger than the kernel lets a writer keep dirty without writeback (10% of RAM here): below
-# that, `cp` only measures a memory copy while moeflux also pays for its 0.4 s JVM start.
+# that, `cp` only measures a memory copy while moeflux also pays for its 0.25 s JVM start.
 #
 # Settings (environment): BENCH_DIR (work folder, default ./bench-work; needs 3x the input free),
 # BENCH_EXPERTS (experts in the MoE layer, default 64), BENCH_RUNS (default 5), BENCH_KEEP=1 keeps the
