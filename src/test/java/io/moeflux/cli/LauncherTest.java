@@ -1,0 +1,76 @@
+package io.moeflux.cli;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The {@code ./moeflux} launcher's JDK lookup, on the paths that never reach a build. */
+class LauncherTest {
+    private static final Path LAUNCHER = Path.of("..", "moeflux").toAbsolutePath().normalize();
+
+    @TempDir
+    Path jvmDir;
+    @TempDir
+    Path tools;
+
+    /**
+     * A PATH with the shell tools the launcher uses and no {@code java}: the machine's own java (17
+     * here, maybe 25 elsewhere) must not decide the outcome.
+     */
+    private String toolsWithoutJava() throws IOException {
+        for (String tool : new String[] {"readlink", "dirname", "sed", "head"}) {
+            Path found = Stream.of("/usr/bin", "/bin").map(d -> Path.of(d, tool)).filter(Files::isExecutable)
+                    .findFirst().orElseThrow(() -> new IllegalStateException(tool + " is not in /usr/bin or /bin"));
+            Files.createSymbolicLink(tools.resolve(tool), found);
+        }
+        return tools.toString();
+    }
+
+    private record Run(int exit, String out, String err) {}
+
+    private Run launch(Map<String, String> env) throws IOException, InterruptedException {
+        ProcessBuilder pb = new ProcessBuilder("bash", LAUNCHER.toString(), "--version");
+        pb.environment().clear();
+        pb.environment().putAll(env);
+        Process p = pb.start();
+        assertThat(p.waitFor(30, TimeUnit.SECONDS)).isTrue();
+        return new Run(p.exitValue(), new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8),
+                new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void withNoJdkAnywhereItSaysSoInOneSentenceAndExits1() throws Exception {
+        Run r = launch(Map.of("PATH", toolsWithoutJava(), "MOEFLUX_JVM_DIR", jvmDir.toString()));
+
+        assertThat(r.exit()).isEqualTo(1);
+        assertThat(r.out()).isEmpty();
+        assertThat(r.err().lines()).singleElement().asString()
+                .startsWith("moeflux needs a JDK 25 or newer").contains("JAVA_HOME");
+    }
+
+    @Test
+    void anOlderJdkInJavaHomeAndOnPathIsPassedOver() throws Exception {
+        Path oldJdk = jvmDir.resolve("jdk-17");
+        Files.createDirectories(oldJdk.resolve("bin"));
+        for (String tool : new String[] {"java", "javac"}) {
+            Path bin = oldJdk.resolve("bin").resolve(tool);
+            Files.writeString(bin, "#!/bin/sh\nexit 0\n");
+            assertThat(bin.toFile().setExecutable(true)).isTrue();
+        }
+        Files.writeString(oldJdk.resolve("release"), "JAVA_VERSION=\"17.0.15\"\n");
+
+        Run r = launch(Map.of("JAVA_HOME", oldJdk.toString(), "PATH", oldJdk.resolve("bin") + ":" + toolsWithoutJava(),
+                "MOEFLUX_JVM_DIR", jvmDir.toString()));
+
+        assertThat(r.exit()).isEqualTo(1);
+        assertThat(r.err()).startsWith("moeflux needs a JDK 25 or newer");
+    }
+}
