@@ -1,6 +1,7 @@
 package io.moeflux.serve;
 
 import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.connect.safetensors.SafetensorsFormat;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
@@ -22,7 +23,8 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.function.Consumer;
+import java.util.Optional;
+import java.util.function.Function;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -44,7 +46,7 @@ final class BlobSpool implements AutoCloseable {
     private final Path spoolDir;
     private final long maxHeaderBytes;
     private final boolean singleBlob;
-    private final Consumer<List<TensorInfo>> firstHeader;
+    private final Function<List<TensorInfo>, Placements> firstHeader;
     private final UploadStatus status;
 
     private long bodyOffset;
@@ -52,7 +54,7 @@ final class BlobSpool implements AutoCloseable {
     private Blob blob;
     private boolean closed;
 
-    private BlobSpool(Path spoolDir, long maxHeaderBytes, boolean singleBlob, Consumer<List<TensorInfo>> firstHeader,
+    private BlobSpool(Path spoolDir, long maxHeaderBytes, boolean singleBlob, Function<List<TensorInfo>, Placements> firstHeader,
             UploadStatus status) {
         this.spoolDir = spoolDir;
         this.maxHeaderBytes = maxHeaderBytes;
@@ -66,10 +68,11 @@ final class BlobSpool implements AutoCloseable {
      * ones); each is released once on file, or when discarded on cancel or error.
      *
      * @param singleBlob  refuse a body with more than one blob
-     * @param firstHeader told the first blob's tensors, before any of them is emitted
+     * @param firstHeader told the first blob's tensors before any byte of them arrives; answers where
+     *                    tensors that need no conversion may be written at once instead of spooled
      */
     static Flux<TensorEvent> decode(Flux<ByteBuf> body, Path spoolDir, long maxHeaderBytes, boolean singleBlob,
-            Consumer<List<TensorInfo>> firstHeader, UploadStatus status) {
+            Function<List<TensorInfo>, Placements> firstHeader, UploadStatus status) {
         return Stages.releaseOnDiscard(Flux.using(
                 () -> new BlobSpool(spoolDir, maxHeaderBytes, singleBlob, firstHeader, status),
                 spool -> body.concatMapIterable(spool::accept, 1)
@@ -151,6 +154,10 @@ final class BlobSpool implements AutoCloseable {
         private Releasable channelHandle;
         private RefCounted channelUsers;
         private int nextEntry;
+        /** Per entry, where its bytes go instead of the spool file, or null. */
+        private Placement[] placed;
+        /** The entry the next data byte belongs to. */
+        private int writeEntry;
 
         Blob(int index, long bodyOffset) {
             this.where = "blob " + index + " (at body byte " + bodyOffset + ")";
@@ -177,8 +184,13 @@ final class BlobSpool implements AutoCloseable {
                 if (at + n == headerJson.length) {
                     header = SafetensorsFormat.parseHeader(headerJson, -1, where);
                     headerJson = null;
+                    placed = new Placement[header.entries().size()];
                     if (blobCount == 1) {
-                        firstHeader.accept(header.entries().stream().map(SafetensorsFormat.Entry::info).toList());
+                        Placements placements = firstHeader.apply(
+                                header.entries().stream().map(SafetensorsFormat.Entry::info).toList());
+                        for (int i = 0; i < placed.length; i++) {
+                            placed[i] = placements.of(header.entries().get(i).name()).orElse(null);
+                        }
                     }
                     openSpoolFile();
                     emitCompleted(completed);
@@ -215,15 +227,41 @@ final class BlobSpool implements AutoCloseable {
             channelHandle = channelUsers.retain();
         }
 
+        /** Entries tile the data section (the header parser checks), so every byte belongs to exactly one. */
         private void append(ByteBuf chunk, int n) throws IOException {
+            List<SafetensorsFormat.Entry> entries = header.entries();
             long at = received - header.dataStart();
             int from = chunk.readerIndex();
             int done = 0;
             while (done < n) {
-                done += chunk.getBytes(from + done, channel, at + done, n - done);
+                while (entries.get(writeEntry).end() <= at + done) {
+                    writeEntry++;
+                }
+                SafetensorsFormat.Entry e = entries.get(writeEntry);
+                int m = (int) Math.min(n - done, e.end() - (at + done));
+                Placement p = placed[writeEntry];
+                if (p == null) {
+                    writeFully(chunk, from + done, channel, at + done, m);
+                } else {
+                    p.writeLock().lock();
+                    try {
+                        writeFully(chunk, from + done, p.channel(), p.offset() + (at + done - e.begin()), m);
+                    } finally {
+                        p.writeLock().unlock();
+                    }
+                }
+                done += m;
             }
             chunk.skipBytes(n);
             received += n;
+        }
+
+        private static void writeFully(ByteBuf chunk, int index, FileChannel to, long position, int length)
+                throws IOException {
+            int done = 0;
+            while (done < length) {
+                done += chunk.getBytes(index + done, to, position + done, length - done);
+            }
         }
 
         /** Hands out the tensors whose bytes are all on file, sliced from one mapping. */
@@ -234,13 +272,29 @@ final class BlobSpool implements AutoCloseable {
             while (nextEntry < entries.size() && entries.get(nextEntry).end() <= onFile) {
                 nextEntry++;
             }
-            if (first == nextEntry) {
-                return;
+            for (int i = first; i < nextEntry; ) {
+                if (placed[i] != null) {
+                    completed.add(placedTensor(entries.get(i), placed[i]));
+                    status.tensorReceived();
+                    i++;
+                    continue;
+                }
+                int end = i;
+                while (end < nextEntry && placed[end] == null) {
+                    end++;
+                }
+                emitSpooled(entries, i, end, completed);
+                i = end;
             }
+        }
+
+        /** Entries {@code [first, end)}, all spooled, sliced from one mapping. */
+        private void emitSpooled(List<SafetensorsFormat.Entry> entries, int first, int end, List<TensorEvent> completed)
+                throws IOException {
             long regionBegin = entries.get(first).begin();
-            Region region = map(regionBegin, entries.get(nextEntry - 1).end() - regionBegin);
+            Region region = map(regionBegin, entries.get(end - 1).end() - regionBegin);
             try {
-                for (int i = first; i < nextEntry; i++) {
+                for (int i = first; i < end; i++) {
                     SafetensorsFormat.Entry e = entries.get(i);
                     MemorySegment bytes = region.segment.asSlice(e.begin() - regionBegin, e.byteSize());
                     Releasable mapping = region.tensors.retain();
@@ -255,6 +309,27 @@ final class BlobSpool implements AutoCloseable {
                 }
             } finally {
                 region.handle.release();
+            }
+        }
+
+        /**
+         * A tensor written straight into its place in the output, handed on as that region of the output
+         * file, so the sink finds it in place. Mapped on its own: its neighbours in the output may not
+         * have arrived yet.
+         */
+        private TensorEvent placedTensor(SafetensorsFormat.Entry e, Placement p) throws IOException {
+            if (e.byteSize() == 0) {
+                return new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), MemorySegment.ofArray(new byte[0]),
+                        () -> {}, new FileRegion(p.channel(), p.offset(), 0)));
+            }
+            Arena arena = Arena.ofShared();
+            try {
+                MemorySegment bytes = p.channel().map(FileChannel.MapMode.READ_ONLY, p.offset(), e.byteSize(), arena);
+                return new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), bytes, arena::close,
+                        new FileRegion(p.channel(), p.offset(), e.byteSize())));
+            } catch (IOException | RuntimeException ex) {
+                arena.close();
+                throw ex;
             }
         }
 
@@ -290,6 +365,14 @@ final class BlobSpool implements AutoCloseable {
         } catch (IOException e) {
             // The file is unlinked already; closing is only about the descriptor, and it is gone either way.
         }
+    }
+
+    /** Where the first blob's tensors may go instead of the spool, by their uploaded names. */
+    @FunctionalInterface
+    interface Placements {
+        Placements NONE = name -> Optional.empty();
+
+        Optional<Placement> of(String uploadedName);
     }
 
     /** A read-only mapping shared by the tensors sliced from it; unmapped when the last one is released. */

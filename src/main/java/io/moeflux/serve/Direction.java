@@ -3,8 +3,10 @@ package io.moeflux.serve;
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import reactor.core.publisher.Flux;
 
 /** What the ingest service does to uploaded tensors before they reach the sink. */
@@ -36,6 +38,21 @@ public enum Direction {
             case FROM_HF -> adapter.planFromHf(uploaded);
             case NONE -> uploaded;
         };
+    }
+
+    /** The tensors of {@code uploaded} that {@link #convert} passes on untouched, with their output names. */
+    Map<String, String> passThrough(List<TensorInfo> uploaded, Hy3Adapter adapter) {
+        return switch (this) {
+            case TO_HF -> adapter.passThroughToHf(uploaded);
+            case FROM_HF -> adapter.passThroughFromHf(uploaded);
+            case NONE -> identity(uploaded);
+        };
+    }
+
+    static Map<String, String> identity(List<TensorInfo> uploaded) {
+        Map<String, String> names = new LinkedHashMap<>();
+        uploaded.forEach(t -> names.put(t.name(), t.name()));
+        return names;
     }
 
     /** Parses the CLI spelling: {@code to-hf}, {@code from-hf}, {@code none}. */

@@ -4,6 +4,8 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
+import io.moeflux.connect.safetensors.PlaceableSink;
+import io.moeflux.connect.safetensors.PlannedCheckpoint;
 import io.moeflux.hy3.MissingExpertsException;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSink;
@@ -28,6 +30,7 @@ import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BiFunction;
+import java.util.function.Function;
 import java.util.regex.Pattern;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
@@ -155,12 +158,28 @@ public final class IngestServer implements AutoCloseable {
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
         AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
+        AtomicReference<PlannedCheckpoint> opened = new AtomicReference<>();
+        Function<List<TensorInfo>, BlobSpool.Placements> onFirstHeader = uploaded -> {
+            firstBlob.set(uploaded);
+            return config.singleBlob() && sink instanceof PlaceableSink placeable
+                    ? openInPlace(placeable, config, uploaded, opened)
+                    : BlobSpool.Placements.NONE;
+        };
         Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, options.spoolDir(), options.maxHeaderBytes(),
-                config.singleBlob(), firstBlob::set, status));
+                config.singleBlob(), onFirstHeader, status));
         Mono<CommitSummary> commit = config.singleBlob()
-                ? converted.switchOnFirst((first, events) -> writePlanned(sink, config, firstBlob.get(), events)).single()
+                ? converted.switchOnFirst((first, events) -> opened.get() != null
+                        ? opened.get().write(events)
+                        : writePlanned(sink, config, firstBlob.get(), events)).single()
                 : sink.write(config.descriptor(), converted);
         return commit
+                // An upload that fails before its events reach the opened checkpoint must still remove it.
+                .doFinally(signal -> {
+                    PlannedCheckpoint checkpoint = opened.get();
+                    if (checkpoint != null) {
+                        checkpoint.abort();
+                    }
+                })
                 // Events held by operators between the spool and the sink's own hooks (switchOnFirst's first) are released too.
                 .doOnDiscard(TensorEvent.class, TensorEvent::release)
                 .flatMap(summary -> {
@@ -177,6 +196,25 @@ public final class IngestServer implements AutoCloseable {
                     return reply(res, code, status.toJson());
                 })
                 .doOnCancel(status::aborted);
+    }
+
+    /**
+     * Lays a single-blob upload's output out from its header before any tensor byte arrives, so the
+     * tensors the conversion passes on untouched go straight into their final place: one write instead
+     * of spool and copy. Fails as planning would (missing experts and so on).
+     */
+    private static BlobSpool.Placements openInPlace(PlaceableSink sink, UploadConfig config, List<TensorInfo> uploaded,
+            AtomicReference<PlannedCheckpoint> opened) {
+        CheckpointDescriptor planned = config.plannedFrom(uploaded);
+        Map<String, String> outputNames = config.passThrough(uploaded);
+        PlannedCheckpoint checkpoint;
+        try {
+            checkpoint = sink.open(planned);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create the checkpoint's files: " + e.getMessage(), e);
+        }
+        opened.set(checkpoint);
+        return name -> Optional.ofNullable(outputNames.get(name)).flatMap(checkpoint::placement);
     }
 
     /**

@@ -70,6 +70,11 @@ record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, Checkpoin
         return descriptor.withTensors(adapter.map(a -> direction.plan(uploaded, a)).orElse(uploaded));
     }
 
+    /** The tensors of {@code uploaded} that pass through the conversion untouched, with their output names. */
+    Map<String, String> passThrough(List<TensorInfo> uploaded) {
+        return adapter.map(a -> direction.passThrough(uploaded, a)).orElseGet(() -> Direction.identity(uploaded));
+    }
+
     /** A {@code config.json} made of the query's model parameters, when the query has any. */
     private static Optional<byte[]> fromQuery(Map<String, List<String>> query) {
         if (MODEL_PARAMETERS.stream().noneMatch(query::containsKey)) {

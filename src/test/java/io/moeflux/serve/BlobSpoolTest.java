@@ -4,16 +4,25 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.safetensors.Manifests;
+import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TensorInfo;
+import io.moeflux.tensor.Tensors;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.TreeMap;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.Function;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -28,11 +37,13 @@ class BlobSpoolTest {
 
     @TempDir
     Path spool;
+    @TempDir
+    Path output;
 
     private final UploadStatus status = new UploadStatus("test", new IngestMetrics());
 
     private Flux<TensorEvent> decode(Flux<ByteBuf> body) {
-        return BlobSpool.decode(body, spool, 1 << 20, false, tensors -> {}, status);
+        return BlobSpool.decode(body, spool, 1 << 20, false, tensors -> BlobSpool.Placements.NONE, status);
     }
 
     /** {@code body} cut into {@code size}-byte buffers. */
@@ -148,6 +159,50 @@ class BlobSpoolTest {
 
         received.forEach(TensorEvent::release);
         assertThat(buffers).allSatisfy(b -> assertThat(b.refCnt()).isZero());
+        assertThat(spoolInUse()).isEmpty();
+    }
+    @ParameterizedTest
+    @ValueSource(ints = {7, 4096})
+    void placedTensorsGoStraightToTheirPlaceAndComeOutAsThatRegionTheRestAsBefore(int chunkSize) throws Exception {
+        byte[] file = Files.readAllBytes(FILE);
+        Map<String, String> expected = Manifests.of(FILE);
+        Path target = output.resolve("target");
+        Map<String, Long> offsets = new TreeMap<>();
+        try (FileChannel out = FileChannel.open(target, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            ReentrantLock lock = new ReentrantLock();
+            // Every other tensor is placed, each at a gap of 3 bytes after the previous one.
+            Function<List<TensorInfo>, BlobSpool.Placements> placeEveryOther = infos -> {
+                long at = 3;
+                for (int i = 0; i < infos.size(); i += 2) {
+                    offsets.put(infos.get(i).name(), at);
+                    at += infos.get(i).byteSize() + 3;
+                }
+                return name -> Optional.ofNullable(offsets.get(name))
+                        .map(o -> new Placement(out, o, 0, lock));
+            };
+
+            List<TensorEvent> events = BlobSpool.decode(Flux.fromIterable(chunks(file, chunkSize)), spool, 1 << 20, true,
+                    placeEveryOther, status).collectList().block();
+
+            Map<String, String> described = new TreeMap<>();
+            for (TensorEvent e : events) {
+                described.put(e.fqn(), Manifests.describe(e));
+                var region = e.tensor().fileRegion().orElseThrow();
+                if (offsets.containsKey(e.fqn())) {
+                    assertThat(region.channel()).isSameAs(out);
+                    assertThat(region.position()).isEqualTo(offsets.get(e.fqn()));
+                    byte[] onFile = new byte[(int) e.tensor().byteSize()];
+                    out.read(ByteBuffer.wrap(onFile), region.position());
+                    assertThat(onFile).isEqualTo(Tensors.toBytes(e.tensor()));
+                } else {
+                    assertThat(region.channel()).isNotSameAs(out);
+                }
+            }
+            assertThat(offsets).isNotEmpty().hasSizeLessThan(events.size());
+            assertThat(described).isEqualTo(expected);
+            events.forEach(TensorEvent::release);
+        }
         assertThat(spoolInUse()).isEmpty();
     }
 }

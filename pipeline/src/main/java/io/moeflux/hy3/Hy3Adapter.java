@@ -6,7 +6,10 @@ import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.Tensors;
 import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.function.Function;
 import reactor.core.publisher.Flux;
@@ -114,6 +117,41 @@ public final class Hy3Adapter {
     /** The tensors to-hf makes of a checkpoint with these tensors. */
     public List<TensorInfo> planToHf(List<TensorInfo> nativeInfos) {
         return plan(nativeInfos, this::toHf);
+    }
+
+    /**
+     * Which of these hf tensors from-hf passes on with their bytes untouched (renamed or not), mapped to
+     * their names in its output: what a receiver may write straight into place as the bytes arrive.
+     */
+    public Map<String, String> passThroughFromHf(List<TensorInfo> hf) {
+        return passThrough(hf, this::fromHf);
+    }
+
+    /** As {@link #passThroughFromHf}, for to-hf. */
+    public Map<String, String> passThroughToHf(List<TensorInfo> nativeInfos) {
+        return passThrough(nativeInfos, this::toHf);
+    }
+
+    /** The same stages over placeholders: a tensor that comes out as the very object that went in was passed on. */
+    private static Map<String, String> passThrough(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
+        Map<Tensor, String> inputNames = new IdentityHashMap<>();
+        List<TensorEvent> events = new ArrayList<>(in.size());
+        for (TensorInfo i : in) {
+            Tensor placeholder = Tensors.placeholder(i.dtype(), i.shape());
+            inputNames.put(placeholder, i.name());
+            events.add(new TensorEvent(i.name(), placeholder));
+        }
+        Map<String, String> passed = new LinkedHashMap<>();
+        Flux.fromIterable(events)
+                .transform(stages)
+                .doOnNext(e -> {
+                    String from = inputNames.get(e.tensor());
+                    if (from != null) {
+                        passed.put(from, e.fqn());
+                    }
+                })
+                .blockLast();
+        return passed;
     }
 
     /** Runs the very same stages over metadata-only tensors, so plans cannot drift from conversions. */

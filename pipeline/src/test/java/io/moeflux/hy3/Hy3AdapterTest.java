@@ -113,6 +113,28 @@ class Hy3AdapterTest {
     }
 
     @Test
+    void passThroughNamesTheTensorsBothDirectionsPassOnUntouchedAndNothingElse() {
+        List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.BF16);
+        List<io.moeflux.tensor.TensorInfo> hfInfos = hf.stream().map(e -> e.tensor().info(e.fqn())).toList();
+        Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS);
+
+        Map<String, String> fromHf = adapter.passThroughFromHf(hfInfos);
+        List<io.moeflux.tensor.TensorInfo> nativeInfos = adapter.planFromHf(hfInfos);
+        Map<String, String> toHf = adapter.passThroughToHf(nativeInfos);
+
+        assertThat(fromHf).containsEntry("model.layers.1.mlp.router.gate.weight", "model.layers.1.mlp.gate.weight")
+                .containsEntry("model.embed_tokens.weight", "model.embed_tokens.weight");
+        assertThat(fromHf.keySet()).noneMatch(k -> k.contains(".experts.") || k.startsWith("model.layers.3."));
+        assertThat(fromHf.values()).doesNotHaveDuplicates();
+        long merged = nativeInfos.stream().filter(i -> i.name().endsWith("_projs")).count();
+        assertThat(merged).isPositive();
+        assertThat(fromHf).hasSize((int) (nativeInfos.size() - merged));
+        assertThat(toHf).containsEntry("model.layers.1.mlp.gate.weight", "model.layers.1.mlp.router.gate.weight");
+        assertThat(toHf.keySet()).noneMatch(k -> k.contains(".experts."));
+        hf.forEach(TensorEvent::release);
+    }
+
+    @Test
     void castsFloatExpertsToTheTargetDtype() {
         List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.F32);
         Map<String, byte[]> in = bytesOf(hf);

@@ -2,7 +2,6 @@ package io.moeflux.connect.safetensors;
 
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.pipeline.CheckpointDescriptor;
-import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.FileRegion;
@@ -21,11 +20,12 @@ import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.locks.ReentrantLock;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.ReentrantLock;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.scheduler.Scheduler;
@@ -36,7 +36,7 @@ import reactor.core.scheduler.Schedulers;
  * (a whole dense tensor, or one expert slab of a merged one); at most {@code writeThreads} tasks run at
  * once, which is also how far ahead of the disk the sink asks upstream for tensors.
  */
-final class FolderSink implements CheckpointSink {
+final class FolderSink implements PlaceableSink {
     /**
      * In-kernel copies go in slices of this size, each under the file's write lock, so progress keeps
      * moving on huge tensors and concurrent writes into the same file wait for a millisecond at most.
@@ -60,38 +60,60 @@ final class FolderSink implements CheckpointSink {
     public Mono<CommitSummary> write(CheckpointDescriptor planned, Flux<TensorEvent> events) {
         return Mono.defer(() -> {
             // Until events are subscribed no tensor exists, so failing here leaks nothing.
-            Staging staging;
+            Run run;
             try {
-                staging = Staging.create(options.output(), options.overwrite());
-            } catch (IOException e) {
+                run = new Run(planned);
+            } catch (IOException | RuntimeException e) {
                 return Mono.error(e);
             }
-            Placer placer;
+            return run.write(events);
+        });
+    }
+
+    @Override
+    public PlannedCheckpoint open(CheckpointDescriptor planned) throws IOException {
+        if (planned.tensors().isEmpty()) {
+            throw new IllegalArgumentException("only a planned checkpoint can be opened before its tensors arrive");
+        }
+        return new Run(planned);
+    }
+
+    /** One checkpoint being written: its staging folder, its files and its writer threads. */
+    private final class Run implements PlannedCheckpoint {
+        private final CheckpointDescriptor planned;
+        private final Staging staging;
+        private final Placer placer;
+        private final Scheduler io;
+        private final InFlight inFlight = new InFlight();
+        private final AtomicBoolean cancelled = new AtomicBoolean();
+        private final AtomicBoolean cleanedUp = new AtomicBoolean();
+
+        Run(CheckpointDescriptor planned) throws IOException {
+            this.planned = planned;
+            this.staging = Staging.create(options.output(), options.overwrite());
             try {
-                placer = planned.tensors().isPresent()
+                this.placer = planned.tensors().isPresent()
                         ? new PlannedPlacer(staging.dir(), ShardLayout.plan(planned.tensors().get(), options.maxShardSize()))
                         : new SpoolPlacer(staging.dir());
             } catch (IOException | RuntimeException e) {
                 staging.abort();
-                return Mono.error(e);
+                throw e;
             }
-            Scheduler io = Schedulers.newBoundedElastic(options.writeThreads(), Integer.MAX_VALUE, "moeflux-write");
-            int threads = options.writeThreads();
-            InFlight inFlight = new InFlight();
-            AtomicBoolean cancelled = new AtomicBoolean();
-            Runnable cleanup = () -> {
-                // Tasks already running finish their piece (and release their tensor) before the
-                // staging folder goes, so a failed write leaves neither files nor held memory behind.
-                inFlight.awaitIdle();
-                placer.close();
-                io.dispose();
-                staging.abortIfNotCommitted();
-            };
+            this.io = Schedulers.newBoundedElastic(options.writeThreads(), Integer.MAX_VALUE, "moeflux-write");
+        }
+
+        @Override
+        public Optional<Placement> placement(String tensorName) {
+            return placer.placement(tensorName);
+        }
+
+        @Override
+        public Mono<CommitSummary> write(Flux<TensorEvent> events) {
             return events
                     .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
                     .flatMap(task -> Mono.fromRunnable(() -> inFlight.run(task, cancelled)).subscribeOn(io)
                                     .doOnCancel(task::abandonUnstarted),
-                            threads, 1)
+                            options.writeThreads(), 1)
                     .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
                     // Below both operators, so tensors they still queue when the write fails are released too.
                     .doOnDiscard(TensorEvent.class, TensorEvent::release)
@@ -102,13 +124,29 @@ final class FolderSink implements CheckpointSink {
                         return new CommitSummary(options.output().toString(), layout.tensorCount(),
                                 layout.totalBytes(), layout.shards().size());
                     }).subscribeOn(io))
-                    .onErrorResume(e -> Mono.fromRunnable(cleanup).then(Mono.error(e)))
-                    .doOnSuccess(summary -> cleanup.run())
-                    .doOnCancel(() -> {
-                        cancelled.set(true);
-                        cleanup.run();
-                    });
-        });
+                    .onErrorResume(e -> Mono.fromRunnable(this::cleanup).then(Mono.error(e)))
+                    .doOnSuccess(summary -> cleanup())
+                    .doOnCancel(this::abort);
+        }
+
+        @Override
+        public void abort() {
+            cancelled.set(true);
+            cleanup();
+        }
+
+        /**
+         * Tasks already running finish their piece (and release their tensor) before the staging
+         * folder goes, so a failed write leaves neither files nor held memory behind. Runs once.
+         */
+        private void cleanup() {
+            if (cleanedUp.compareAndSet(false, true)) {
+                inFlight.awaitIdle();
+                placer.close();
+                io.dispose();
+                staging.abortIfNotCommitted();
+            }
+        }
     }
 
     /** Counts running write tasks so that cleanup can wait for them. */
@@ -181,7 +219,11 @@ final class FolderSink implements CheckpointSink {
             long[] pos = {fileOffset + piece.offset()};
             try {
                 var region = event.tensor().fileRegion();
-                if (region.isPresent() && piece.byteSize() == region.get().size()) {
+                if (region.isPresent() && isInPlace(region.get(), pos[0])) {
+                    // A source that was handed this tensor's placement wrote it there already.
+                    pos[0] += piece.byteSize();
+                    options.progress().bytesWritten(piece.byteSize());
+                } else if (region.isPresent() && piece.byteSize() == region.get().size()) {
                     pos[0] += copyInKernel(region.get(), pos[0]);
                 } else {
                     writeThroughMemory(pos);
@@ -202,6 +244,10 @@ final class FolderSink implements CheckpointSink {
                 event.release();
                 options.progress().tensorWritten(event.fqn());
             }
+        }
+
+        private boolean isInPlace(FileRegion region, long at) {
+            return region.channel() == target.channel() && region.position() == at && region.size() == piece.byteSize();
         }
 
         /**
@@ -280,6 +326,9 @@ final class FolderSink implements CheckpointSink {
     private interface Placer {
         List<WriteTask> tasks(TensorEvent event);
 
+        /** Where a planned tensor's bytes go; empty without a plan. */
+        Optional<Placement> placement(String tensorName);
+
         ShardLayout finish(long maxShardSize) throws IOException;
 
         void close();
@@ -321,6 +370,16 @@ final class FolderSink implements CheckpointSink {
                 close();
                 throw e;
             }
+        }
+
+        @Override
+        public Optional<Placement> placement(String tensorName) {
+            ShardLayout.Placement p = layout.placement(tensorName);
+            if (p == null) {
+                return Optional.empty();
+            }
+            OutputFile target = targets.get(p.shard());
+            return Optional.of(new Placement(target.channel(), p.fileOffset(), p.info().byteSize(), target.writeLock()));
         }
 
         @Override
@@ -381,6 +440,11 @@ final class FolderSink implements CheckpointSink {
             this.spool = FileChannel.open(spoolPath, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE,
                     StandardOpenOption.READ);
             this.spoolTarget = new OutputFile(spoolPath, spool);
+        }
+
+        @Override
+        public Optional<Placement> placement(String tensorName) {
+            return Optional.empty();
         }
 
         @Override

@@ -1,7 +1,5 @@
 package io.moeflux.connect.safetensors;
 
-import io.moeflux.pipeline.CheckpointSink;
-
 /**
  * Writes checkpoints as safetensors folders, byte-compatible with huggingface/safetensors: shards of
  * at most {@code maxShardSize} named {@code model-0000i-of-0000n.safetensors} with a
@@ -17,7 +15,8 @@ import io.moeflux.pipeline.CheckpointSink;
 public final class SafetensorsSink {
     private SafetensorsSink() {}
 
-    public static CheckpointSink create(SafetensorsSinkOptions options) {
+    /** A folder sink; it can also be {@link PlaceableSink#open opened} before its tensors arrive. */
+    public static PlaceableSink create(SafetensorsSinkOptions options) {
         return new FolderSink(options);
     }
 }
