@@ -24,6 +24,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /** Uploads the service refuses, aborted uploads, and what they leave behind: nothing. */
@@ -238,11 +239,43 @@ class RejectedUploadTest {
         assertNothingWritten();
     }
 
-    /** Sends {@code bytes} as one chunk of a chunked upload, then closes the connection without the last chunk. */
+    @ParameterizedTest
+    @EnumSource(value = Direction.class, names = {"NONE", "TO_HF"})
+    void aSingleBlobUploadWrittenInPlaceThatDisconnectsMidBlobCommitsNothing(Direction direction) throws Exception {
+        start(options(direction, sinkDir));
+        byte[] whole = nativeBytes();
+
+        abortAfter("gone", "single_blob=true&", Arrays.copyOf(whole, whole.length / 2));
+
+        assertThat(TestServers.awaitEnd(server, "gone").get("state").asText()).isEqualTo("aborted");
+        assertNothingWritten();
+    }
+
+    @Test
+    void aSingleBlobUploadTruncatedInsideItsDataGets400AndLeavesNothing() throws Exception {
+        start(options(Direction.NONE, sinkDir));
+        byte[] whole = nativeBytes();
+
+        HttpResponse<String> r = put(server, "/v1/checkpoints/cut?single_blob=true",
+                BodyPublishers.fromPublisher(BodyPublishers.ofByteArray(Arrays.copyOf(whole, whole.length - 100))));
+
+        assertThat(r.statusCode()).isEqualTo(400);
+        assertThat(json(r).get("error").asText()).contains("truncated");
+        assertNothingWritten();
+    }
+
     private void abortAfter(String id, byte[] bytes) throws Exception {
+        abortAfter(id, "", bytes);
+    }
+
+    /**
+     * Sends {@code bytes} as one chunk of a chunked upload (query {@code query} before the model's),
+     * then closes the connection without the last chunk.
+     */
+    private void abortAfter(String id, String query, byte[] bytes) throws Exception {
         try (Socket socket = new Socket("127.0.0.1", server.port())) {
             OutputStream out = socket.getOutputStream();
-            out.write(("PUT /v1/checkpoints/" + id + "?" + MODEL_QUERY + " HTTP/1.1\r\nHost: localhost\r\n"
+            out.write(("PUT /v1/checkpoints/" + id + "?" + query + MODEL_QUERY + " HTTP/1.1\r\nHost: localhost\r\n"
                     + "Transfer-Encoding: chunked\r\n\r\n" + Integer.toHexString(bytes.length) + "\r\n")
                     .getBytes(StandardCharsets.US_ASCII));
             out.write(bytes);
