@@ -43,6 +43,8 @@ import reactor.core.publisher.Mono;
  * reads instead of growing a buffer.
  */
 final class BlobSpool implements AutoCloseable {
+    private static final int WRITE_SLICE = 256 << 10;
+
     private final Path spoolDir;
     private final long maxHeaderBytes;
     private final boolean singleBlob;
@@ -256,11 +258,12 @@ final class BlobSpool implements AutoCloseable {
             received += n;
         }
 
+        /** In writes of at most 256 KB, as the folder sink writes and for the same reason (see its WRITE_SLICE). */
         private static void writeFully(ByteBuf chunk, int index, FileChannel to, long position, int length)
                 throws IOException {
             int done = 0;
             while (done < length) {
-                done += chunk.getBytes(index + done, to, position + done, length - done);
+                done += chunk.getBytes(index + done, to, position + done, Math.min(WRITE_SLICE, length - done));
             }
         }
 
