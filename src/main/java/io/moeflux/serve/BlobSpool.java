@@ -1,6 +1,7 @@
 package io.moeflux.serve;
 
 import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.connect.safetensors.FileWrites;
 import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.connect.safetensors.SafetensorsFormat;
 import io.moeflux.pipeline.Stages;
@@ -43,8 +44,6 @@ import reactor.core.publisher.Mono;
  * reads instead of growing a buffer.
  */
 final class BlobSpool implements AutoCloseable {
-    private static final int WRITE_SLICE = 256 << 10;
-
     private final Path spoolDir;
     private final long maxHeaderBytes;
     private final boolean singleBlob;
@@ -243,14 +242,10 @@ final class BlobSpool implements AutoCloseable {
                 int m = (int) Math.min(n - done, e.end() - (at + done));
                 Placement p = placed[writeEntry];
                 if (p == null) {
-                    writeFully(chunk, from + done, channel, at + done, m);
+                    FileWrites.write(channel, chunk.nioBuffer(from + done, m), at + done);
                 } else {
-                    p.writeLock().lock();
-                    try {
-                        writeFully(chunk, from + done, p.channel(), p.offset() + (at + done - e.begin()), m);
-                    } finally {
-                        p.writeLock().unlock();
-                    }
+                    FileWrites.write(p.channel(), chunk.nioBuffer(from + done, m), p.offset() + (at + done - e.begin()),
+                            p.writeLock());
                 }
                 done += m;
             }
@@ -258,14 +253,6 @@ final class BlobSpool implements AutoCloseable {
             received += n;
         }
 
-        /** In writes of at most 256 KB, as the folder sink writes and for the same reason (see its WRITE_SLICE). */
-        private static void writeFully(ByteBuf chunk, int index, FileChannel to, long position, int length)
-                throws IOException {
-            int done = 0;
-            while (done < length) {
-                done += chunk.getBytes(index + done, to, position + done, Math.min(WRITE_SLICE, length - done));
-            }
-        }
 
         /** Hands out the tensors whose bytes are all on file, sliced from one mapping. */
         private void emitCompleted(List<TensorEvent> completed) throws IOException {

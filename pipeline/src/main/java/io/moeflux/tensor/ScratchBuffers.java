@@ -6,9 +6,9 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * Reusable off-heap chunk buffers for lazily computed tensors.
+ * Reusable off-heap tile buffers for lazily computed tensors.
  *
- * <p>Every expert slab is produced through a chunk buffer; allocating a fresh one per slab means
+ * <p>Every expert slab is produced through a tile buffer; allocating a fresh one per slab means
  * zero-filling it and faulting its pages in, which cost as much as the transposition itself. A few
  * buffers, kept for the life of the process, serve every writer thread in turn.
  */

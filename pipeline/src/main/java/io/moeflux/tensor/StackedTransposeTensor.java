@@ -123,28 +123,24 @@ public final class StackedTransposeTensor implements Tensor {
             }
             Blocking b = Blocking.of(cols, width, dtype);
             Transpose kernel = fast ? Transpose.forThisThread(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
-            try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.chunkRows() * b.rowBytes())) {
-                MemorySegment chunk = scratch.segment();
-                for (int c0 = 0; c0 < cols; c0 += b.chunkRows()) {
-                    int n = Math.min(b.chunkRows(), cols - c0);
-                    for (int t0 = 0; t0 < n; t0 += b.tileRows()) {
-                        int tn = Math.min(b.tileRows(), n - t0);
-                        int colOffset = 0;
-                        for (int j = 0; j < expert.size(); j++) {
-                            if (fast) {
-                                kernel.block16(sources.get(j), 0, partRows[j], cols, c0 + t0, tn, 0, width, colOffset);
-                            } else {
-                                Transpose.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, c0 + t0, tn, chunk,
-                                        t0 * b.rowBytes(), dtype, width, colOffset);
-                            }
-                            colOffset += partRows[j];
-                        }
+            try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.tileRows() * b.rowBytes())) {
+                MemorySegment tile = scratch.segment();
+                for (int t0 = 0; t0 < cols; t0 += b.tileRows()) {
+                    int tn = Math.min(b.tileRows(), cols - t0);
+                    int colOffset = 0;
+                    for (int j = 0; j < expert.size(); j++) {
                         if (fast) {
-                            // Tile by tile, so the staging buffer stays in cache; the sink still gets whole chunks.
-                            kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * width);
+                            kernel.block16(sources.get(j), 0, partRows[j], cols, t0, tn, 0, width, colOffset);
+                        } else {
+                            Transpose.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, t0, tn, tile,
+                                    0, dtype, width, colOffset);
                         }
+                        colOffset += partRows[j];
                     }
-                    sink.write(chunk.asSlice(0, n * b.rowBytes()));
+                    if (fast) {
+                        kernel.copyOut16(tile, 0, tn * width);
+                    }
+                    sink.write(tile.asSlice(0, tn * b.rowBytes()));
                 }
             }
         } finally {

@@ -64,21 +64,17 @@ public final class TransposedSliceTensor implements Tensor {
             Blocking b = Blocking.of(colCount, rows, t);
             boolean fast = Transpose.isFast(t, t);
             Transpose kernel = fast ? Transpose.forThisThread(rows, b.tileRows(), b.tileRows() * rows) : null;
-            try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.chunkRows() * b.rowBytes())) {
-                MemorySegment chunk = scratch.segment();
-                for (int c0 = 0; c0 < colCount; c0 += b.chunkRows()) {
-                    int n = Math.min(b.chunkRows(), colCount - c0);
-                    for (int t0 = 0; t0 < n; t0 += b.tileRows()) {
-                        int tn = Math.min(b.tileRows(), n - t0);
-                        if (fast) {
-                            kernel.block16(src, slabOffset, rows, rowStride, colStart + c0 + t0, tn, 0, rows, 0);
-                            kernel.copyOut16(chunk, t0 * b.rowBytes(), tn * rows);
-                        } else {
-                            Transpose.block(src, slabOffset, t, rows, rowStride, colStart + c0 + t0, tn, chunk,
-                                    t0 * b.rowBytes(), t, rows, 0);
-                        }
+            try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.tileRows() * b.rowBytes())) {
+                MemorySegment tile = scratch.segment();
+                for (int t0 = 0; t0 < colCount; t0 += b.tileRows()) {
+                    int tn = Math.min(b.tileRows(), colCount - t0);
+                    if (fast) {
+                        kernel.block16(src, slabOffset, rows, rowStride, colStart + t0, tn, 0, rows, 0);
+                        kernel.copyOut16(tile, 0, tn * rows);
+                    } else {
+                        Transpose.block(src, slabOffset, t, rows, rowStride, colStart + t0, tn, tile, 0, t, rows, 0);
                     }
-                    sink.write(chunk.asSlice(0, n * b.rowBytes()));
+                    sink.write(tile.asSlice(0, tn * b.rowBytes()));
                 }
             }
             return null;

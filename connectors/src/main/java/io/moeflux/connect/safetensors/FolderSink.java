@@ -42,13 +42,6 @@ final class FolderSink implements PlaceableSink {
      * moving on huge tensors and concurrent writes into the same file wait for a millisecond at most.
      */
     private static final long COPY_SLICE = 4L << 20;
-    /**
-     * Bytes per write system call. Not larger: the page cache backs a write with folios about as large as
-     * the write, and on a VM whose balloon reports free memory to the host (as this project's machines
-     * do), fresh high-order folios fault in on the host: 8 MB writes ran at 0.4 GB/s there and 256 KB
-     * writes at 4.8 GB/s, with a 1 MB write already on the slow side (src/bench/write-size-bench.sh).
-     */
-    static final int WRITE_SLICE = 256 << 10;
 
     private final SafetensorsSinkOptions options;
 
@@ -281,17 +274,8 @@ final class FolderSink implements PlaceableSink {
 
         private void writeThroughMemory(long[] pos) throws IOException {
             piece.writer().writeTo(chunk -> {
-                for (long off = 0; off < chunk.byteSize(); off += WRITE_SLICE) {
-                    ByteBuffer bb = chunk.asSlice(off, Math.min(WRITE_SLICE, chunk.byteSize() - off)).asByteBuffer();
-                    target.writeLock().lock();
-                    try {
-                        while (bb.hasRemaining()) {
-                            pos[0] += target.channel().write(bb, pos[0]);
-                        }
-                    } finally {
-                        target.writeLock().unlock();
-                    }
-                }
+                FileWrites.write(target.channel(), chunk.asByteBuffer(), pos[0], target.writeLock());
+                pos[0] += chunk.byteSize();
                 options.progress().bytesWritten(chunk.byteSize());
             });
         }
