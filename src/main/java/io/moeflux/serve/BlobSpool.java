@@ -25,9 +25,9 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
+import java.util.concurrent.Executor;
 import java.util.function.Function;
 import reactor.core.publisher.Flux;
-import reactor.core.publisher.Mono;
 
 /**
  * Turns an upload body, safetensors blobs back to back, into tensor events without holding tensor
@@ -44,22 +44,19 @@ import reactor.core.publisher.Mono;
  * reads instead of growing a buffer.
  */
 final class BlobSpool implements AutoCloseable {
-    private final Path spoolDir;
-    private final long maxHeaderBytes;
-    private final boolean singleBlob;
+    private final Settings settings;
     private final Function<List<TensorInfo>, Placements> firstHeader;
     private final UploadStatus status;
 
     private long bodyOffset;
     private int blobCount;
     private Blob blob;
+    /** Writes merged expert slabs in place, when the first header's placements put any there. */
+    private SlabWriter slabs;
     private boolean closed;
 
-    private BlobSpool(Path spoolDir, long maxHeaderBytes, boolean singleBlob, Function<List<TensorInfo>, Placements> firstHeader,
-            UploadStatus status) {
-        this.spoolDir = spoolDir;
-        this.maxHeaderBytes = maxHeaderBytes;
-        this.singleBlob = singleBlob;
+    private BlobSpool(Settings settings, Function<List<TensorInfo>, Placements> firstHeader, UploadStatus status) {
+        this.settings = settings;
         this.firstHeader = firstHeader;
         this.status = status;
     }
@@ -68,16 +65,15 @@ final class BlobSpool implements AutoCloseable {
      * The tensors of {@code body}, in arrival order. {@code body} hands over its buffers (retained
      * ones); each is released once on file, or when discarded on cancel or error.
      *
-     * @param singleBlob  refuse a body with more than one blob
      * @param firstHeader told the first blob's tensors before any byte of them arrives; answers where
-     *                    tensors that need no conversion may be written at once instead of spooled
+     *                    tensors may be written at once instead of spooled
      */
-    static Flux<TensorEvent> decode(Flux<ByteBuf> body, Path spoolDir, long maxHeaderBytes, boolean singleBlob,
-            Function<List<TensorInfo>, Placements> firstHeader, UploadStatus status) {
+    static Flux<TensorEvent> decode(Flux<ByteBuf> body, Settings settings, Function<List<TensorInfo>, Placements> firstHeader,
+            UploadStatus status) {
         return Stages.releaseOnDiscard(Flux.using(
-                () -> new BlobSpool(spoolDir, maxHeaderBytes, singleBlob, firstHeader, status),
+                () -> new BlobSpool(settings, firstHeader, status),
                 spool -> body.concatMapIterable(spool::accept, 1)
-                        .concatWith(Mono.fromRunnable(spool::finish))
+                        .concatWith(Flux.defer(() -> Flux.fromIterable(spool.finish())))
                         .doOnDiscard(ByteBuf.class, ReferenceCountUtil::safeRelease),
                 BlobSpool::close));
     }
@@ -97,7 +93,7 @@ final class BlobSpool implements AutoCloseable {
             status.bytesReceived(chunk.readableBytes());
             while (chunk.isReadable()) {
                 if (blob == null) {
-                    if (singleBlob && blobCount == 1) {
+                    if (settings.singleBlob() && blobCount == 1) {
                         throw new InvalidCheckpointException("single_blob is set, but a second blob starts at body byte "
                                 + bodyOffset);
                     }
@@ -111,9 +107,12 @@ final class BlobSpool implements AutoCloseable {
                     blob = null;
                 }
             }
+            if (slabs != null) {
+                completed.addAll(slabs.drainWritten());
+            }
         } catch (IOException e) {
             completed.forEach(TensorEvent::release);
-            throw new UncheckedIOException("cannot spool the upload to " + spoolDir + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("cannot spool the upload to " + settings.spoolDir() + ": " + e.getMessage(), e);
         } catch (RuntimeException e) {
             completed.forEach(TensorEvent::release);
             throw e;
@@ -122,7 +121,8 @@ final class BlobSpool implements AutoCloseable {
         return completed;
     }
 
-    private synchronized void finish() {
+    /** Checks that the body ended on a blob boundary; waits for expert slabs still being written and returns their tensors. */
+    private synchronized List<TensorEvent> finish() {
         if (blob != null) {
             throw new InvalidCheckpointException(blob.where + ": truncated: the body ends " + blob.received
                     + " bytes into the blob, " + (blob.header == null ? "inside its header"
@@ -130,6 +130,14 @@ final class BlobSpool implements AutoCloseable {
         }
         if (blobCount == 0) {
             throw new InvalidCheckpointException("empty body: expected one or more safetensors blobs");
+        }
+        if (slabs == null) {
+            return List.of();
+        }
+        try {
+            return slabs.finish();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e.getMessage(), e);
         }
     }
 
@@ -139,6 +147,9 @@ final class BlobSpool implements AutoCloseable {
         if (blob != null) {
             blob.abandon();
             blob = null;
+        }
+        if (slabs != null) {
+            slabs.close();
         }
     }
 
@@ -157,6 +168,12 @@ final class BlobSpool implements AutoCloseable {
         private int nextEntry;
         /** Per entry, where its bytes go instead of the spool file, or null. */
         private Placement[] placed;
+        /** Per entry, the merged expert slab it is part of, or null. */
+        private InPlaceLayout.SlabTarget[] slabTargets;
+        /** Per slab part, the memory its bytes go to instead of the spool file until the part is whole, or null. */
+        private SlabWriter.Staged[] staged;
+        /** The first entry whose staging has not been decided. */
+        private int nextToStage;
         /** The entry the next data byte belongs to. */
         private int writeEntry;
 
@@ -186,11 +203,18 @@ final class BlobSpool implements AutoCloseable {
                     header = SafetensorsFormat.parseHeader(headerJson, -1, where);
                     headerJson = null;
                     placed = new Placement[header.entries().size()];
+                    slabTargets = new InPlaceLayout.SlabTarget[placed.length];
+                    staged = new SlabWriter.Staged[placed.length];
                     if (blobCount == 1) {
                         Placements placements = firstHeader.apply(
                                 header.entries().stream().map(SafetensorsFormat.Entry::info).toList());
                         for (int i = 0; i < placed.length; i++) {
-                            placed[i] = placements.of(header.entries().get(i).name()).orElse(null);
+                            String name = header.entries().get(i).name();
+                            placed[i] = placements.of(name).orElse(null);
+                            slabTargets[i] = placements.slab(name).orElse(null);
+                            if (slabTargets[i] != null && slabs == null) {
+                                slabs = new SlabWriter(settings.slabStagingBytes(), settings.slabWorkers());
+                            }
                         }
                     }
                     openSpoolFile();
@@ -205,9 +229,9 @@ final class BlobSpool implements AutoCloseable {
         /** Refused before the header is allocated: the length prefix is the first thing a garbage body gets wrong. */
         private long checkedHeaderLength() {
             long n = SafetensorsFormat.headerLength(ByteBuffer.wrap(lengthPrefix.array()), -1, where);
-            if (n > maxHeaderBytes) {
+            if (n > settings.maxHeaderBytes()) {
                 throw new InvalidCheckpointException(where + ": header length " + n + " exceeds this service's limit of "
-                        + maxHeaderBytes + " bytes");
+                        + settings.maxHeaderBytes() + " bytes");
             }
             return n;
         }
@@ -217,7 +241,7 @@ final class BlobSpool implements AutoCloseable {
          * long as they need it, and neither a failed upload nor a crashed process leaves a file behind.
          */
         private void openSpoolFile() throws IOException {
-            Path file = Files.createTempFile(spoolDir, "upload-", ".data");
+            Path file = Files.createTempFile(settings.spoolDir(), "upload-", ".data");
             try {
                 channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
             } finally {
@@ -238,10 +262,15 @@ final class BlobSpool implements AutoCloseable {
                 while (entries.get(writeEntry).end() <= at + done) {
                     writeEntry++;
                 }
+                stageUpTo(writeEntry);
                 SafetensorsFormat.Entry e = entries.get(writeEntry);
                 int m = (int) Math.min(n - done, e.end() - (at + done));
                 Placement p = placed[writeEntry];
-                if (p == null) {
+                SlabWriter.Staged memory = staged[writeEntry];
+                if (memory != null) {
+                    MemorySegment.copy(MemorySegment.ofBuffer(chunk.nioBuffer(from + done, m)), 0, memory.segment(),
+                            at + done - e.begin(), m);
+                } else if (p == null) {
                     FileWrites.write(channel, chunk.nioBuffer(from + done, m), at + done);
                 } else {
                     FileWrites.write(p.channel(), chunk.nioBuffer(from + done, m), p.offset() + (at + done - e.begin()),
@@ -251,6 +280,18 @@ final class BlobSpool implements AutoCloseable {
             }
             chunk.skipBytes(n);
             received += n;
+        }
+
+        /**
+         * Decides, as each slab part's first byte arrives, whether it waits for its partners in memory
+         * or in the spool file; may wait for a slab being written to free memory.
+         */
+        private void stageUpTo(int entry) throws IOException {
+            for (; nextToStage <= entry; nextToStage++) {
+                if (slabTargets[nextToStage] != null) {
+                    staged[nextToStage] = slabs.stage(header.entries().get(nextToStage).byteSize()).orElse(null);
+                }
+            }
         }
 
 
@@ -263,14 +304,23 @@ final class BlobSpool implements AutoCloseable {
                 nextEntry++;
             }
             for (int i = first; i < nextEntry; ) {
+                SafetensorsFormat.Entry e = entries.get(i);
                 if (placed[i] != null) {
-                    completed.add(placedTensor(entries.get(i), placed[i]));
+                    completed.add(new TensorEvent(e.name(), InPlaceLayout.regionTensor(e.dtype(), e.shape(), placed[i])));
                     status.tensorReceived();
                     i++;
                     continue;
                 }
+                if (staged[i] != null) {
+                    SlabWriter.Staged memory = staged[i];
+                    staged[i] = null;
+                    status.tensorReceived();
+                    slabs.add(e.name(), memory.toTensor(e.dtype(), e.shape()), slabTargets[i].part(), slabTargets[i].merged());
+                    i++;
+                    continue;
+                }
                 int end = i;
-                while (end < nextEntry && placed[end] == null) {
+                while (end < nextEntry && placed[end] == null && staged[end] == null) {
                     end++;
                 }
                 emitSpooled(entries, i, end, completed);
@@ -293,33 +343,17 @@ final class BlobSpool implements AutoCloseable {
                         mapping.release();
                         file.release();
                     };
-                    completed.add(new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), bytes, both,
-                            new FileRegion(channel, e.begin(), e.byteSize()))));
+                    DenseTensor tensor = new DenseTensor(e.dtype(), e.shape(), bytes, both,
+                            new FileRegion(channel, e.begin(), e.byteSize()));
                     status.tensorReceived();
+                    if (slabTargets[i] != null) {
+                        slabs.add(e.name(), tensor, slabTargets[i].part(), slabTargets[i].merged());
+                    } else {
+                        completed.add(new TensorEvent(e.name(), tensor));
+                    }
                 }
             } finally {
                 region.handle.release();
-            }
-        }
-
-        /**
-         * A tensor written straight into its place in the output, handed on as that region of the output
-         * file, so the sink finds it in place. Mapped on its own: its neighbours in the output may not
-         * have arrived yet.
-         */
-        private TensorEvent placedTensor(SafetensorsFormat.Entry e, Placement p) throws IOException {
-            if (e.byteSize() == 0) {
-                return new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), MemorySegment.ofArray(new byte[0]),
-                        () -> {}, new FileRegion(p.channel(), p.offset(), 0)));
-            }
-            Arena arena = Arena.ofShared();
-            try {
-                MemorySegment bytes = p.channel().map(FileChannel.MapMode.READ_ONLY, p.offset(), e.byteSize(), arena);
-                return new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(), bytes, arena::close,
-                        new FileRegion(p.channel(), p.offset(), e.byteSize())));
-            } catch (IOException | RuntimeException ex) {
-                arena.close();
-                throw ex;
             }
         }
 
@@ -346,6 +380,13 @@ final class BlobSpool implements AutoCloseable {
             if (channelHandle != null) {
                 channelHandle.release();
             }
+            if (staged != null) {
+                for (SlabWriter.Staged memory : staged) {
+                    if (memory != null) {
+                        memory.discard();
+                    }
+                }
+            }
         }
     }
 
@@ -362,8 +403,27 @@ final class BlobSpool implements AutoCloseable {
     interface Placements {
         Placements NONE = name -> Optional.empty();
 
+        /** Where a tensor the conversion passes on untouched goes. */
         Optional<Placement> of(String uploadedName);
+
+        /** The merged expert slab a weight goes into, transposed. */
+        default Optional<InPlaceLayout.SlabTarget> slab(String uploadedName) {
+            return Optional.empty();
+        }
     }
+
+    /**
+     * How bodies are taken apart.
+     *
+     * @param spoolDir         where blobs' data sections are spooled
+     * @param maxHeaderBytes   the largest header accepted, refused before it is allocated
+     * @param singleBlob       refuse a body with more than one blob
+     * @param slabStagingBytes memory per upload for expert weights written in place: they wait there for
+     *                         their slab's other weights and for the slab's write ({@link SlabWriter})
+     * @param slabWorkers      where expert slabs are transposed and written; its threads bound how many
+     *                         are written at once across uploads
+     */
+    record Settings(Path spoolDir, long maxHeaderBytes, boolean singleBlob, long slabStagingBytes, Executor slabWorkers) {}
 
     /** A read-only mapping shared by the tensors sliced from it; unmapped when the last one is released. */
     private static final class Region {

@@ -5,7 +5,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
 import io.moeflux.connect.safetensors.PlaceableSink;
-import io.moeflux.connect.safetensors.PlannedCheckpoint;
 import io.moeflux.hy3.MissingExpertsException;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSink;
@@ -35,6 +34,7 @@ import java.util.regex.Pattern;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.scheduler.Scheduler;
 import reactor.core.scheduler.Schedulers;
 import reactor.netty.DisposableServer;
 import reactor.netty.channel.AbortedException;
@@ -61,6 +61,12 @@ public final class IngestServer implements AutoCloseable {
     /** Body pieces that may wait to be spooled, each at most {@link #MAX_READ_BYTES}: the memory bound per upload. */
     private static final int BODY_PREFETCH = 4;
     private static final int MAX_HTTP_HEADER_BYTES = 16 << 10;
+    /**
+     * Memory per upload for expert weights written straight into their merged tensor's place (from-hf,
+     * single blob): five Hy3 weights of 12.6 MB, so that one expert's slabs are written while the next
+     * expert's weights arrive.
+     */
+    private static final long SLAB_STAGING_BYTES = 64L << 20;
     private static final int FINISHED_UPLOADS_KEPT = 1024;
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -69,6 +75,9 @@ public final class IngestServer implements AutoCloseable {
     private final Map<String, UploadStatus> uploads = new ConcurrentHashMap<>();
     private final Optional<byte[]> expectedAuthorization;
     private final DisposableServer server;
+    /** One thread per core: transposing slabs is CPU work, and each thread keeps its kernel's scratch. */
+    private final Scheduler slabWorkers = Schedulers.newBoundedElastic(
+            Runtime.getRuntime().availableProcessors(), Integer.MAX_VALUE, "moeflux-slab");
 
     // maxChunkSize is deprecated because Netty 5 stops splitting bodies; Netty 4 still splits at 8 KiB without it.
     @SuppressWarnings("deprecation")
@@ -116,6 +125,7 @@ public final class IngestServer implements AutoCloseable {
     @Override
     public void close() {
         server.disposeNow();
+        slabWorkers.dispose();
     }
 
     private BiFunction<HttpServerRequest, HttpServerResponse, Publisher<Void>> authorized(
@@ -158,26 +168,29 @@ public final class IngestServer implements AutoCloseable {
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
         AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
-        AtomicReference<PlannedCheckpoint> opened = new AtomicReference<>();
+        AtomicReference<InPlaceLayout> opened = new AtomicReference<>();
         Function<List<TensorInfo>, BlobSpool.Placements> onFirstHeader = uploaded -> {
             firstBlob.set(uploaded);
-            return config.singleBlob() && sink instanceof PlaceableSink placeable
-                    ? openInPlace(placeable, config, uploaded, opened)
-                    : BlobSpool.Placements.NONE;
+            if (config.singleBlob() && sink instanceof PlaceableSink placeable) {
+                opened.set(InPlaceLayout.open(placeable, config, uploaded));
+                return opened.get();
+            }
+            return BlobSpool.Placements.NONE;
         };
-        Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, options.spoolDir(), options.maxHeaderBytes(),
-                config.singleBlob(), onFirstHeader, status));
+        var settings = new BlobSpool.Settings(options.spoolDir(), options.maxHeaderBytes(), config.singleBlob(),
+                SLAB_STAGING_BYTES, task -> slabWorkers.schedule(task));
+        Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, settings, onFirstHeader, status));
         Mono<CommitSummary> commit = config.singleBlob()
                 ? converted.switchOnFirst((first, events) -> opened.get() != null
-                        ? opened.get().write(events)
+                        ? opened.get().checkpoint().write(events.map(opened.get()::substitute))
                         : writePlanned(sink, config, firstBlob.get(), events)).single()
                 : sink.write(config.descriptor(), converted);
         return commit
                 // An upload that fails before its events reach the opened checkpoint must still remove it.
                 .doFinally(signal -> {
-                    PlannedCheckpoint checkpoint = opened.get();
-                    if (checkpoint != null) {
-                        checkpoint.abort();
+                    InPlaceLayout layout = opened.get();
+                    if (layout != null) {
+                        layout.checkpoint().abort();
                     }
                 })
                 // Events held by operators between the spool and the sink's own hooks (switchOnFirst's first) are released too.
@@ -196,25 +209,6 @@ public final class IngestServer implements AutoCloseable {
                     return reply(res, code, status.toJson());
                 })
                 .doOnCancel(status::aborted);
-    }
-
-    /**
-     * Lays a single-blob upload's output out from its header before any tensor byte arrives, so the
-     * tensors the conversion passes on untouched go straight into their final place: one write instead
-     * of spool and copy. Fails as planning would (missing experts and so on).
-     */
-    private static BlobSpool.Placements openInPlace(PlaceableSink sink, UploadConfig config, List<TensorInfo> uploaded,
-            AtomicReference<PlannedCheckpoint> opened) {
-        CheckpointDescriptor planned = config.plannedFrom(uploaded);
-        Map<String, String> outputNames = config.passThrough(uploaded);
-        PlannedCheckpoint checkpoint;
-        try {
-            checkpoint = sink.open(planned);
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot create the checkpoint's files: " + e.getMessage(), e);
-        }
-        opened.set(checkpoint);
-        return name -> Optional.ofNullable(outputNames.get(name)).flatMap(checkpoint::placement);
     }
 
     /**

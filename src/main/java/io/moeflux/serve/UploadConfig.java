@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeflux.connect.safetensors.ModelConfigJson;
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.hy3.Hy3Options;
+import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
@@ -73,6 +74,11 @@ record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, Checkpoin
     /** The tensors of {@code uploaded} that pass through the conversion untouched, with their output names. */
     Map<String, String> passThrough(List<TensorInfo> uploaded) {
         return adapter.map(a -> direction.passThrough(uploaded, a)).orElseGet(() -> Direction.identity(uploaded));
+    }
+
+    /** The expert weights of {@code uploaded} the conversion merges, with where each lands; empty unless from-hf. */
+    Map<String, MergedPart> mergedParts(List<TensorInfo> uploaded) {
+        return adapter.filter(a -> direction == Direction.FROM_HF).map(a -> a.mergedPartsFromHf(uploaded)).orElseGet(Map::of);
     }
 
     /** A {@code config.json} made of the query's model parameters, when the query has any. */

@@ -42,8 +42,12 @@ class BlobSpoolTest {
 
     private final UploadStatus status = new UploadStatus("test", new IngestMetrics());
 
+    private BlobSpool.Settings settings(boolean singleBlob) {
+        return new BlobSpool.Settings(spool, 1 << 20, singleBlob, 64L << 20, Runnable::run);
+    }
+
     private Flux<TensorEvent> decode(Flux<ByteBuf> body) {
-        return BlobSpool.decode(body, spool, 1 << 20, false, tensors -> BlobSpool.Placements.NONE, status);
+        return BlobSpool.decode(body, settings(false), tensors -> BlobSpool.Placements.NONE, status);
     }
 
     /** {@code body} cut into {@code size}-byte buffers. */
@@ -173,17 +177,17 @@ class BlobSpoolTest {
             ReentrantLock lock = new ReentrantLock();
             // Every other tensor is placed, each at a gap of 3 bytes after the previous one.
             Function<List<TensorInfo>, BlobSpool.Placements> placeEveryOther = infos -> {
+                Map<String, Placement> placements = new TreeMap<>();
                 long at = 3;
                 for (int i = 0; i < infos.size(); i += 2) {
                     offsets.put(infos.get(i).name(), at);
+                    placements.put(infos.get(i).name(), new Placement(out, at, infos.get(i).byteSize(), lock));
                     at += infos.get(i).byteSize() + 3;
                 }
-                return name -> Optional.ofNullable(offsets.get(name))
-                        .map(o -> new Placement(out, o, 0, lock));
+                return name -> Optional.ofNullable(placements.get(name));
             };
 
-            List<TensorEvent> events = BlobSpool.decode(Flux.fromIterable(chunks(file, chunkSize)), spool, 1 << 20, true,
-                    placeEveryOther, status).collectList().block();
+            List<TensorEvent> events = BlobSpool.decode(Flux.fromIterable(chunks(file, chunkSize)), settings(true), placeEveryOther, status).collectList().block();
 
             Map<String, String> described = new TreeMap<>();
             for (TensorEvent e : events) {

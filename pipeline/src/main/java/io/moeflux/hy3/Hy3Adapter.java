@@ -2,6 +2,7 @@ package io.moeflux.hy3;
 
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.Tensors;
@@ -127,6 +128,32 @@ public final class Hy3Adapter {
         return passThrough(hf, this::fromHf);
     }
 
+    /**
+     * Which of these hf tensors from-hf merges, and where each lands in its merged tensor: what a
+     * receiver needs to write every expert's slab into place as soon as that expert's weights are in.
+     */
+    public Map<String, MergedPart> mergedPartsFromHf(List<TensorInfo> hf) {
+        Map<Tensor, String> inputNames = new IdentityHashMap<>();
+        Map<String, MergedPart> parts = new LinkedHashMap<>();
+        Flux.fromIterable(placeholders(hf, inputNames))
+                .transform(this::fromHf)
+                .doOnNext(e -> {
+                    if (e.tensor() instanceof StackedTransposeTensor stacked) {
+                        TensorInfo merged = stacked.info(e.fqn());
+                        List<List<Tensor>> slabs = stacked.parts();
+                        for (int slab = 0; slab < slabs.size(); slab++) {
+                            List<Tensor> slabParts = slabs.get(slab);
+                            for (int part = 0; part < slabParts.size(); part++) {
+                                parts.put(inputNames.get(slabParts.get(part)),
+                                        new MergedPart(merged, slab, part, slabParts.size()));
+                            }
+                        }
+                    }
+                })
+                .blockLast();
+        return parts;
+    }
+
     /** As {@link #passThroughFromHf}, for to-hf. */
     public Map<String, String> passThroughToHf(List<TensorInfo> nativeInfos) {
         return passThrough(nativeInfos, this::toHf);
@@ -135,14 +162,8 @@ public final class Hy3Adapter {
     /** The same stages over placeholders: a tensor that comes out as the very object that went in was passed on. */
     private static Map<String, String> passThrough(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
         Map<Tensor, String> inputNames = new IdentityHashMap<>();
-        List<TensorEvent> events = new ArrayList<>(in.size());
-        for (TensorInfo i : in) {
-            Tensor placeholder = Tensors.placeholder(i.dtype(), i.shape());
-            inputNames.put(placeholder, i.name());
-            events.add(new TensorEvent(i.name(), placeholder));
-        }
         Map<String, String> passed = new LinkedHashMap<>();
-        Flux.fromIterable(events)
+        Flux.fromIterable(placeholders(in, inputNames))
                 .transform(stages)
                 .doOnNext(e -> {
                     String from = inputNames.get(e.tensor());
@@ -152,6 +173,17 @@ public final class Hy3Adapter {
                 })
                 .blockLast();
         return passed;
+    }
+
+    /** A metadata-only event per tensor, each placeholder recorded with its name, to be recognised by identity downstream. */
+    private static List<TensorEvent> placeholders(List<TensorInfo> in, Map<Tensor, String> inputNames) {
+        List<TensorEvent> events = new ArrayList<>(in.size());
+        for (TensorInfo i : in) {
+            Tensor placeholder = Tensors.placeholder(i.dtype(), i.shape());
+            inputNames.put(placeholder, i.name());
+            events.add(new TensorEvent(i.name(), placeholder));
+        }
+        return events;
     }
 
     /** Runs the very same stages over metadata-only tensors, so plans cannot drift from conversions. */

@@ -76,6 +76,11 @@ public final class StackedTransposeTensor implements Tensor {
         return new long[] {parts.size(), cols, width};
     }
 
+    /** Per expert, in output order, the parts this tensor transposes and concatenates. */
+    public List<List<Tensor>> parts() {
+        return parts;
+    }
+
     private long slabBytes() {
         return (long) cols * width * dtype.byteSize();
     }

@@ -58,11 +58,18 @@ public final class Transpose {
     /**
      * This thread's kernel if its scratch is big enough, else a new one that replaces it: writer
      * threads are pooled, and re-allocating megabytes of scratch per expert slab only feeds the GC.
+     * A replacement covers the old one too: gate_and_up and down slabs need scratch of different
+     * shapes, each too small for the other, and a thread writing both in turn would otherwise allocate
+     * a new kernel per slab (humongous arrays that grew the heap by hundreds of MB in an upload).
      */
     public static Transpose forThisThread(int maxRows, int maxCols, int maxOutElements) {
         Transpose t = CACHED.get();
-        if (t == null || t.maxRows < maxRows || t.maxCols < maxCols || t.maxOutElements < maxOutElements) {
+        if (t == null) {
             t = new Transpose(maxRows, maxCols, maxOutElements);
+            CACHED.set(t);
+        } else if (t.maxRows < maxRows || t.maxCols < maxCols || t.maxOutElements < maxOutElements) {
+            t = new Transpose(Math.max(t.maxRows, maxRows), Math.max(t.maxCols, maxCols),
+                    Math.max(t.maxOutElements, maxOutElements));
             CACHED.set(t);
         }
         return t;

@@ -1,0 +1,268 @@
+package io.moeflux.serve;
+
+import io.moeflux.connect.safetensors.FileWrites;
+import io.moeflux.connect.safetensors.Placement;
+import io.moeflux.hy3.MergedPart;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.DType;
+import io.moeflux.tensor.DenseTensor;
+import io.moeflux.tensor.StackedTransposeTensor;
+import io.moeflux.tensor.Tensor;
+import io.moeflux.tensor.Tensors;
+import java.io.IOException;
+import java.io.InterruptedIOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.Executor;
+
+/**
+ * Writes from-hf's merged expert tensors of an upload laid out in advance slab by slab, straight into
+ * their place in the output: an expert's weights are held only until the last of them arrives, then
+ * transposed into that expert's slab on a worker thread while the socket is read on.
+ *
+ * <p>Without it, a merged tensor can only be written once its layer's merge window closes, so every
+ * expert weight of the layer is spooled first (on the development VM that made a from-hf upload 4.5
+ * times as long as {@code cp}, against 2.3 for the same upload without conversion).
+ *
+ * <p>Weights wait in staging memory of at most {@code stagingBytes}, reused from slab to slab. When it is
+ * used up while slabs are being written, the receiver waits for one to finish, which stops socket reads
+ * (backpressure); when it is used up by weights still waiting for their partners (an upload ordered
+ * all gates, then all ups), further weights are spooled instead and join their slabs from the spool.
+ */
+final class SlabWriter implements AutoCloseable {
+    private final long stagingBytes;
+    private final Executor workers;
+    private final ConcurrentLinkedQueue<TensorEvent> written = new ConcurrentLinkedQueue<>();
+    private final Map<SlabKey, Pending> pending = new HashMap<>();
+    /** Staging buffers not in use, kept for the next weights: fresh ones cost a zero fill and page faults. */
+    private final ArrayDeque<Buffer> idle = new ArrayDeque<>();
+    /** Bytes of every live buffer, idle or in use. */
+    private long stagingAllocated;
+    private int slabsInFlight;
+    private IOException failure;
+    private boolean closed;
+
+    SlabWriter(long stagingBytes, Executor workers) {
+        this.stagingBytes = stagingBytes;
+        this.workers = workers;
+    }
+
+    /**
+     * Memory for one weight of {@code bytes}, or empty when it must be spooled: staging is used up by
+     * weights that wait for their partners. Waits while slabs being written hold the memory.
+     */
+    synchronized Optional<Staged> stage(long bytes) throws IOException {
+        while (true) {
+            throwIfFailed();
+            if (closed) {
+                throw new IllegalStateException("the upload was closed");
+            }
+            Buffer fit = idle.stream().filter(b -> b.segment.byteSize() >= bytes).findFirst().orElse(null);
+            if (fit != null) {
+                idle.remove(fit);
+                return Optional.of(new Staged(fit.segment.asSlice(0, bytes), fit));
+            }
+            if (stagingAllocated + bytes <= stagingBytes) {
+                Arena arena = Arena.ofShared();
+                Buffer fresh = new Buffer(arena, arena.allocate(Math.max(bytes, 1), 64));
+                stagingAllocated += fresh.segment.byteSize();
+                return Optional.of(new Staged(fresh.segment.asSlice(0, bytes), fresh));
+            }
+            if (!idle.isEmpty()) {
+                free(idle.poll());
+                continue;
+            }
+            if (slabsInFlight == 0) {
+                return Optional.empty();
+            }
+            try {
+                wait();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new InterruptedIOException("interrupted while waiting for an expert slab to be written");
+            }
+        }
+    }
+
+    /**
+     * Takes one whole weight, which it releases; once its slab has all its weights, the slab is written
+     * on a worker, and afterwards each weight's event (a placeholder of its type and shape) is handed
+     * out by {@link #drainWritten()} for the conversion's merge to count.
+     */
+    void add(String uploadedName, Tensor weight, MergedPart part, Placement merged) {
+        Pending slab;
+        synchronized (this) {
+            if (closed) {
+                weight.release();
+                return;
+            }
+            SlabKey key = new SlabKey(part.merged().name(), part.slab());
+            slab = pending.computeIfAbsent(key, k -> new Pending(part, merged));
+            slab.weights[part.part()] = weight;
+            slab.names[part.part()] = uploadedName;
+            if (Arrays.stream(slab.weights).anyMatch(w -> w == null)) {
+                return;
+            }
+            pending.remove(key);
+            slabsInFlight++;
+        }
+        try {
+            workers.execute(() -> write(slab));
+        } catch (RuntimeException e) {
+            for (Tensor w : slab.weights) {
+                w.release();
+            }
+            synchronized (this) {
+                slabsInFlight--;
+                notifyAll();
+            }
+            throw e;
+        }
+    }
+
+    private void write(Pending slab) {
+        List<TensorEvent> events = new ArrayList<>(slab.weights.length);
+        for (int j = 0; j < slab.weights.length; j++) {
+            events.add(new TensorEvent(slab.names[j], Tensors.placeholder(slab.weights[j].dtype(), slab.weights[j].shape())));
+        }
+        StackedTransposeTensor tensor = new StackedTransposeTensor(List.of(List.of(slab.weights)), slab.part.merged().dtype());
+        IOException failed = null;
+        try {
+            long[] at = {slab.merged.offset() + slab.part.slab() * slab.part.slabBytes()};
+            tensor.writeTo(tile -> {
+                FileWrites.write(slab.merged.channel(), tile.asByteBuffer(), at[0], slab.merged.writeLock());
+                at[0] += tile.byteSize();
+            });
+        } catch (IOException | RuntimeException e) {
+            failed = new IOException("writing expert slab " + slab.part.slab() + " of " + slab.part.merged().name()
+                    + ": " + e.getMessage(), e);
+        } finally {
+            tensor.release();
+        }
+        synchronized (this) {
+            slabsInFlight--;
+            if (failed != null && failure == null) {
+                failure = failed;
+            } else if (failed == null) {
+                written.addAll(events);
+            }
+            notifyAll();
+        }
+    }
+
+    /** Events of weights whose slabs are on file; throws if a slab could not be written. */
+    List<TensorEvent> drainWritten() throws IOException {
+        synchronized (this) {
+            throwIfFailed();
+        }
+        List<TensorEvent> out = new ArrayList<>();
+        for (TensorEvent e; (e = written.poll()) != null; ) {
+            out.add(e);
+        }
+        return out;
+    }
+
+    /** Waits for every slab being written; then as {@link #drainWritten()}. */
+    List<TensorEvent> finish() throws IOException {
+        synchronized (this) {
+            while (slabsInFlight > 0) {
+                try {
+                    wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new InterruptedIOException("interrupted while waiting for expert slabs to be written");
+                }
+            }
+        }
+        return drainWritten();
+    }
+
+    /** Releases weights still waiting for their partners; slabs being written finish on their own. */
+    @Override
+    public synchronized void close() {
+        closed = true;
+        pending.values().forEach(p -> {
+            for (Tensor w : p.weights) {
+                if (w != null) {
+                    w.release();
+                }
+            }
+        });
+        pending.clear();
+        while (!idle.isEmpty()) {
+            free(idle.poll());
+        }
+    }
+
+    private void throwIfFailed() throws IOException {
+        if (failure != null) {
+            // A fresh exception per throw: the receiver's stack, with the worker's failure as its cause.
+            throw new IOException(failure.getMessage(), failure);
+        }
+    }
+
+    private synchronized void giveBack(Buffer buffer) {
+        if (closed) {
+            free(buffer);
+        } else {
+            idle.push(buffer);
+        }
+        notifyAll();
+    }
+
+    private void free(Buffer buffer) {
+        stagingAllocated -= buffer.segment.byteSize();
+        buffer.arena.close();
+    }
+
+    /** A staging buffer, shared: the receiver fills it and a worker transposes it. */
+    private record Buffer(Arena arena, MemorySegment segment) {}
+
+    private record SlabKey(String merged, int slab) {}
+
+    private static final class Pending {
+        final MergedPart part;
+        final Placement merged;
+        final Tensor[] weights;
+        final String[] names;
+
+        Pending(MergedPart part, Placement merged) {
+            this.part = part;
+            this.merged = merged;
+            this.weights = new Tensor[part.partsPerSlab()];
+            this.names = new String[part.partsPerSlab()];
+        }
+    }
+
+    /** Staging memory for one weight: fill {@link #segment()}, then make it a tensor that gives the memory back on release. */
+    final class Staged {
+        private final MemorySegment segment;
+        private final Buffer buffer;
+
+        private Staged(MemorySegment segment, Buffer buffer) {
+            this.segment = segment;
+            this.buffer = buffer;
+        }
+
+        MemorySegment segment() {
+            return segment;
+        }
+
+        DenseTensor toTensor(DType dtype, long[] shape) {
+            return new DenseTensor(dtype, shape, segment, () -> giveBack(buffer));
+        }
+
+        /** Gives the memory back unused, when the upload ends before the weight is whole. */
+        void discard() {
+            giveBack(buffer);
+        }
+    }
+}
