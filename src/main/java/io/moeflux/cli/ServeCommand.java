@@ -73,6 +73,11 @@ final class ServeCommand implements Callable<Integer> {
             description = "Largest safetensors header accepted, refused before allocation (default ${DEFAULT-VALUE}).")
     long maxHeaderBytes;
 
+    @Option(names = "--slab-memory", paramLabel = "BYTES", defaultValue = "" + IngestOptions.DEFAULT_SLAB_STAGING_BYTES,
+            description = "from-hf single-blob uploads: memory per upload for expert weights waiting to be written "
+                    + "into their merged tensor's place; past it they are spooled, 0 spools all (default ${DEFAULT-VALUE}).")
+    long slabMemory;
+
     @Spec
     CommandSpec spec;
 
@@ -101,7 +106,8 @@ final class ServeCommand implements Callable<Integer> {
         }
         IngestOptions options = IngestOptions.defaults(port, direction, sinks, spoolDir != null ? spoolDir : defaultSpool)
                 .withBindHost(bind)
-                .withMaxHeaderBytes(maxHeaderBytes);
+                .withMaxHeaderBytes(maxHeaderBytes)
+                .withSlabStagingBytes(slabMemory);
         if (config != null) {
             options = options.withConfigJson(Files.readAllBytes(config));
         }

@@ -26,6 +26,13 @@ import java.util.Optional;
  *                       it; at most the format's own 100,000,000. Each running upload may hold one header
  *                       of this size on the heap while it parses it, so tune it together with the heap
  *                       and the number of concurrent uploads expected
+ * @param slabStagingBytes memory per running upload for expert weights that a from-hf single-blob upload
+ *                       writes straight into their merged tensor's place: each weight waits there for the
+ *                       rest of its expert's slab and for the slab's write. When it is used up by slabs
+ *                       being written, the upload stops reading its socket until one is done; when it is
+ *                       used up by weights waiting for their partners (an upload that sends all gates,
+ *                       then all ups), further weights are spooled instead. The default holds five Hy3
+ *                       weights of 12.6 MB; 0 spools them all
  */
 public record IngestOptions(
         String bindHost,
@@ -36,9 +43,12 @@ public record IngestOptions(
         Optional<byte[]> configJson,
         Hy3Options hy3Options,
         Optional<String> token,
-        long maxHeaderBytes) {
+        long maxHeaderBytes,
+        long slabStagingBytes) {
     /** Enough for the header of a whole Hy3-preview checkpoint in one file. */
     public static final long DEFAULT_MAX_HEADER_BYTES = 16L << 20;
+    /** Five weights of one Hy3 expert (12.6 MB each): one expert's slabs are written while the next one's arrive. */
+    public static final long DEFAULT_SLAB_STAGING_BYTES = 64L << 20;
 
     public IngestOptions {
         Objects.requireNonNull(bindHost, "bindHost");
@@ -54,6 +64,9 @@ public record IngestOptions(
         if (maxHeaderBytes < 2 || maxHeaderBytes > SafetensorsFormat.MAX_HEADER_SIZE) {
             throw new IllegalArgumentException("max header bytes must be in [2, 100000000], got " + maxHeaderBytes);
         }
+        if (slabStagingBytes < 0) {
+            throw new IllegalArgumentException("slab staging bytes must not be negative, got " + slabStagingBytes);
+        }
         if (token.isPresent() && token.get().isEmpty()) {
             throw new IllegalArgumentException("the token is empty");
         }
@@ -62,27 +75,31 @@ public record IngestOptions(
     /** Loopback, no token, no model config, default options: add what the deployment needs with the withers. */
     public static IngestOptions defaults(int port, Direction direction, CheckpointSinks sinks, Path spoolDir) {
         return new IngestOptions("127.0.0.1", port, direction, sinks, spoolDir, Optional.empty(), Hy3Options.DEFAULTS,
-                Optional.empty(), DEFAULT_MAX_HEADER_BYTES);
+                Optional.empty(), DEFAULT_MAX_HEADER_BYTES, DEFAULT_SLAB_STAGING_BYTES);
     }
 
     public IngestOptions withBindHost(String host) {
-        return new IngestOptions(host, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes);
+        return new IngestOptions(host, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes, slabStagingBytes);
     }
 
     public IngestOptions withConfigJson(byte[] json) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, Optional.of(json), hy3Options, token, maxHeaderBytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, Optional.of(json), hy3Options, token, maxHeaderBytes, slabStagingBytes);
     }
 
     public IngestOptions withHy3Options(Hy3Options options) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, options, token, maxHeaderBytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, options, token, maxHeaderBytes, slabStagingBytes);
     }
 
     public IngestOptions withToken(String t) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, Optional.of(t), maxHeaderBytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, Optional.of(t), maxHeaderBytes, slabStagingBytes);
     }
 
     public IngestOptions withMaxHeaderBytes(long max) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, max);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, max, slabStagingBytes);
+    }
+
+    public IngestOptions withSlabStagingBytes(long bytes) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes, bytes);
     }
 
     @Override

@@ -61,12 +61,6 @@ public final class IngestServer implements AutoCloseable {
     /** Body pieces that may wait to be spooled, each at most {@link #MAX_READ_BYTES}: the memory bound per upload. */
     private static final int BODY_PREFETCH = 4;
     private static final int MAX_HTTP_HEADER_BYTES = 16 << 10;
-    /**
-     * Memory per upload for expert weights written straight into their merged tensor's place (from-hf,
-     * single blob): five Hy3 weights of 12.6 MB, so that one expert's slabs are written while the next
-     * expert's weights arrive.
-     */
-    private static final long SLAB_STAGING_BYTES = 64L << 20;
     private static final int FINISHED_UPLOADS_KEPT = 1024;
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -178,7 +172,7 @@ public final class IngestServer implements AutoCloseable {
             return BlobSpool.Placements.NONE;
         };
         var settings = new BlobSpool.Settings(options.spoolDir(), options.maxHeaderBytes(), config.singleBlob(),
-                SLAB_STAGING_BYTES, task -> slabWorkers.schedule(task));
+                options.slabStagingBytes(), task -> slabWorkers.schedule(task));
         Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, settings, onFirstHeader, status));
         Mono<CommitSummary> commit = config.singleBlob()
                 ? converted.switchOnFirst((first, events) -> opened.get() != null

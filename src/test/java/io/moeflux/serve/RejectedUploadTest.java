@@ -252,6 +252,17 @@ class RejectedUploadTest {
     }
 
     @Test
+    void aFromHfSingleBlobUploadCutOffAmidItsExpertSlabsCommitsNothing() throws Exception {
+        start(options(Direction.FROM_HF, sinkDir));
+        byte[] whole = Files.readAllBytes(TestServers.VECTORS.resolve("hy3-tiny-native/hf/model.safetensors"));
+
+        abortAfter("gone", "single_blob=true&", Arrays.copyOf(whole, whole.length * 2 / 3));
+
+        assertThat(TestServers.awaitEnd(server, "gone").get("state").asText()).isEqualTo("aborted");
+        assertNothingWritten();
+    }
+
+    @Test
     void aSingleBlobUploadTruncatedInsideItsDataGets400AndLeavesNothing() throws Exception {
         start(options(Direction.NONE, sinkDir));
         byte[] whole = nativeBytes();

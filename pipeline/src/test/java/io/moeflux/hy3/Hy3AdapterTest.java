@@ -135,6 +135,31 @@ class Hy3AdapterTest {
     }
 
     @Test
+    void mergedPartsPlaceEachOfThisRanksExpertWeightsInItsSlabAndPartWithTheOutputType() {
+        List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.F32);
+        List<io.moeflux.tensor.TensorInfo> hfInfos = hf.stream().map(e -> e.tensor().info(e.fqn())).toList();
+        Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS.withExpertParallel(2, 1));
+
+        Map<String, MergedPart> parts = adapter.mergedPartsFromHf(hfInfos);
+
+        String experts = "model.layers.1.mlp.experts.";
+        MergedPart gate = parts.get(experts + "3.gate_proj.weight");
+        assertThat(gate.merged()).isEqualTo(new io.moeflux.tensor.TensorInfo(experts + "gate_and_up_projs", DType.BF16,
+                new long[] {EXPERTS / 2, HIDDEN, 2 * INTER}));
+        assertThat(gate.slab()).isEqualTo(1);
+        assertThat(gate.part()).isZero();
+        assertThat(gate.partsPerSlab()).isEqualTo(2);
+        assertThat(gate.slabBytes()).isEqualTo((long) HIDDEN * 2 * INTER * 2);
+        assertThat(parts.get(experts + "2.up_proj.weight")).isEqualTo(new MergedPart(gate.merged(), 0, 1, 2));
+        assertThat(parts.get(experts + "2.down_proj.weight")).isEqualTo(new MergedPart(new io.moeflux.tensor.TensorInfo(
+                experts + "down_projs", DType.BF16, new long[] {EXPERTS / 2, INTER, HIDDEN}), 0, 0, 1));
+        assertThat(parts.keySet()).as("other ranks' experts are dropped, other tensors are not merged")
+                .allMatch(k -> k.matches("model\\.layers\\.[12]\\.mlp\\.experts\\.[23]\\..*"));
+        assertThat(parts).hasSize((LAYERS - 1) * (EXPERTS / 2) * 3);
+        hf.forEach(TensorEvent::release);
+    }
+
+    @Test
     void castsFloatExpertsToTheTargetDtype() {
         List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.F32);
         Map<String, byte[]> in = bytesOf(hf);

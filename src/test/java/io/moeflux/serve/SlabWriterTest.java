@@ -1,0 +1,201 @@
+package io.moeflux.serve;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.moeflux.connect.safetensors.Placement;
+import io.moeflux.hy3.MergedPart;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.DType;
+import io.moeflux.tensor.DenseTensor;
+import io.moeflux.tensor.TensorInfo;
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.locks.ReentrantLock;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Expert slabs written in place: transposition, staging memory, failures and closing. */
+class SlabWriterTest {
+    /** Each weight is [ROWS, COLS] BF16; a gate_and_up slab is [COLS, 2 * ROWS], a down slab [COLS, ROWS]. */
+    static final int ROWS = 4;
+    static final int COLS = 8;
+    static final long WEIGHT_BYTES = ROWS * COLS * 2;
+    static final TensorInfo GATE_AND_UP = new TensorInfo("layers.1.mlp.experts.gate_and_up_projs", DType.BF16,
+            new long[] {2, COLS, 2 * ROWS});
+    static final TensorInfo DOWN = new TensorInfo("layers.1.mlp.experts.down_projs", DType.BF16, new long[] {2, COLS, ROWS});
+
+    @TempDir
+    Path dir;
+    FileChannel out;
+    Placement place;
+
+    @BeforeEach
+    void openOutput() throws IOException {
+        out = FileChannel.open(dir.resolve("out"), StandardOpenOption.CREATE_NEW, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        place = new Placement(out, 16, GATE_AND_UP.byteSize(), new ReentrantLock());
+    }
+
+    @AfterEach
+    void closeOutput() throws IOException {
+        out.close();
+    }
+
+    /** Weight {@code seed}: element (r, c) is seed * 100 + r * COLS + c, exact in BF16 for these sizes. */
+    static short element(int seed, int r, int c) {
+        return (short) (Float.floatToIntBits(seed * 100 + r * COLS + c) >>> 16);
+    }
+
+    record Tracked(DenseTensor tensor, AtomicBoolean released) {}
+
+    static Tracked weight(int seed) {
+        MemorySegment bytes = MemorySegment.ofArray(new byte[(int) WEIGHT_BYTES]);
+        for (int r = 0; r < ROWS; r++) {
+            for (int c = 0; c < COLS; c++) {
+                bytes.set(ValueLayout.JAVA_SHORT_UNALIGNED, (r * COLS + c) * 2L, element(seed, r, c));
+            }
+        }
+        AtomicBoolean released = new AtomicBoolean();
+        return new Tracked(new DenseTensor(DType.BF16, new long[] {ROWS, COLS}, bytes, () -> released.set(true)), released);
+    }
+
+    @Test
+    void aSlabIsWrittenTransposedAtItsPlaceOnceItsLastWeightArrivesAndItsEventsFollow() throws Exception {
+        SlabWriter slabs = new SlabWriter(1 << 20, Runnable::run);
+        Tracked gate = weight(1);
+        Tracked up = weight(2);
+
+        slabs.add("experts.1.gate_proj.weight", gate.tensor(), new MergedPart(GATE_AND_UP, 1, 0, 2), place);
+        assertThat(slabs.drainWritten()).isEmpty();
+        slabs.add("experts.1.up_proj.weight", up.tensor(), new MergedPart(GATE_AND_UP, 1, 1, 2), place);
+
+        List<TensorEvent> written = slabs.drainWritten();
+        assertThat(written).extracting(TensorEvent::fqn).containsExactly("experts.1.gate_proj.weight", "experts.1.up_proj.weight");
+        assertThat(written).allSatisfy(e -> assertThat(e.tensor().shape()).containsExactly(ROWS, COLS));
+        assertThat(gate.released()).isTrue();
+        assertThat(up.released()).isTrue();
+        long slabBytes = (long) COLS * 2 * ROWS * 2;
+        ByteBuffer slab = ByteBuffer.allocate((int) slabBytes).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        out.read(slab, place.offset() + slabBytes);
+        for (int c = 0; c < COLS; c++) {
+            for (int r = 0; r < ROWS; r++) {
+                assertThat(slab.getShort((c * 2 * ROWS + r) * 2)).as("gate^T[%d][%d]", c, r).isEqualTo(element(1, r, c));
+                assertThat(slab.getShort((c * 2 * ROWS + ROWS + r) * 2)).as("up^T[%d][%d]", c, r).isEqualTo(element(2, r, c));
+            }
+        }
+        assertThat(out.size()).as("slab 0 is not written yet").isEqualTo(place.offset() + 2 * slabBytes);
+        assertThat(slabs.finish()).isEmpty();
+    }
+
+    @Test
+    void stagingFullOfSlabsBeingWrittenMakesTheReceiverWaitInsteadOfGrowing() throws Exception {
+        ConcurrentLinkedQueue<Runnable> queued = new ConcurrentLinkedQueue<>();
+        SlabWriter slabs = new SlabWriter(WEIGHT_BYTES, queued::add);
+        SlabWriter.Staged first = slabs.stage(WEIGHT_BYTES).orElseThrow();
+        MemorySegment.copy(weight(3).tensor().data(), 0, first.segment(), 0, WEIGHT_BYTES);
+        slabs.add("experts.0.down_proj.weight", first.toTensor(DType.BF16, new long[] {ROWS, COLS}),
+                new MergedPart(DOWN, 0, 0, 1), place);
+
+        CompletableFuture<Optional<SlabWriter.Staged>> second = CompletableFuture.supplyAsync(() -> {
+            try {
+                return slabs.stage(WEIGHT_BYTES);
+            } catch (IOException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        assertThatThrownBy(() -> second.get(300, TimeUnit.MILLISECONDS)).isInstanceOf(TimeoutException.class);
+
+        queued.poll().run();
+        assertThat(second.get(10, TimeUnit.SECONDS)).as("the written slab's memory, reused").isPresent();
+        assertThat(slabs.drainWritten()).extracting(TensorEvent::fqn).containsExactly("experts.0.down_proj.weight");
+        slabs.close();
+    }
+
+    @Test
+    void stagingHeldByWeightsWaitingForTheirPartnersSpoolsFurtherWeightsAtOnce() throws Exception {
+        SlabWriter slabs = new SlabWriter(WEIGHT_BYTES, Runnable::run);
+        SlabWriter.Staged gate = slabs.stage(WEIGHT_BYTES).orElseThrow();
+        slabs.add("experts.0.gate_proj.weight", gate.toTensor(DType.BF16, new long[] {ROWS, COLS}),
+                new MergedPart(GATE_AND_UP, 0, 0, 2), place);
+
+        assertThat(slabs.stage(WEIGHT_BYTES)).as("nothing being written can free memory").isEmpty();
+
+        // The partner arrives from the spool, and the slab is written from both.
+        slabs.add("experts.0.up_proj.weight", weight(4).tensor(), new MergedPart(GATE_AND_UP, 0, 1, 2), place);
+        assertThat(slabs.drainWritten()).hasSize(2);
+        assertThat(slabs.stage(WEIGHT_BYTES)).isPresent();
+        slabs.close();
+    }
+
+    @Test
+    void aSlabThatCannotBeWrittenFailsTheUploadNamingIt() throws Exception {
+        SlabWriter slabs = new SlabWriter(1 << 20, Runnable::run);
+        out.close();
+        Tracked down = weight(5);
+
+        slabs.add("experts.1.down_proj.weight", down.tensor(), new MergedPart(DOWN, 1, 0, 1), place);
+
+        assertThatThrownBy(slabs::drainWritten).isInstanceOf(IOException.class)
+                .hasMessageStartingWith("writing expert slab 1 of layers.1.mlp.experts.down_projs");
+        assertThatThrownBy(slabs::finish).isInstanceOf(IOException.class);
+        assertThatThrownBy(() -> slabs.stage(WEIGHT_BYTES)).isInstanceOf(IOException.class);
+        assertThat(down.released()).isTrue();
+    }
+
+    @Test
+    void closingReleasesWeightsStillWaitingForTheirPartnersAndRefusesMore() throws Exception {
+        SlabWriter slabs = new SlabWriter(1 << 20, Runnable::run);
+        Tracked gate = weight(6);
+        slabs.add("experts.0.gate_proj.weight", gate.tensor(), new MergedPart(GATE_AND_UP, 0, 0, 2), place);
+        SlabWriter.Staged unfinished = slabs.stage(WEIGHT_BYTES).orElseThrow();
+
+        slabs.close();
+        unfinished.discard();
+
+        assertThat(gate.released()).isTrue();
+        Tracked late = weight(7);
+        slabs.add("experts.0.up_proj.weight", late.tensor(), new MergedPart(GATE_AND_UP, 0, 1, 2), place);
+        assertThat(late.released()).isTrue();
+        assertThat(slabs.drainWritten()).isEmpty();
+        assertThatThrownBy(() -> slabs.stage(WEIGHT_BYTES)).isInstanceOf(IllegalStateException.class);
+        assertThat(out.size()).as("nothing written").isZero();
+    }
+
+    @Test
+    void finishWaitsForEverySlabBeingWritten() throws Exception {
+        List<Runnable> queued = new ArrayList<>();
+        SlabWriter slabs = new SlabWriter(1 << 20, queued::add);
+        slabs.add("experts.0.down_proj.weight", weight(8).tensor(), new MergedPart(DOWN, 0, 0, 1), place);
+        slabs.add("experts.1.down_proj.weight", weight(9).tensor(), new MergedPart(DOWN, 1, 0, 1), place);
+
+        CompletableFuture<List<TensorEvent>> finished = CompletableFuture.supplyAsync(() -> {
+            try {
+                return slabs.finish();
+            } catch (IOException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        queued.get(0).run();
+        assertThatThrownBy(() -> finished.get(300, TimeUnit.MILLISECONDS)).isInstanceOf(TimeoutException.class);
+        queued.get(1).run();
+
+        assertThat(finished.get(10, TimeUnit.SECONDS)).extracting(TensorEvent::fqn)
+                .containsExactlyInAnyOrder("experts.0.down_proj.weight", "experts.1.down_proj.weight");
+        assertThat(out.size()).isEqualTo(place.offset() + DOWN.byteSize());
+    }
+}
