@@ -268,8 +268,7 @@ final class BlobSpool implements AutoCloseable {
                 Placement p = placed[writeEntry];
                 SlabWriter.Staged memory = staged[writeEntry];
                 if (memory != null) {
-                    MemorySegment.copy(MemorySegment.ofBuffer(chunk.nioBuffer(from + done, m)), 0, memory.segment(),
-                            at + done - e.begin(), m);
+                    memory.put(at + done - e.begin(), MemorySegment.ofBuffer(chunk.nioBuffer(from + done, m)), m);
                 } else if (p == null) {
                     FileWrites.write(channel, chunk.nioBuffer(from + done, m), at + done);
                 } else {
@@ -289,7 +288,8 @@ final class BlobSpool implements AutoCloseable {
         private void stageUpTo(int entry) throws IOException {
             for (; nextToStage <= entry; nextToStage++) {
                 if (slabTargets[nextToStage] != null) {
-                    staged[nextToStage] = slabs.stage(header.entries().get(nextToStage).byteSize()).orElse(null);
+                    staged[nextToStage] = slabs.stage(header.entries().get(nextToStage).info(), slabTargets[nextToStage].part())
+                            .orElse(null);
                 }
             }
         }
@@ -315,7 +315,7 @@ final class BlobSpool implements AutoCloseable {
                     SlabWriter.Staged memory = staged[i];
                     staged[i] = null;
                     status.tensorReceived();
-                    slabs.add(e.name(), memory.toTensor(e.dtype(), e.shape()), slabTargets[i].part(), slabTargets[i].merged());
+                    slabs.add(e.name(), memory.toTensor(), slabTargets[i].part(), slabTargets[i].merged());
                     i++;
                     continue;
                 }

@@ -4,10 +4,11 @@ import io.moeflux.connect.safetensors.FileWrites;
 import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.TensorEvent;
-import io.moeflux.tensor.DType;
+import io.moeflux.tensor.ColumnBlockedTensor;
 import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
+import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.Tensors;
 import java.io.IOException;
 import java.io.InterruptedIOException;
@@ -56,10 +57,11 @@ final class SlabWriter implements AutoCloseable {
     }
 
     /**
-     * Memory for one weight of {@code bytes}, or empty when it must be spooled: staging is used up by
-     * weights that wait for their partners. Waits while slabs being written hold the memory.
+     * Memory for one weight, or empty when it must be spooled: staging is used up by weights that wait
+     * for their partners. Waits while slabs being written hold the memory.
      */
-    synchronized Optional<Staged> stage(long bytes) throws IOException {
+    synchronized Optional<Staged> stage(TensorInfo weight, MergedPart part) throws IOException {
+        long bytes = weight.byteSize();
         while (true) {
             throwIfFailed();
             if (closed) {
@@ -68,13 +70,13 @@ final class SlabWriter implements AutoCloseable {
             Buffer fit = idle.stream().filter(b -> b.segment.byteSize() >= bytes).findFirst().orElse(null);
             if (fit != null) {
                 idle.remove(fit);
-                return Optional.of(new Staged(fit.segment.asSlice(0, bytes), fit));
+                return Optional.of(new Staged(weight, part, fit.segment.asSlice(0, bytes), fit));
             }
             if (stagingAllocated + bytes <= stagingBytes) {
                 Arena arena = Arena.ofShared();
                 Buffer fresh = new Buffer(arena, arena.allocate(Math.max(bytes, 1), 64));
                 stagingAllocated += fresh.segment.byteSize();
-                return Optional.of(new Staged(fresh.segment.asSlice(0, bytes), fresh));
+                return Optional.of(new Staged(weight, part, fresh.segment.asSlice(0, bytes), fresh));
             }
             if (!idle.isEmpty()) {
                 free(idle.poll());
@@ -242,22 +244,42 @@ final class SlabWriter implements AutoCloseable {
         }
     }
 
-    /** Staging memory for one weight: fill {@link #segment()}, then make it a tensor that gives the memory back on release. */
+    /**
+     * Staging memory for one weight: fill it with {@link #put}, then make it a tensor that gives the
+     * memory back on release. A weight is held in column blocks as wide as its slab's tiles, so the
+     * slab's transposition reads it sequentially.
+     */
     final class Staged {
+        private final TensorInfo weight;
         private final MemorySegment segment;
         private final Buffer buffer;
+        private final ColumnBlockedTensor blocked;
 
-        private Staged(MemorySegment segment, Buffer buffer) {
+        private Staged(TensorInfo weight, MergedPart part, MemorySegment segment, Buffer buffer) {
+            this.weight = weight;
             this.segment = segment;
             this.buffer = buffer;
+            long[] shape = weight.shape();
+            long[] merged = part.merged().shape();
+            this.blocked = shape.length == 2 && merged.length == 3
+                    ? new ColumnBlockedTensor(weight.dtype(), Math.toIntExact(shape[0]), Math.toIntExact(shape[1]),
+                            StackedTransposeTensor.tileRows(Math.toIntExact(merged[1]), Math.toIntExact(merged[2]),
+                                    part.merged().dtype()),
+                            segment, () -> giveBack(buffer))
+                    : null;
         }
 
-        MemorySegment segment() {
-            return segment;
+        /** Puts bytes {@code [offset, offset + n)} of the weight, in row-major order, from {@code src}. */
+        void put(long offset, MemorySegment src, long n) {
+            if (blocked != null) {
+                blocked.putRowMajor(offset, src, 0, n);
+            } else {
+                MemorySegment.copy(src, 0, segment, offset, n);
+            }
         }
 
-        DenseTensor toTensor(DType dtype, long[] shape) {
-            return new DenseTensor(dtype, shape, segment, () -> giveBack(buffer));
+        Tensor toTensor() {
+            return blocked != null ? blocked : new DenseTensor(weight.dtype(), weight.shape(), segment, () -> giveBack(buffer));
         }
 
         /** Gives the memory back unused, when the upload ends before the weight is whole. */

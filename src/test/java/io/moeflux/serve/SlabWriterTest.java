@@ -39,6 +39,7 @@ class SlabWriterTest {
     static final TensorInfo GATE_AND_UP = new TensorInfo("layers.1.mlp.experts.gate_and_up_projs", DType.BF16,
             new long[] {2, COLS, 2 * ROWS});
     static final TensorInfo DOWN = new TensorInfo("layers.1.mlp.experts.down_projs", DType.BF16, new long[] {2, COLS, ROWS});
+    static final TensorInfo WEIGHT = new TensorInfo("experts.0.down_proj.weight", DType.BF16, new long[] {ROWS, COLS});
 
     @TempDir
     Path dir;
@@ -102,18 +103,60 @@ class SlabWriterTest {
         assertThat(slabs.finish()).isEmpty();
     }
 
+    /**
+     * Weights wider than a tile are staged in several column blocks (the last one narrower, and not a
+     * multiple of 4, so its tile takes the kernel's general path), filled in pieces that straddle rows
+     * and blocks, as socket reads cut them.
+     */
+    @Test
+    void stagedWeightsFilledPieceByPieceMakeTheSameSlabAsWholeOnes() throws Exception {
+        int rows = 64;
+        int cols = 4099;
+        TensorInfo merged = new TensorInfo("layers.1.mlp.experts.gate_and_up_projs", DType.BF16, new long[] {1, cols, 2 * rows});
+        assertThat(io.moeflux.tensor.StackedTransposeTensor.tileRows(cols, 2 * rows, DType.BF16)).isLessThan(cols);
+        java.util.Random random = new java.util.Random(7);
+        byte[][] weights = new byte[2][rows * cols * 2];
+        random.nextBytes(weights[0]);
+        random.nextBytes(weights[1]);
+        Placement whole = new Placement(out, 0, merged.byteSize(), new ReentrantLock());
+        Path staged = dir.resolve("staged");
+        try (FileChannel stagedOut = FileChannel.open(staged, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ,
+                StandardOpenOption.WRITE)) {
+            Placement pieces = new Placement(stagedOut, 0, merged.byteSize(), new ReentrantLock());
+            SlabWriter direct = new SlabWriter(0, Runnable::run);
+            SlabWriter viaStaging = new SlabWriter(2 << 20, Runnable::run);
+            for (int j = 0; j < 2; j++) {
+                MergedPart part = new MergedPart(merged, 0, j, 2);
+                TensorInfo info = new TensorInfo("w" + j, DType.BF16, new long[] {rows, cols});
+                MemorySegment bytes = MemorySegment.ofArray(weights[j]);
+                direct.add("w" + j, new DenseTensor(DType.BF16, info.shape(), bytes, () -> {}), part, whole);
+                SlabWriter.Staged memory = viaStaging.stage(info, part).orElseThrow();
+                for (long at = 0; at < bytes.byteSize(); ) {
+                    long n = Math.min(bytes.byteSize() - at, 1 + random.nextInt(20_000));
+                    memory.put(at, bytes.asSlice(at, n), n);
+                    at += n;
+                }
+                viaStaging.add("w" + j, memory.toTensor(), part, pieces);
+            }
+            assertThat(direct.finish()).hasSize(2);
+            assertThat(viaStaging.finish()).hasSize(2);
+        }
+        assertThat(java.nio.file.Files.readAllBytes(staged)).isEqualTo(java.nio.file.Files.readAllBytes(dir.resolve("out")));
+        assertThat(out.size()).isEqualTo(merged.byteSize());
+    }
+
     @Test
     void stagingFullOfSlabsBeingWrittenMakesTheReceiverWaitInsteadOfGrowing() throws Exception {
         ConcurrentLinkedQueue<Runnable> queued = new ConcurrentLinkedQueue<>();
         SlabWriter slabs = new SlabWriter(WEIGHT_BYTES, queued::add);
-        SlabWriter.Staged first = slabs.stage(WEIGHT_BYTES).orElseThrow();
-        MemorySegment.copy(weight(3).tensor().data(), 0, first.segment(), 0, WEIGHT_BYTES);
-        slabs.add("experts.0.down_proj.weight", first.toTensor(DType.BF16, new long[] {ROWS, COLS}),
-                new MergedPart(DOWN, 0, 0, 1), place);
+        MergedPart down = new MergedPart(DOWN, 0, 0, 1);
+        SlabWriter.Staged first = slabs.stage(WEIGHT, down).orElseThrow();
+        first.put(0, weight(3).tensor().data(), WEIGHT_BYTES);
+        slabs.add("experts.0.down_proj.weight", first.toTensor(), down, place);
 
         CompletableFuture<Optional<SlabWriter.Staged>> second = CompletableFuture.supplyAsync(() -> {
             try {
-                return slabs.stage(WEIGHT_BYTES);
+                return slabs.stage(WEIGHT, down);
             } catch (IOException e) {
                 throw new IllegalStateException(e);
             }
@@ -129,16 +172,16 @@ class SlabWriterTest {
     @Test
     void stagingHeldByWeightsWaitingForTheirPartnersSpoolsFurtherWeightsAtOnce() throws Exception {
         SlabWriter slabs = new SlabWriter(WEIGHT_BYTES, Runnable::run);
-        SlabWriter.Staged gate = slabs.stage(WEIGHT_BYTES).orElseThrow();
-        slabs.add("experts.0.gate_proj.weight", gate.toTensor(DType.BF16, new long[] {ROWS, COLS}),
-                new MergedPart(GATE_AND_UP, 0, 0, 2), place);
+        MergedPart gatePart = new MergedPart(GATE_AND_UP, 0, 0, 2);
+        SlabWriter.Staged gate = slabs.stage(WEIGHT, gatePart).orElseThrow();
+        slabs.add("experts.0.gate_proj.weight", gate.toTensor(), gatePart, place);
 
-        assertThat(slabs.stage(WEIGHT_BYTES)).as("nothing being written can free memory").isEmpty();
+        assertThat(slabs.stage(WEIGHT, gatePart)).as("nothing being written can free memory").isEmpty();
 
         // The partner arrives from the spool, and the slab is written from both.
         slabs.add("experts.0.up_proj.weight", weight(4).tensor(), new MergedPart(GATE_AND_UP, 0, 1, 2), place);
         assertThat(slabs.drainWritten()).hasSize(2);
-        assertThat(slabs.stage(WEIGHT_BYTES)).isPresent();
+        assertThat(slabs.stage(WEIGHT, gatePart)).isPresent();
         slabs.close();
     }
 
@@ -153,7 +196,7 @@ class SlabWriterTest {
         assertThatThrownBy(slabs::drainWritten).isInstanceOf(IOException.class)
                 .hasMessageStartingWith("writing expert slab 1 of layers.1.mlp.experts.down_projs");
         assertThatThrownBy(slabs::finish).isInstanceOf(IOException.class);
-        assertThatThrownBy(() -> slabs.stage(WEIGHT_BYTES)).isInstanceOf(IOException.class);
+        assertThatThrownBy(() -> slabs.stage(WEIGHT, new MergedPart(DOWN, 0, 0, 1))).isInstanceOf(IOException.class);
         assertThat(down.released()).isTrue();
     }
 
@@ -162,7 +205,7 @@ class SlabWriterTest {
         SlabWriter slabs = new SlabWriter(1 << 20, Runnable::run);
         Tracked gate = weight(6);
         slabs.add("experts.0.gate_proj.weight", gate.tensor(), new MergedPart(GATE_AND_UP, 0, 0, 2), place);
-        SlabWriter.Staged unfinished = slabs.stage(WEIGHT_BYTES).orElseThrow();
+        SlabWriter.Staged unfinished = slabs.stage(WEIGHT, new MergedPart(GATE_AND_UP, 0, 1, 2)).orElseThrow();
 
         slabs.close();
         unfinished.discard();
@@ -172,7 +215,7 @@ class SlabWriterTest {
         slabs.add("experts.0.up_proj.weight", late.tensor(), new MergedPart(GATE_AND_UP, 0, 1, 2), place);
         assertThat(late.released()).isTrue();
         assertThat(slabs.drainWritten()).isEmpty();
-        assertThatThrownBy(() -> slabs.stage(WEIGHT_BYTES)).isInstanceOf(IllegalStateException.class);
+        assertThatThrownBy(() -> slabs.stage(WEIGHT, new MergedPart(DOWN, 0, 0, 1))).isInstanceOf(IllegalStateException.class);
         assertThat(out.size()).as("nothing written").isZero();
     }
 

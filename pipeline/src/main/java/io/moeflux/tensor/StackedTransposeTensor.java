@@ -76,6 +76,14 @@ public final class StackedTransposeTensor implements Tensor {
         return new long[] {parts.size(), cols, width};
     }
 
+    /**
+     * Output rows per tile of a slab of {@code slabRows x slabWidth} elements of {@code dtype}: parts
+     * held as {@link ColumnBlockedTensor}s with blocks this wide are read one block per tile.
+     */
+    public static int tileRows(int slabRows, int slabWidth, DType dtype) {
+        return Blocking.of(slabRows, slabWidth, dtype).tileRows();
+    }
+
     /** Per expert, in output order, the parts this tensor transposes and concatenates. */
     public List<List<Tensor>> parts() {
         return parts;
@@ -108,7 +116,9 @@ public final class StackedTransposeTensor implements Tensor {
             throw new IllegalStateException("merged tensor was already released");
         }
         List<Tensor> expert = parts.get(e);
+        Blocking b = Blocking.of(cols, width, dtype);
         List<MemorySegment> sources = new ArrayList<>(expert.size());
+        ColumnBlockedTensor[] blocked = new ColumnBlockedTensor[expert.size()];
         List<Tensor> temporaries = new ArrayList<>();
         try {
             boolean fast = true;
@@ -118,7 +128,10 @@ public final class StackedTransposeTensor implements Tensor {
                 fast &= Transpose.isFast(part.dtype(), dtype);
                 maxPartRows = Math.max(maxPartRows, partRows[j]);
                 var direct = part.contiguous();
-                if (direct.isPresent()) {
+                if (part instanceof ColumnBlockedTensor cb && cb.blockCols() == b.tileRows()) {
+                    blocked[j] = cb;
+                    sources.add(cb.data());
+                } else if (direct.isPresent()) {
                     sources.add(direct.get());
                 } else {
                     DenseTensor copy = Tensors.materialize(part);
@@ -126,7 +139,6 @@ public final class StackedTransposeTensor implements Tensor {
                     sources.add(copy.data());
                 }
             }
-            Blocking b = Blocking.of(cols, width, dtype);
             Transpose kernel = fast ? Transpose.forThisThread(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
             try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.tileRows() * b.rowBytes())) {
                 MemorySegment tile = scratch.segment();
@@ -134,11 +146,16 @@ public final class StackedTransposeTensor implements Tensor {
                     int tn = Math.min(b.tileRows(), cols - t0);
                     int colOffset = 0;
                     for (int j = 0; j < expert.size(); j++) {
+                        // A column-blocked part holds this tile's columns as one [rows, tn] block.
+                        int block = t0 / b.tileRows();
+                        long offset = blocked[j] == null ? 0 : blocked[j].blockOffset(block);
+                        long rowStride = blocked[j] == null ? cols : tn;
+                        long colStart = blocked[j] == null ? t0 : 0;
                         if (fast) {
-                            kernel.block16(sources.get(j), 0, partRows[j], cols, t0, tn, 0, width, colOffset);
+                            kernel.block16(sources.get(j), offset, partRows[j], rowStride, colStart, tn, 0, width, colOffset);
                         } else {
-                            Transpose.block(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, t0, tn, tile,
-                                    0, dtype, width, colOffset);
+                            Transpose.block(sources.get(j), offset, expert.get(j).dtype(), partRows[j], rowStride, colStart, tn,
+                                    tile, 0, dtype, width, colOffset);
                         }
                         colOffset += partRows[j];
                     }
