@@ -42,6 +42,11 @@ import reactor.core.publisher.Flux;
  * until then the blob holds one file descriptor. The next body chunk is taken only after the previous
  * one is on file and the tensors it completed have gone downstream, so a slow consumer stops socket
  * reads instead of growing a buffer.
+ *
+ * <p>The first blob's header may place tensors elsewhere ({@link Placements}): a tensor the conversion
+ * passes on untouched is written straight into its place in the output, and an expert weight that
+ * from-hf merges is handed to a {@link SlabWriter}, which writes its expert's slab of the merged tensor
+ * in place once the slab's weights are all in; its event follows once the slab is on file.
  */
 final class BlobSpool implements AutoCloseable {
     private final Settings settings;
@@ -108,7 +113,7 @@ final class BlobSpool implements AutoCloseable {
                 }
             }
             if (slabs != null) {
-                completed.addAll(slabs.drainWritten());
+                drainSlabs(completed);
             }
         } catch (IOException e) {
             completed.forEach(TensorEvent::release);
@@ -119,6 +124,15 @@ final class BlobSpool implements AutoCloseable {
         }
         chunk.release();
         return completed;
+    }
+
+    /** Adds the tensors whose expert slabs are on file; a slab that could not be written fails the upload. */
+    private void drainSlabs(List<TensorEvent> completed) {
+        try {
+            completed.addAll(slabs.drainWritten());
+        } catch (IOException e) {
+            throw new UncheckedIOException(e.getMessage(), e);
+        }
     }
 
     /** Checks that the body ended on a blob boundary; waits for expert slabs still being written and returns their tensors. */
@@ -293,7 +307,6 @@ final class BlobSpool implements AutoCloseable {
                 }
             }
         }
-
 
         /** Hands out the tensors whose bytes are all on file, sliced from one mapping. */
         private void emitCompleted(List<TensorEvent> completed) throws IOException {
