@@ -27,9 +27,11 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BiFunction;
 import java.util.function.Function;
+import java.util.function.Supplier;
 import java.util.regex.Pattern;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
@@ -162,14 +164,12 @@ public final class IngestServer implements AutoCloseable {
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
         AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
-        AtomicReference<InPlaceLayout> opened = new AtomicReference<>();
+        OpenedLayout opened = new OpenedLayout();
         Function<List<TensorInfo>, BlobSpool.Placements> onFirstHeader = uploaded -> {
             firstBlob.set(uploaded);
-            if (config.singleBlob() && sink instanceof PlaceableSink placeable) {
-                opened.set(InPlaceLayout.open(placeable, config, uploaded));
-                return opened.get();
-            }
-            return BlobSpool.Placements.NONE;
+            return config.singleBlob() && sink instanceof PlaceableSink placeable
+                    ? opened.open(() -> InPlaceLayout.open(placeable, config, uploaded))
+                    : BlobSpool.Placements.NONE;
         };
         var settings = new BlobSpool.Settings(options.spoolDir(), options.maxHeaderBytes(), config.singleBlob(),
                 options.slabStagingBytes(), task -> slabWorkers.schedule(task));
@@ -181,19 +181,17 @@ public final class IngestServer implements AutoCloseable {
                 : sink.write(config.descriptor(), converted);
         return commit
                 // An upload that fails before its events reach the opened checkpoint must still remove it.
-                .doFinally(signal -> {
-                    InPlaceLayout layout = opened.get();
-                    if (layout != null) {
-                        layout.checkpoint().abort();
-                    }
-                })
+                .doFinally(signal -> opened.end())
                 // Events held by operators between the spool and the sink's own hooks (switchOnFirst's first) are released too.
                 .doOnDiscard(TensorEvent.class, TensorEvent::release)
                 .flatMap(summary -> {
                     status.committed(summary);
                     return reply(res, HttpResponseStatus.OK, status.toJson());
                 })
+                // The output goes before the status or the response says the upload ended: doFinally runs
+                // only after them, and a client that then looks must find nothing.
                 .onErrorResume(e -> {
+                    opened.end();
                     if (isClientGone(e)) {
                         status.aborted();
                         return Mono.empty();
@@ -202,7 +200,40 @@ public final class IngestServer implements AutoCloseable {
                     status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
                     return reply(res, code, status.toJson());
                 })
-                .doOnCancel(status::aborted);
+                .doOnCancel(() -> {
+                    opened.end();
+                    status.aborted();
+                });
+    }
+
+    /**
+     * The checkpoint a single-blob upload opened from its header, if it did. The header is read on a
+     * worker thread, so an upload can end (the client gone) while its output is being laid out: whichever
+     * comes second, opening or ending, removes the output, and nothing opens after the end.
+     */
+    private static final class OpenedLayout {
+        private InPlaceLayout layout;
+        private boolean ended;
+
+        synchronized InPlaceLayout open(Supplier<InPlaceLayout> opener) {
+            if (ended) {
+                throw new CancellationException("the upload ended before its header was read");
+            }
+            layout = opener.get();
+            return layout;
+        }
+
+        synchronized InPlaceLayout get() {
+            return layout;
+        }
+
+        /** Removes the output unless it was committed (aborting a committed checkpoint does nothing). */
+        synchronized void end() {
+            ended = true;
+            if (layout != null) {
+                layout.checkpoint().abort();
+            }
+        }
     }
 
     /**
