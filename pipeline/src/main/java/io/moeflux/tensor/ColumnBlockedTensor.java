@@ -33,11 +33,7 @@ public final class ColumnBlockedTensor implements Tensor {
         if (rows < 0 || cols < 0 || blockCols < 1) {
             throw new IllegalArgumentException("need rows, cols >= 0 and blockCols >= 1, got " + rows + ", " + cols + ", " + blockCols);
         }
-        long expected = Shapes.byteSize(dtype, new long[] {rows, cols});
-        if (data.byteSize() != expected) {
-            throw new IllegalArgumentException("a " + dtype + "[" + rows + ", " + cols + "] tensor has " + expected
-                    + " bytes, got " + data.byteSize());
-        }
+        Shapes.requireByteSize(dtype, new long[] {rows, cols}, data.byteSize());
         this.dtype = dtype;
         this.rows = rows;
         this.cols = cols;

@@ -28,11 +28,7 @@ public final class DenseTensor implements Tensor {
         this.fileRegion = fileRegion;
         this.dtype = dtype;
         this.shape = shape.clone();
-        long expected = Shapes.byteSize(dtype, this.shape);
-        if (data.byteSize() != expected) {
-            throw new IllegalArgumentException("a " + dtype + Shapes.format(shape) + " tensor has " + expected
-                    + " bytes, got " + data.byteSize());
-        }
+        Shapes.requireByteSize(dtype, this.shape, data.byteSize());
         this.data = data;
         this.owner = owner;
     }

@@ -23,6 +23,14 @@ public final class Shapes {
         return Math.multiplyExact(numel(shape), dtype.byteSize());
     }
 
+    /** Throws {@link IllegalArgumentException} unless {@code bytes} is exactly what a tensor of this type and shape holds. */
+    static void requireByteSize(DType dtype, long[] shape, long bytes) {
+        long expected = byteSize(dtype, shape);
+        if (bytes != expected) {
+            throw new IllegalArgumentException("a " + dtype + format(shape) + " tensor has " + expected + " bytes, got " + bytes);
+        }
+    }
+
     /** {@code [8, 32, 32]}, as safetensors headers and Python print shapes. */
     public static String format(long[] shape) {
         StringBuilder sb = new StringBuilder("[");
