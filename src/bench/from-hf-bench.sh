@@ -24,25 +24,7 @@ experts=${BENCH_EXPERTS:-64}
 runs=${BENCH_RUNS:-5}
 moeflux="$root/moeflux"
 
-now() { date +%s.%N; }
-seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a) ? b : a }'; }
-
-# Samples RssAnon of $1 every 20 ms until it exits; prints the peak in KiB. Only shell builtins in the
-# loop (besides sleep), so the sampler barely competes with the process it measures.
-peak_anon_kib() {
-  local pid=$1 peak=0 key value rest
-  while [ -r "/proc/$pid/status" ]; do
-    while read -r key value rest; do
-      if [ "$key" = "RssAnon:" ]; then
-        [ "$value" -gt "$peak" ] && peak=$value
-        break
-      fi
-    done < "/proc/$pid/status" 2>/dev/null || true
-    sleep 0.02
-  done
-  echo "$peak"
-}
+source "$root/src/bench/timing.sh"
 
 # Runs "$@" in the background, waits, and sets $elapsed (s) and $peak_kib.
 measure() {

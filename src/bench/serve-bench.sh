@@ -38,24 +38,7 @@ runs=${BENCH_RUNS:-5}
 warmups=${BENCH_WARMUP:-1}
 moeflux="$root/moeflux"
 
-now() { date +%s.%N; }
-seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a) ? b : a }'; }
-
-# Samples RssAnon of $1 every 20 ms while the file $2 exists; writes the peak in KiB to $2.peak.
-sample_anon_kib() {
-  local pid=$1 flag=$2 peak=0 key value rest
-  while [ -e "$flag" ] && [ -r "/proc/$pid/status" ]; do
-    while read -r key value rest; do
-      if [ "$key" = "RssAnon:" ]; then
-        [ "$value" -gt "$peak" ] && peak=$value
-        break
-      fi
-    done < "/proc/$pid/status" 2>/dev/null || true
-    sleep 0.02
-  done
-  echo "$peak" > "$flag.peak"
-}
+source "$root/src/bench/timing.sh"
 
 server_pid=""
 discard_pid=""
@@ -163,7 +146,7 @@ best_cp=""
 best_floor=""
 best_up=""
 touch "$work/sampling"
-sample_anon_kib "$server_pid" "$work/sampling" &
+peak_anon_kib "$server_pid" "$work/sampling" > "$work/sampling.peak" &
 sampler=$!
 for i in $(seq 1 "$runs"); do
   rm -rf "$work/cp" "$work/sink/run$((i - 1))"

@@ -21,7 +21,7 @@ pause=${BENCH_PAUSE:-8}
 mkdir -p "$work"
 trap 'rm -f "$work/ws-src" "$work/ws-out"' EXIT
 
-now() { date +%s.%N; }
+source "$root/src/bench/timing.sh"
 
 # Times "$@" after the pause and a sync, then deletes the output while it is still dirty.
 timed() {
