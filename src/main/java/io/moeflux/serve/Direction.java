@@ -1,5 +1,6 @@
 package io.moeflux.serve;
 
+import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
@@ -31,28 +32,20 @@ public enum Direction {
         };
     }
 
-    /** The tensors {@link #convert} makes of {@code uploaded}, before any byte moves. */
-    List<TensorInfo> plan(List<TensorInfo> uploaded, Hy3Adapter adapter) {
+    /** What {@link #convert} makes of {@code uploaded}, before any byte moves. */
+    ConversionLayout layout(List<TensorInfo> uploaded, Hy3Adapter adapter) {
         return switch (this) {
-            case TO_HF -> adapter.planToHf(uploaded);
-            case FROM_HF -> adapter.planFromHf(uploaded);
-            case NONE -> uploaded;
+            case TO_HF -> adapter.layoutToHf(uploaded);
+            case FROM_HF -> adapter.layoutFromHf(uploaded);
+            case NONE -> unchanged(uploaded);
         };
     }
 
-    /** The tensors of {@code uploaded} that {@link #convert} passes on untouched, with their output names. */
-    Map<String, String> passThrough(List<TensorInfo> uploaded, Hy3Adapter adapter) {
-        return switch (this) {
-            case TO_HF -> adapter.passThroughToHf(uploaded);
-            case FROM_HF -> adapter.passThroughFromHf(uploaded);
-            case NONE -> identity(uploaded);
-        };
-    }
-
-    static Map<String, String> identity(List<TensorInfo> uploaded) {
+    /** Every tensor stored as uploaded. */
+    static ConversionLayout unchanged(List<TensorInfo> uploaded) {
         Map<String, String> names = new LinkedHashMap<>();
         uploaded.forEach(t -> names.put(t.name(), t.name()));
-        return names;
+        return new ConversionLayout(uploaded, names, Map.of());
     }
 
     /** Parses the CLI spelling: {@code to-hf}, {@code from-hf}, {@code none}. */

@@ -3,6 +3,7 @@ package io.moeflux.serve;
 import io.moeflux.connect.safetensors.PlaceableSink;
 import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.connect.safetensors.PlannedCheckpoint;
+import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
@@ -44,19 +45,17 @@ final class InPlaceLayout implements BlobSpool.Placements {
      * as planning would (missing experts and so on).
      */
     static InPlaceLayout open(PlaceableSink sink, UploadConfig config, List<TensorInfo> uploaded) {
-        var planned = config.plannedFrom(uploaded);
-        Map<String, String> outputNames = config.passThrough(uploaded);
-        Map<String, MergedPart> merged = config.mergedParts(uploaded);
+        ConversionLayout conversion = config.layout(uploaded);
         PlannedCheckpoint checkpoint;
         try {
-            checkpoint = sink.open(planned);
+            checkpoint = sink.open(config.descriptor().withTensors(conversion.planned()));
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create the checkpoint's files: " + e.getMessage(), e);
         }
         InPlaceLayout layout = new InPlaceLayout(checkpoint);
-        outputNames.forEach((uploadedName, outputName) ->
+        conversion.passThrough().forEach((uploadedName, outputName) ->
                 checkpoint.placement(outputName).ifPresent(p -> layout.passThrough.put(uploadedName, p)));
-        merged.forEach((uploadedName, part) -> checkpoint.placement(part.merged().name()).ifPresent(p -> {
+        conversion.mergedParts().forEach((uploadedName, part) -> checkpoint.placement(part.merged().name()).ifPresent(p -> {
             layout.slabParts.put(uploadedName, new SlabTarget(part, p));
             layout.mergedInPlace.put(part.merged().name(), p);
         }));

@@ -3,9 +3,9 @@ package io.moeflux.serve;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeflux.connect.safetensors.ModelConfigJson;
+import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.hy3.Hy3Options;
-import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
@@ -66,19 +66,14 @@ record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, Checkpoin
         return adapter.map(a -> direction.convert(uploaded, a)).orElse(uploaded);
     }
 
+    /** What the conversion makes of {@code uploaded}: its output tensors, and where each uploaded tensor's bytes go. */
+    ConversionLayout layout(List<TensorInfo> uploaded) {
+        return adapter.map(a -> direction.layout(uploaded, a)).orElseGet(() -> Direction.unchanged(uploaded));
+    }
+
     /** The descriptor with the tensors the conversion makes of {@code uploaded}. */
     CheckpointDescriptor plannedFrom(List<TensorInfo> uploaded) {
-        return descriptor.withTensors(adapter.map(a -> direction.plan(uploaded, a)).orElse(uploaded));
-    }
-
-    /** The tensors of {@code uploaded} that pass through the conversion untouched, with their output names. */
-    Map<String, String> passThrough(List<TensorInfo> uploaded) {
-        return adapter.map(a -> direction.passThrough(uploaded, a)).orElseGet(() -> Direction.identity(uploaded));
-    }
-
-    /** The expert weights of {@code uploaded} the conversion merges, with where each lands; empty unless from-hf. */
-    Map<String, MergedPart> mergedParts(List<TensorInfo> uploaded) {
-        return adapter.filter(a -> direction == Direction.FROM_HF).map(a -> a.mergedPartsFromHf(uploaded)).orElseGet(Map::of);
+        return descriptor.withTensors(layout(uploaded).planned());
     }
 
     /** A {@code config.json} made of the query's model parameters, when the query has any. */

@@ -112,12 +112,12 @@ public final class Hy3Adapter {
      * sink needs to lay out its headers. Fails as the conversion would (missing experts and so on).
      */
     public List<TensorInfo> planFromHf(List<TensorInfo> hf) {
-        return plan(hf, this::fromHf);
+        return layoutFromHf(hf).planned();
     }
 
     /** The tensors to-hf makes of a checkpoint with these tensors. */
     public List<TensorInfo> planToHf(List<TensorInfo> nativeInfos) {
-        return plan(nativeInfos, this::toHf);
+        return layoutToHf(nativeInfos).planned();
     }
 
     /**
@@ -125,7 +125,12 @@ public final class Hy3Adapter {
      * their names in its output: what a receiver may write straight into place as the bytes arrive.
      */
     public Map<String, String> passThroughFromHf(List<TensorInfo> hf) {
-        return passThrough(hf, this::fromHf);
+        return layoutFromHf(hf).passThrough();
+    }
+
+    /** As {@link #passThroughFromHf}, for to-hf. */
+    public Map<String, String> passThroughToHf(List<TensorInfo> nativeInfos) {
+        return layoutToHf(nativeInfos).passThrough();
     }
 
     /**
@@ -133,66 +138,54 @@ public final class Hy3Adapter {
      * receiver needs to write every expert's slab into place as soon as that expert's weights are in.
      */
     public Map<String, MergedPart> mergedPartsFromHf(List<TensorInfo> hf) {
+        return layoutFromHf(hf).mergedParts();
+    }
+
+    /** Plan, pass-through tensors and merged parts of from-hf, from one run of its stages. Fails as {@link #planFromHf}. */
+    public ConversionLayout layoutFromHf(List<TensorInfo> hf) {
+        return layout(hf, this::fromHf);
+    }
+
+    /** As {@link #layoutFromHf}, for to-hf. */
+    public ConversionLayout layoutToHf(List<TensorInfo> nativeInfos) {
+        return layout(nativeInfos, this::toHf);
+    }
+
+    /**
+     * Runs the very same stages over metadata-only tensors, so layouts cannot drift from conversions. A
+     * tensor that comes out as the very placeholder that went in was passed on; the parts of a
+     * {@link StackedTransposeTensor} that comes out say where each merged input lands.
+     */
+    private static ConversionLayout layout(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
         Map<Tensor, String> inputNames = new IdentityHashMap<>();
-        Map<String, MergedPart> parts = new LinkedHashMap<>();
-        Flux.fromIterable(placeholders(hf, inputNames))
-                .transform(this::fromHf)
-                .doOnNext(e -> {
-                    if (e.tensor() instanceof StackedTransposeTensor stacked) {
-                        TensorInfo merged = stacked.info(e.fqn());
-                        List<List<Tensor>> slabs = stacked.parts();
-                        for (int slab = 0; slab < slabs.size(); slab++) {
-                            List<Tensor> slabParts = slabs.get(slab);
-                            for (int part = 0; part < slabParts.size(); part++) {
-                                parts.put(inputNames.get(slabParts.get(part)),
-                                        new MergedPart(merged, slab, part, slabParts.size()));
-                            }
-                        }
-                    }
-                })
-                .blockLast();
-        return parts;
-    }
-
-    /** As {@link #passThroughFromHf}, for to-hf. */
-    public Map<String, String> passThroughToHf(List<TensorInfo> nativeInfos) {
-        return passThrough(nativeInfos, this::toHf);
-    }
-
-    /** The same stages over placeholders: a tensor that comes out as the very object that went in was passed on. */
-    private static Map<String, String> passThrough(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
-        Map<Tensor, String> inputNames = new IdentityHashMap<>();
-        Map<String, String> passed = new LinkedHashMap<>();
-        Flux.fromIterable(placeholders(in, inputNames))
-                .transform(stages)
-                .doOnNext(e -> {
-                    String from = inputNames.get(e.tensor());
-                    if (from != null) {
-                        passed.put(from, e.fqn());
-                    }
-                })
-                .blockLast();
-        return passed;
-    }
-
-    /** A metadata-only event per tensor, each placeholder recorded with its name, to be recognised by identity downstream. */
-    private static List<TensorEvent> placeholders(List<TensorInfo> in, Map<Tensor, String> inputNames) {
         List<TensorEvent> events = new ArrayList<>(in.size());
         for (TensorInfo i : in) {
             Tensor placeholder = Tensors.placeholder(i.dtype(), i.shape());
             inputNames.put(placeholder, i.name());
             events.add(new TensorEvent(i.name(), placeholder));
         }
-        return events;
-    }
-
-    /** Runs the very same stages over metadata-only tensors, so plans cannot drift from conversions. */
-    private static List<TensorInfo> plan(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
-        return Flux.fromIterable(in)
-                .map(i -> new TensorEvent(i.name(), Tensors.placeholder(i.dtype(), i.shape())))
+        List<TensorInfo> planned = new ArrayList<>();
+        Map<String, String> passed = new LinkedHashMap<>();
+        Map<String, MergedPart> merged = new LinkedHashMap<>();
+        Flux.fromIterable(events)
                 .transform(stages)
-                .map(e -> e.tensor().info(e.fqn()))
-                .collectList()
-                .block();
+                .doOnNext(e -> {
+                    planned.add(e.tensor().info(e.fqn()));
+                    String from = inputNames.get(e.tensor());
+                    if (from != null) {
+                        passed.put(from, e.fqn());
+                    } else if (e.tensor() instanceof StackedTransposeTensor stacked) {
+                        TensorInfo info = stacked.info(e.fqn());
+                        List<List<Tensor>> slabs = stacked.parts();
+                        for (int slab = 0; slab < slabs.size(); slab++) {
+                            List<Tensor> parts = slabs.get(slab);
+                            for (int part = 0; part < parts.size(); part++) {
+                                merged.put(inputNames.get(parts.get(part)), new MergedPart(info, slab, part, parts.size()));
+                            }
+                        }
+                    }
+                })
+                .blockLast();
+        return new ConversionLayout(planned, passed, merged);
     }
 }

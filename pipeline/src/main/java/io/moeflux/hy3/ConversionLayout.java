@@ -1,0 +1,25 @@
+package io.moeflux.hy3;
+
+import io.moeflux.tensor.TensorInfo;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * What a conversion makes of a checkpoint's tensors, worked out from their names, types and shapes
+ * before any byte moves, by one run of the conversion's own stages over placeholders.
+ *
+ * @param planned     the output tensors, in output order: what a file sink lays its headers out from
+ * @param passThrough input tensors passed on with their bytes untouched (renamed or not), by input name,
+ *                    with their output names: what a receiver may write straight into place
+ * @param mergedParts input tensors that from-hf merges, by input name, with where each lands in its
+ *                    merged tensor; empty for to-hf
+ */
+public record ConversionLayout(List<TensorInfo> planned, Map<String, String> passThrough, Map<String, MergedPart> mergedParts) {
+    public ConversionLayout {
+        planned = List.copyOf(planned);
+        passThrough = Collections.unmodifiableMap(new LinkedHashMap<>(passThrough));
+        mergedParts = Collections.unmodifiableMap(new LinkedHashMap<>(mergedParts));
+    }
+}
