@@ -5,7 +5,6 @@ import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.ColumnBlockedTensor;
-import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
@@ -250,36 +249,26 @@ final class SlabWriter implements AutoCloseable {
      * slab's transposition reads it sequentially.
      */
     final class Staged {
-        private final TensorInfo weight;
-        private final MemorySegment segment;
         private final Buffer buffer;
         private final ColumnBlockedTensor blocked;
 
+        /** Weights of a merged tensor are 2-D, its slabs {@code [cols, width]}: the merge checks both when planning. */
         private Staged(TensorInfo weight, MergedPart part, MemorySegment segment, Buffer buffer) {
-            this.weight = weight;
-            this.segment = segment;
             this.buffer = buffer;
-            long[] shape = weight.shape();
             long[] merged = part.merged().shape();
-            this.blocked = shape.length == 2 && merged.length == 3
-                    ? new ColumnBlockedTensor(weight.dtype(), Math.toIntExact(shape[0]), Math.toIntExact(shape[1]),
-                            StackedTransposeTensor.tileRows(Math.toIntExact(merged[1]), Math.toIntExact(merged[2]),
-                                    part.merged().dtype()),
-                            segment, () -> giveBack(buffer))
-                    : null;
+            int blockCols = StackedTransposeTensor.tileRows(Math.toIntExact(merged[1]), Math.toIntExact(merged[2]),
+                    part.merged().dtype());
+            this.blocked = new ColumnBlockedTensor(weight.dtype(), Math.toIntExact(weight.dim(0)), Math.toIntExact(weight.dim(1)),
+                    blockCols, segment, () -> giveBack(buffer));
         }
 
         /** Puts bytes {@code [offset, offset + n)} of the weight, in row-major order, from {@code src}. */
         void put(long offset, MemorySegment src, long n) {
-            if (blocked != null) {
-                blocked.putRowMajor(offset, src, 0, n);
-            } else {
-                MemorySegment.copy(src, 0, segment, offset, n);
-            }
+            blocked.putRowMajor(offset, src, 0, n);
         }
 
         Tensor toTensor() {
-            return blocked != null ? blocked : new DenseTensor(weight.dtype(), weight.shape(), segment, () -> giveBack(buffer));
+            return blocked;
         }
 
         /** Gives the memory back unused, when the upload ends before the weight is whole. */
