@@ -3,6 +3,7 @@ package io.moeflux.tensor;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
 
@@ -139,7 +140,12 @@ public final class StackedTransposeTensor implements Tensor {
                     sources.add(copy.data());
                 }
             }
-            Transpose kernel = fast ? Transpose.forThisThread(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
+            // Parts all in column blocks go straight into the tile; any other part needs the staged kernel,
+            // whose copy-out writes whole tile rows.
+            boolean direct = fast && Arrays.stream(blocked).allMatch(cb -> cb != null)
+                    && Arrays.stream(partRows).allMatch(rows -> Transpose.fitsColumnBlock16(rows, b.tileRows())
+                            && Transpose.fitsColumnBlock16(rows, cols % b.tileRows()));
+            Transpose kernel = fast && !direct ? Transpose.forThisThread(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
             try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.tileRows() * b.rowBytes())) {
                 MemorySegment tile = scratch.segment();
                 for (int t0 = 0; t0 < cols; t0 += b.tileRows()) {
@@ -151,7 +157,9 @@ public final class StackedTransposeTensor implements Tensor {
                         long offset = blocked[j] == null ? 0 : blocked[j].blockOffset(block);
                         long rowStride = blocked[j] == null ? cols : tn;
                         long colStart = blocked[j] == null ? t0 : 0;
-                        if (fast) {
+                        if (direct) {
+                            Transpose.columnBlock16(sources.get(j), offset, partRows[j], tn, tile, 0, width, colOffset);
+                        } else if (fast) {
                             kernel.block16(sources.get(j), offset, partRows[j], rowStride, colStart, tn, 0, width, colOffset);
                         } else {
                             Transpose.block(sources.get(j), offset, expert.get(j).dtype(), partRows[j], rowStride, colStart, tn,
@@ -159,7 +167,7 @@ public final class StackedTransposeTensor implements Tensor {
                         }
                         colOffset += partRows[j];
                     }
-                    if (fast) {
+                    if (kernel != null) {
                         kernel.copyOut16(tile, 0, tn * width);
                     }
                     sink.write(tile.asSlice(0, tn * b.rowBytes()));

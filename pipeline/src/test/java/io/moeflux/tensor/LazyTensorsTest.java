@@ -44,7 +44,7 @@ class LazyTensorsTest {
 
     /** Column-blocked parts, filled in pieces across rows and blocks, give the bytes dense parts give. */
     @org.junit.jupiter.params.ParameterizedTest(name = "{0} parts of {1} x {2}")
-    @org.junit.jupiter.params.provider.CsvSource({"BF16, 8, 262144", "BF16, 12, 131075", "F32, 8, 131076", "BF16, 5, 7"})
+    @org.junit.jupiter.params.provider.CsvSource({"BF16, 8, 262144", "BF16, 136, 4100", "BF16, 12, 131075", "F32, 8, 131076", "BF16, 5, 7"})
     void stackedTransposeReadsColumnBlockedPartsAsItReadsDenseOnes(DType type, int rows, int cols) throws Exception {
         int width = 2 * rows;
         int blockCols = StackedTransposeTensor.tileRows(cols, width, DType.BF16);
@@ -71,6 +71,27 @@ class LazyTensorsTest {
         fromDense.release();
         fromBlocks.release();
         assertThat(t.live()).isZero();
+    }
+
+    @Test
+    void columnBlockTransposeWritesItsColumnsOfEachDestinationRowAndNothingElse() {
+        int rows = 72, colCount = 12, dstStride = 200, dstColOffset = 60;
+        byte[] block = Tensors.toBytes(t.random(DType.BF16, rows, colCount));
+        byte[] before = new byte[colCount * dstStride * 2];
+        new java.util.Random(3).nextBytes(before);
+        java.lang.foreign.MemorySegment dst = java.lang.foreign.MemorySegment.ofArray(before.clone());
+
+        Transpose.columnBlock16(java.lang.foreign.MemorySegment.ofArray(block), 0, rows, colCount, dst, 0, dstStride, dstColOffset);
+
+        byte[] expected = before.clone();
+        for (int r = 0; r < colCount; r++) {
+            for (int i = 0; i < rows; i++) {
+                System.arraycopy(Naive.raw(block, DType.BF16, colCount, i, r), 0, expected, (r * dstStride + dstColOffset + i) * 2, 2);
+            }
+        }
+        assertThat(dst.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)).isEqualTo(expected);
+        assertThatThrownBy(() -> Transpose.columnBlock16(java.lang.foreign.MemorySegment.ofArray(block), 0, 6, 12, dst, 0, dstStride, 0))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("6x12");
     }
 
     @Test
