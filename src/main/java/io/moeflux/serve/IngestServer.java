@@ -2,6 +2,7 @@ package io.moeflux.serve;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.InsufficientSpaceException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
 import io.moeflux.connect.safetensors.PlaceableSink;
@@ -279,6 +280,12 @@ public final class IngestServer implements AutoCloseable {
     }
 
     private static HttpResponseStatus statusFor(Throwable e) {
+        // The sink wraps what the file system says (UncheckedIOException and the like).
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            if (c instanceof InsufficientSpaceException) {
+                return HttpResponseStatus.INSUFFICIENT_STORAGE;
+            }
+        }
         if (e instanceof InvalidCheckpointException) {
             return HttpResponseStatus.BAD_REQUEST;
         }

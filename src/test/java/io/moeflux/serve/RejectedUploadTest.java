@@ -275,6 +275,24 @@ class RejectedUploadTest {
         assertNothingWritten();
     }
 
+    @Test
+    void aSingleBlobUploadTheDiskCannotHoldGets507BeforeItsDataIsSent() throws Exception {
+        start(options(Direction.NONE, sinkDir));
+        long elements = 1L << 49;
+        org.junit.jupiter.api.Assumptions.assumeTrue(Files.getFileStore(sinkDir).getUsableSpace() < 2 * elements);
+        byte[] json = ("{\"model.huge\":{\"dtype\":\"BF16\",\"shape\":[" + elements + "],\"data_offsets\":[0,"
+                + 2 * elements + "]}}").getBytes(StandardCharsets.US_ASCII);
+        ByteBuffer headerOnly = ByteBuffer.allocate(8 + json.length).order(ByteOrder.LITTLE_ENDIAN).putLong(json.length).put(json);
+
+        HttpResponse<String> r = put(server, "/v1/checkpoints/huge?single_blob=true",
+                BodyPublishers.fromPublisher(BodyPublishers.ofByteArray(headerOnly.array())));
+
+        assertThat(r.statusCode()).isEqualTo(507);
+        assertThat(json(r).get("error").asText()).contains("model.safetensors: no room for its").contains("bytes free");
+        assertThat(json(r).get("state").asText()).isEqualTo("failed");
+        assertNothingWritten();
+    }
+
     private void abortAfter(String id, byte[] bytes) throws Exception {
         abortAfter(id, "", bytes);
     }

@@ -345,6 +345,7 @@ final class FolderSink implements PlaceableSink {
                     FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW,
                             StandardOpenOption.WRITE, StandardOpenOption.READ);
                     targets.add(new OutputFile(file, ch));
+                    Preallocation.reserve(file, s.header().length + s.dataBytes());
                     ByteBuffer header = ByteBuffer.wrap(s.header());
                     while (header.hasRemaining()) {
                         ch.write(header, header.position());
@@ -450,9 +451,10 @@ final class FolderSink implements PlaceableSink {
             Map<String, Long> spoolOffsets = new HashMap<>();
             spooled.forEach(s -> spoolOffsets.put(s.info().name(), s.offset()));
             for (ShardLayout.Shard s : layout.shards()) {
-                FileChannel out = FileChannel.open(dir.resolve(s.fileName()), StandardOpenOption.CREATE_NEW,
-                        StandardOpenOption.WRITE);
+                Path file = dir.resolve(s.fileName());
+                FileChannel out = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
                 shardChannels.add(out);
+                Preallocation.reserve(file, s.header().length + s.dataBytes());
                 ByteBuffer header = ByteBuffer.wrap(s.header());
                 while (header.hasRemaining()) {
                     out.write(header);

@@ -2,7 +2,9 @@ package io.moeflux.connect.safetensors;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.moeflux.connect.InsufficientSpaceException;
 import io.moeflux.connect.OutputExistsException;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.TensorEvent;
@@ -225,5 +227,18 @@ class SafetensorsSinkTest {
         assertThat(listing(tmp)).isEmpty();
         assertThatThrownBy(() -> sink.open(CheckpointDescriptor.UNKNOWN)).isInstanceOf(IllegalArgumentException.class);
         in.forEach(TensorEvent::release);
+    }
+
+    @Test
+    void aPlannedCheckpointTheDiskCannotHoldFailsWhenItsFilesAreCreatedAndLeavesNothing() throws Exception {
+        Path out = tmp.resolve("ckpt");
+        long elements = 1L << 49;
+        assumeTrue(Files.getFileStore(tmp).getUsableSpace() < 2 * elements);
+        TensorInfo huge = new TensorInfo("model.huge", DType.BF16, new long[] {elements});
+        PlaceableSink sink = SafetensorsSink.create(SafetensorsSinkOptions.to(out));
+
+        assertThatThrownBy(() -> sink.open(new CheckpointDescriptor(Optional.of(List.of(huge)), Optional.empty())))
+                .isInstanceOf(InsufficientSpaceException.class).hasMessageContaining("no room for its");
+        assertThat(listing(tmp)).isEmpty();
     }
 }
