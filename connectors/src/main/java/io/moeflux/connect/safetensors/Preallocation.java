@@ -59,6 +59,8 @@ final class Preallocation {
 
     private record Calls(MethodHandle open, MethodHandle fallocate, MethodHandle close, StructLayout callState,
                          VarHandle errno) {
+        // Restricted (native) calls are the point here; the manifest and the tests grant the access.
+        @SuppressWarnings("restricted")
         static Optional<Calls> lookUp() {
             try {
                 Linker linker = Linker.nativeLinker();
