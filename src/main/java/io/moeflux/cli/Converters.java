@@ -42,6 +42,14 @@ final class Converters {
         }
     }
 
+    /** As {@link ByteSize}, and {@code 0} too: for memory budgets, where none means "hold nothing". */
+    static final class ByteSizeOrZero implements ITypeConverter<Long> {
+        @Override
+        public Long convert(String value) {
+            return value.trim().equals("0") ? 0L : new ByteSize().convert(value);
+        }
+    }
+
     /** {@code bf16}, {@code f16} or {@code f32}: the types from-hf can cast merged experts to. */
     static final class TargetDType implements ITypeConverter<DType> {
         @Override

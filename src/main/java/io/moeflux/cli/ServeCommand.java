@@ -69,13 +69,17 @@ final class ServeCommand implements Callable<Integer> {
                     + "moeflux-spool in the temporary folder for a Kafka sink).")
     Path spoolDir;
 
-    @Option(names = "--max-header-bytes", paramLabel = "N", defaultValue = "" + IngestOptions.DEFAULT_MAX_HEADER_BYTES,
-            description = "Largest safetensors header accepted, refused before allocation (default ${DEFAULT-VALUE}).")
+    @Option(names = "--max-header-bytes", paramLabel = "SIZE", defaultValue = "" + IngestOptions.DEFAULT_MAX_HEADER_BYTES,
+            converter = Converters.ByteSize.class,
+            description = "Largest safetensors header accepted, refused before allocation: bytes, or with a unit such as 16MiB "
+                    + "(default ${DEFAULT-VALUE} bytes).")
     long maxHeaderBytes;
 
-    @Option(names = "--slab-memory", paramLabel = "BYTES", defaultValue = "" + IngestOptions.DEFAULT_SLAB_STAGING_BYTES,
+    @Option(names = "--slab-memory", paramLabel = "SIZE", defaultValue = "" + IngestOptions.DEFAULT_SLAB_STAGING_BYTES,
+            converter = Converters.ByteSizeOrZero.class,
             description = "from-hf single-blob uploads: memory per upload for expert weights waiting to be written "
-                    + "into their merged tensor's place; past it they are spooled, 0 spools all (default ${DEFAULT-VALUE}).")
+                    + "into their merged tensor's place, such as 256MiB; past it they are spooled, 0 spools all "
+                    + "(default ${DEFAULT-VALUE} bytes).")
     long slabMemory;
 
     @Spec

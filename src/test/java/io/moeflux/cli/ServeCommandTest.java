@@ -1,6 +1,7 @@
 package io.moeflux.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.moeflux.connect.kafka.LocalKafkaBroker;
 import io.moeflux.connect.safetensors.Manifests;
@@ -93,6 +94,20 @@ class ServeCommandTest {
             assertThat(copy.exitCode()).as(copy.err()).isEqualTo(ExitCodes.OK);
             assertThat(Manifests.of(out)).isEqualTo(Manifests.of(Cli.REFERENCE_VECTORS.resolve("hy3-tiny/native")));
         }
+    }
+
+    @Test
+    void memoryAndHeaderLimitsTakeUnitsAndASlabMemoryOfZeroSpoolsEveryWeight() {
+        ServeCommand withUnits = parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none",
+                "--slab-memory", "256MiB", "--max-header-bytes", "2MB");
+        assertThat(withUnits.slabMemory).isEqualTo(256L << 20);
+        assertThat(withUnits.maxHeaderBytes).isEqualTo(2_000_000L);
+        assertThat(parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none", "--slab-memory", "0").slabMemory)
+                .isZero();
+        assertThat(parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none").slabMemory)
+                .isEqualTo(64L << 20);
+        assertThatThrownBy(() -> parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none",
+                "--max-header-bytes", "0")).isInstanceOf(CommandLine.ParameterException.class).hasMessageContaining("out of range");
     }
 
     @Test
