@@ -67,7 +67,7 @@ final class Preallocation {
                 var libc = linker.defaultLookup();
                 StructLayout state = Linker.Option.captureStateLayout();
                 Linker.Option captureErrno = Linker.Option.captureCallState("errno");
-                // open(2) is variadic (the mode), which the linker must be told even though it is not passed.
+                // open(2) is variadic: its mode is a variadic argument (0 here, the file exists already).
                 MethodHandle open = linker.downcallHandle(libc.findOrThrow("open"),
                         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT),
                         captureErrno, Linker.Option.firstVariadicArg(2));
