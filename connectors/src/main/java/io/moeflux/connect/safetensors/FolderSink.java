@@ -345,7 +345,7 @@ final class FolderSink implements PlaceableSink {
                     FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW,
                             StandardOpenOption.WRITE, StandardOpenOption.READ);
                     targets.add(new OutputFile(file, ch));
-                    Preallocation.reserve(file, s.header().length + s.dataBytes());
+                    Preallocation.reserve(file, s.fileBytes());
                     ByteBuffer header = ByteBuffer.wrap(s.header());
                     while (header.hasRemaining()) {
                         ch.write(header, header.position());
@@ -454,7 +454,7 @@ final class FolderSink implements PlaceableSink {
                 Path file = dir.resolve(s.fileName());
                 FileChannel out = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
                 shardChannels.add(out);
-                Preallocation.reserve(file, s.header().length + s.dataBytes());
+                Preallocation.reserve(file, s.fileBytes());
                 ByteBuffer header = ByteBuffer.wrap(s.header());
                 while (header.hasRemaining()) {
                     out.write(header);

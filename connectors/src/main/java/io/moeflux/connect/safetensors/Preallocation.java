@@ -5,6 +5,7 @@ import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.StructLayout;
 import java.lang.foreign.ValueLayout;
@@ -51,10 +52,13 @@ final class Preallocation {
         // Checked first because fallocate, short of space, fills the disk before it gives up.
         long usable = Files.getFileStore(file).getUsableSpace();
         if (usable < bytes) {
-            throw new InsufficientSpaceException(file.toString(), "no room for its " + bytes + " bytes (" + usable
-                    + " bytes free)");
+            throw noRoom(file, bytes, usable + " bytes free");
         }
         return CALLS.get().reserve(file, bytes);
+    }
+
+    private static InsufficientSpaceException noRoom(Path file, long bytes, String why) {
+        return new InsufficientSpaceException(file.toString(), "no room for its " + bytes + " bytes (" + why + ")");
     }
 
     private record Calls(MethodHandle open, MethodHandle fallocate, MethodHandle close, StructLayout callState,
@@ -77,7 +81,7 @@ final class Preallocation {
                         captureErrno);
                 MethodHandle close = linker.downcallHandle(libc.findOrThrow("close"),
                         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
-                VarHandle errno = state.varHandle(java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
+                VarHandle errno = state.varHandle(MemoryLayout.PathElement.groupElement("errno"));
                 return Optional.of(new Calls(open, fallocate, close, state, errno));
             } catch (RuntimeException e) {
                 // No libc with these symbols (or no native access): the files stay sparse.
@@ -100,9 +104,8 @@ final class Preallocation {
                     }
                     int error = (int) errno.get(state, 0L);
                     if (error == ENOSPC || error == EDQUOT || error == EFBIG) {
-                        throw new InsufficientSpaceException(file.toString(), "no room for its " + bytes + " bytes ("
-                                + (error == EFBIG ? "larger than the file system allows" : error == EDQUOT
-                                ? "disk quota exceeded" : "no space left on the device") + ")");
+                        throw noRoom(file, bytes, error == EFBIG ? "larger than the file system allows"
+                                : error == EDQUOT ? "disk quota exceeded" : "no space left on the device");
                     }
                     // EOPNOTSUPP and the like: the file system writes sparse files instead.
                     return false;

@@ -13,7 +13,12 @@ import java.util.Map;
  * each shard in the safetensors writer's order.
  */
 final class ShardLayout {
-    record Shard(String fileName, byte[] header, List<TensorInfo> tensors, long dataBytes) {}
+    record Shard(String fileName, byte[] header, List<TensorInfo> tensors, long dataBytes) {
+        /** The whole file: header (with its length prefix) and data. */
+        long fileBytes() {
+            return header.length + dataBytes;
+        }
+    }
 
     record Placement(int shard, long fileOffset, TensorInfo info) {}
 
