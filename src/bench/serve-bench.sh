@@ -6,6 +6,7 @@
 # same bytes to a receiver that discards them, shows what the client and loopback alone cost.
 #
 #   src/bench/serve-bench.sh                          # from-hf, 2.76 GB (64 experts of 4096 x 1536)
+#   BENCH_DIRECTION=to-hf src/bench/serve-bench.sh    # the same checkpoint in the native layout, split back
 #   BENCH_DIRECTION=none src/bench/serve-bench.sh     # storage only, no conversion
 #   BENCH_CLIENT=curl src/bench/serve-bench.sh        # uploads with `curl -T`, as the README shows
 #
@@ -18,9 +19,10 @@
 # in from-hf-bench.sh: below that, `cp` only measures a memory copy.
 #
 # Settings (environment): BENCH_DIR (work folder, default ./bench-work; needs 4x the input free),
-# BENCH_EXPERTS (experts in the MoE layer, default 64), BENCH_DIRECTION (from-hf or none, default
-# from-hf), BENCH_CLIENT (python or curl, default python), BENCH_SINGLE_BLOB (1, the default, uploads a
-# one-file checkpoint with single_blob=true; 0 without, so the sink spools), BENCH_RUNS (default 5),
+# BENCH_EXPERTS (experts in the MoE layer, default 64), BENCH_DIRECTION (from-hf, to-hf or none, default
+# from-hf; to-hf uploads the generated checkpoint converted to the native layout first, untimed),
+# BENCH_CLIENT (python or curl, default python), BENCH_SINGLE_BLOB (1, the default, uploads a one-file
+# checkpoint with single_blob=true; 0 without, so the sink spools), BENCH_RUNS (default 5),
 # BENCH_WARMUP (untimed uploads first, default 1), BENCH_KEEP=1 keeps the work folder. Target: ratio <= 2.5.
 #
 # The service is long-running, so it is measured warm: the first upload into a fresh JVM also compiles
@@ -59,6 +61,12 @@ echo "building..." >&2
 
 echo "generating hy3-bench with $experts experts in its MoE layer into $work/in ..." >&2
 "$moeflux" generate "$work/in" --preset hy3-bench --experts "$experts" --force >&2
+if [ "$direction" = to-hf ]; then
+  "$moeflux" from-hf "$work/in" "$work/native" >&2
+  cp "$work/in/config.json" "$work/native/"
+  rm -rf "$work/in"
+  mv "$work/native" "$work/in"
+fi
 shards=("$work"/in/*.safetensors)
 in_bytes=$(cat "${shards[@]}" | wc -c)
 

@@ -77,9 +77,9 @@ final class ServeCommand implements Callable<Integer> {
 
     @Option(names = "--slab-memory", paramLabel = "SIZE", defaultValue = "" + IngestOptions.DEFAULT_SLAB_STAGING_BYTES,
             converter = Converters.ByteSizeOrZero.class,
-            description = "from-hf single-blob uploads: memory per upload for expert weights waiting to be written "
-                    + "into their merged tensor's place, such as 256MiB; past it they are spooled, 0 spools all "
-                    + "(default ${DEFAULT-VALUE} bytes).")
+            description = "Single-blob uploads: memory per upload for expert data waiting to be written into place, "
+                    + "such as 256MiB: from-hf's expert weights (past it they are spooled), to-hf's expert slabs of "
+                    + "grouped tensors (one that does not fit spools its tensor); 0 spools all (default ${DEFAULT-VALUE} bytes).")
     long slabMemory;
 
     @Spec

@@ -46,7 +46,9 @@ import reactor.core.publisher.Flux;
  * <p>The first blob's header may place tensors elsewhere ({@link Placements}): a tensor the conversion
  * passes on untouched is written straight into its place in the output, and an expert weight that
  * from-hf merges is handed to a {@link SlabWriter}, which writes its expert's slab of the merged tensor
- * in place once the slab's weights are all in; its event follows once the slab is on file.
+ * in place once the slab's weights are all in; its event follows once the slab is on file. A grouped
+ * expert tensor that to-hf splits goes to the {@link SlabWriter} expert slab by expert slab, and its
+ * event follows once every slab's weights are on file.
  */
 final class BlobSpool implements AutoCloseable {
     private final Settings settings;
@@ -186,6 +188,10 @@ final class BlobSpool implements AutoCloseable {
         private InPlaceLayout.SlabTarget[] slabTargets;
         /** Per slab part, the memory its bytes go to instead of the spool file until the part is whole, or null. */
         private SlabWriter.Staged[] staged;
+        /** Per entry, the split it is cut by expert slab by expert slab as it arrives, or null. */
+        private InPlaceLayout.SplitTarget[] splitTargets;
+        /** The expert slab of a split entry being received, or null. */
+        private SlabWriter.ExpertSlab expertSlab;
         /** The first entry whose staging has not been decided. */
         private int nextToStage;
         /** The entry the next data byte belongs to. */
@@ -219,6 +225,7 @@ final class BlobSpool implements AutoCloseable {
                     placed = new Placement[header.entries().size()];
                     slabTargets = new InPlaceLayout.SlabTarget[placed.length];
                     staged = new SlabWriter.Staged[placed.length];
+                    splitTargets = new InPlaceLayout.SplitTarget[placed.length];
                     if (blobCount == 1) {
                         Placements placements = firstHeader.apply(
                                 header.entries().stream().map(SafetensorsFormat.Entry::info).toList());
@@ -226,7 +233,8 @@ final class BlobSpool implements AutoCloseable {
                             String name = header.entries().get(i).name();
                             placed[i] = placements.of(name).orElse(null);
                             slabTargets[i] = placements.slab(name).orElse(null);
-                            if (slabTargets[i] != null && slabs == null) {
+                            splitTargets[i] = placements.split(name).orElse(null);
+                            if ((slabTargets[i] != null || splitTargets[i] != null) && slabs == null) {
                                 slabs = new SlabWriter(settings.slabStagingBytes(), settings.slabWorkers());
                             }
                         }
@@ -281,7 +289,10 @@ final class BlobSpool implements AutoCloseable {
                 int m = (int) Math.min(n - done, e.end() - (at + done));
                 Placement p = placed[writeEntry];
                 SlabWriter.Staged memory = staged[writeEntry];
-                if (memory != null) {
+                InPlaceLayout.SplitTarget split = splitTargets[writeEntry];
+                if (split != null) {
+                    m = toExpertSlab(e, split, at + done - e.begin(), chunk, from + done, m);
+                } else if (memory != null) {
                     memory.put(at + done - e.begin(), MemorySegment.ofBuffer(chunk.nioBuffer(from + done, m)), m);
                 } else if (p == null) {
                     FileWrites.write(channel, chunk.nioBuffer(from + done, m), at + done);
@@ -293,6 +304,27 @@ final class BlobSpool implements AutoCloseable {
             }
             chunk.skipBytes(n);
             received += n;
+        }
+
+        /**
+         * Puts bytes of a split entry into the expert slab they belong to, at most up to its end; hands
+         * the slab over once whole. Returns how many bytes it took.
+         */
+        private int toExpertSlab(SafetensorsFormat.Entry e, InPlaceLayout.SplitTarget split, long inEntry, ByteBuf chunk,
+                int index, int available) throws IOException {
+            long slabBytes = split.slabBytes();
+            long inSlab = inEntry % slabBytes;
+            int m = (int) Math.min(available, slabBytes - inSlab);
+            if (expertSlab == null) {
+                expertSlab = slabs.stageExpert(e.name(), split, Math.toIntExact(inEntry / slabBytes));
+            }
+            expertSlab.put(inSlab, MemorySegment.ofBuffer(chunk.nioBuffer(index, m)), m);
+            if (inSlab + m == slabBytes) {
+                SlabWriter.ExpertSlab whole = expertSlab;
+                expertSlab = null;
+                slabs.addExpert(whole);
+            }
+            return m;
         }
 
         /**
@@ -324,6 +356,11 @@ final class BlobSpool implements AutoCloseable {
                     i++;
                     continue;
                 }
+                if (splitTargets[i] != null) {
+                    status.tensorReceived();
+                    i++;
+                    continue;
+                }
                 if (staged[i] != null) {
                     SlabWriter.Staged memory = staged[i];
                     staged[i] = null;
@@ -333,7 +370,7 @@ final class BlobSpool implements AutoCloseable {
                     continue;
                 }
                 int end = i;
-                while (end < nextEntry && placed[end] == null && staged[end] == null) {
+                while (end < nextEntry && placed[end] == null && staged[end] == null && splitTargets[end] == null) {
                     end++;
                 }
                 emitSpooled(entries, i, end, completed);
@@ -393,6 +430,10 @@ final class BlobSpool implements AutoCloseable {
             if (channelHandle != null) {
                 channelHandle.release();
             }
+            if (expertSlab != null) {
+                expertSlab.discard();
+                expertSlab = null;
+            }
             if (staged != null) {
                 for (SlabWriter.Staged memory : staged) {
                     if (memory != null) {
@@ -421,6 +462,11 @@ final class BlobSpool implements AutoCloseable {
 
         /** The merged expert slab a weight goes into, transposed. */
         default Optional<InPlaceLayout.SlabTarget> slab(String uploadedName) {
+            return Optional.empty();
+        }
+
+        /** The split a grouped expert tensor is cut by, expert slab by expert slab. */
+        default Optional<InPlaceLayout.SplitTarget> split(String uploadedName) {
             return Optional.empty();
         }
     }

@@ -45,7 +45,7 @@ public enum Direction {
     static ConversionLayout unchanged(List<TensorInfo> uploaded) {
         Map<String, String> names = new LinkedHashMap<>();
         uploaded.forEach(t -> names.put(t.name(), t.name()));
-        return new ConversionLayout(uploaded, names, Map.of());
+        return new ConversionLayout(uploaded, names, Map.of(), Map.of());
     }
 
     /** Parses the CLI spelling: {@code to-hf}, {@code from-hf}, {@code none}. */

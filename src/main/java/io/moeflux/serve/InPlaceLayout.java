@@ -5,6 +5,7 @@ import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.connect.safetensors.PlannedCheckpoint;
 import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.hy3.MergedPart;
+import io.moeflux.hy3.SplitPart;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.DenseTensor;
@@ -18,6 +19,7 @@ import java.nio.channels.FileChannel;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Optional;
 
 /**
@@ -28,13 +30,16 @@ import java.util.Optional;
  * that from-hf merges are transposed into their expert's slab of the merged tensor as soon as the
  * expert's weights are in ({@link SlabWriter}); the conversion's merge then yields a tensor made of
  * placeholders, which {@link #substitute} swaps for the region already written, so the sink finds it
- * in place as well.
+ * in place as well. A grouped expert tensor that to-hf splits is cut the same way, expert slab by expert
+ * slab as it arrives, and the per-expert weights the conversion's split names are swapped likewise.
  */
 final class InPlaceLayout implements BlobSpool.Placements {
     private final PlannedCheckpoint checkpoint;
     private final Map<String, Placement> passThrough = new HashMap<>();
     private final Map<String, SlabTarget> slabParts = new HashMap<>();
-    private final Map<String, Placement> mergedInPlace = new HashMap<>();
+    private final Map<String, SplitTarget> splitTargets = new HashMap<>();
+    /** Output tensors written in place before the conversion names them: merged ones, and split weights. */
+    private final Map<String, Placement> writtenInPlace = new HashMap<>();
 
     private InPlaceLayout(PlannedCheckpoint checkpoint) {
         this.checkpoint = checkpoint;
@@ -43,8 +48,11 @@ final class InPlaceLayout implements BlobSpool.Placements {
     /**
      * Creates the checkpoint's files laid out for what the conversion makes of {@code uploaded}. Fails
      * as planning would (missing experts and so on).
+     *
+     * @param stagingBytes memory the upload may stage expert slabs in: a grouped tensor whose expert
+     *                     slab does not fit is spooled and split from the spool instead
      */
-    static InPlaceLayout open(PlaceableSink sink, UploadConfig config, List<TensorInfo> uploaded) {
+    static InPlaceLayout open(PlaceableSink sink, UploadConfig config, List<TensorInfo> uploaded, long stagingBytes) {
         ConversionLayout conversion = config.layout(uploaded);
         PlannedCheckpoint checkpoint;
         try {
@@ -57,8 +65,25 @@ final class InPlaceLayout implements BlobSpool.Placements {
                 checkpoint.placement(outputName).ifPresent(p -> layout.passThrough.put(uploadedName, p)));
         conversion.mergedParts().forEach((uploadedName, part) -> checkpoint.placement(part.merged().name()).ifPresent(p -> {
             layout.slabParts.put(uploadedName, new SlabTarget(part, p));
-            layout.mergedInPlace.put(part.merged().name(), p);
+            layout.writtenInPlace.put(part.merged().name(), p);
         }));
+        Map<String, TensorInfo> uploadedByName = new HashMap<>();
+        uploaded.forEach(info -> uploadedByName.put(info.name(), info));
+        conversion.splitParts().forEach((uploadedName, parts) -> {
+            TensorInfo grouped = uploadedByName.get(uploadedName);
+            List<SplitSlice> slices = parts.stream()
+                    .map(part -> checkpoint.placement(part.split().name()).map(p -> new SplitSlice(part, p)).orElse(null))
+                    .toList();
+            if (grouped.dim(0) == 0 || slices.stream().anyMatch(Objects::isNull)) {
+                return;
+            }
+            SplitTarget target = new SplitTarget(grouped, slices);
+            if (target.slabBytes() == 0 || target.slabBytes() > stagingBytes) {
+                return;
+            }
+            layout.splitTargets.put(uploadedName, target);
+            slices.forEach(slice -> layout.writtenInPlace.put(slice.part().split().name(), slice.placement()));
+        });
         return layout;
     }
 
@@ -76,12 +101,18 @@ final class InPlaceLayout implements BlobSpool.Placements {
         return Optional.ofNullable(slabParts.get(uploadedName));
     }
 
+    @Override
+    public Optional<SplitTarget> split(String uploadedName) {
+        return Optional.ofNullable(splitTargets.get(uploadedName));
+    }
+
     /**
-     * A merged tensor whose slabs were all written in place comes out of the conversion made of
-     * placeholders: it is swapped for its region of the output. Every other event passes unchanged.
+     * A merged tensor whose slabs were all written in place, or a split weight written in place, comes
+     * out of the conversion made of placeholders: it is swapped for its region of the output. Every other
+     * event passes unchanged.
      */
     TensorEvent substitute(TensorEvent event) {
-        Placement p = mergedInPlace.get(event.fqn());
+        Placement p = writtenInPlace.get(event.fqn());
         if (p == null) {
             return event;
         }
@@ -115,4 +146,27 @@ final class InPlaceLayout implements BlobSpool.Placements {
 
     /** Where an expert weight goes: its part of a merged tensor, and that tensor's place in the output. */
     record SlabTarget(MergedPart part, Placement merged) {}
+
+    /**
+     * A grouped expert tensor that to-hf splits, and where each per-expert weight cut from it goes.
+     *
+     * @param grouped the uploaded tensor, {@code [experts, rows, cols]}
+     * @param slices  its weights with their places, in the split's order (expert by expert)
+     */
+    record SplitTarget(TensorInfo grouped, List<SplitSlice> slices) {
+        int experts() {
+            return Math.toIntExact(grouped.dim(0));
+        }
+
+        long slabBytes() {
+            return grouped.byteSize() / grouped.dim(0);
+        }
+
+        List<SplitSlice> slicesOf(int expert) {
+            return slices.stream().filter(s -> s.part().expert() == expert).toList();
+        }
+    }
+
+    /** One per-expert weight of a split, and its place in the output. */
+    record SplitSlice(SplitPart part, Placement placement) {}
 }

@@ -31,8 +31,10 @@ import java.util.Optional;
  *                       rest of its expert's slab and for the slab's write. When it is used up by slabs
  *                       being written, the upload stops reading its socket until one is done; when it is
  *                       used up by weights waiting for their partners (an upload that sends all gates,
- *                       then all ups), further weights are spooled instead. The default holds five Hy3
- *                       weights of 12.6 MB; 0 spools them all
+ *                       then all ups), further weights are spooled instead. to-hf single-blob uploads
+ *                       stage each expert's slab of a grouped tensor here until it is whole and written;
+ *                       a grouped tensor whose slab does not fit is spooled whole instead. The default
+ *                       holds five Hy3 weights of 12.6 MB, or two 25 MB gate_and_up slabs; 0 spools them all
  */
 public record IngestOptions(
         String bindHost,

@@ -169,7 +169,7 @@ public final class IngestServer implements AutoCloseable {
         Function<List<TensorInfo>, BlobSpool.Placements> onFirstHeader = uploaded -> {
             firstBlob.set(uploaded);
             return config.singleBlob() && sink instanceof PlaceableSink placeable
-                    ? opened.open(() -> InPlaceLayout.open(placeable, config, uploaded))
+                    ? opened.open(() -> InPlaceLayout.open(placeable, config, uploaded, options.slabStagingBytes()))
                     : BlobSpool.Placements.NONE;
         };
         var settings = new BlobSpool.Settings(options.spoolDir(), options.maxHeaderBytes(), config.singleBlob(),

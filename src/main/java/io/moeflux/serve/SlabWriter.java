@@ -5,10 +5,12 @@ import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.ColumnBlockedTensor;
+import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.Tensors;
+import io.moeflux.tensor.TransposedSliceTensor;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.lang.foreign.Arena;
@@ -36,12 +38,18 @@ import java.util.concurrent.Executor;
  * used up while slabs are being written, the receiver waits for one to finish, which stops socket reads
  * (backpressure); when it is used up by weights still waiting for their partners (an upload ordered
  * all gates, then all ups), further weights are spooled instead and join their slabs from the spool.
+ *
+ * <p>It also writes to-hf's split the other way round: each expert's slab of a grouped tensor is held
+ * until its last byte arrives, then its per-expert weights are transposed out of it into their places,
+ * so the grouped tensor (4.8 GB per Hy3 layer) is never spooled.
  */
 final class SlabWriter implements AutoCloseable {
     private final long stagingBytes;
     private final Executor workers;
     private final ConcurrentLinkedQueue<TensorEvent> written = new ConcurrentLinkedQueue<>();
     private final Map<SlabKey, Pending> pending = new HashMap<>();
+    /** Per grouped tensor that to-hf splits, how many of its expert slabs are on file. */
+    private final Map<String, Integer> splitSlabsWritten = new HashMap<>();
     /** Staging buffers not in use, kept for the next weights: fresh ones cost a zero fill and page faults. */
     private final ArrayDeque<Buffer> idle = new ArrayDeque<>();
     /** Bytes of every live buffer, idle or in use. */
@@ -61,6 +69,22 @@ final class SlabWriter implements AutoCloseable {
      */
     synchronized Optional<Staged> stage(TensorInfo weight, MergedPart part) throws IOException {
         long bytes = weight.byteSize();
+        return reserve(bytes).map(buffer -> new Staged(weight, part, buffer.segment.asSlice(0, bytes), buffer));
+    }
+
+    /**
+     * Memory for one expert's slab of a grouped tensor that to-hf splits. Waits while slabs being
+     * written hold the memory; the layout splits in place only slabs that fit in staging, and no
+     * to-hf staging waits for partners, so memory always frees up.
+     */
+    synchronized ExpertSlab stageExpert(String uploadedName, InPlaceLayout.SplitTarget target, int expert) throws IOException {
+        long bytes = target.slabBytes();
+        Buffer buffer = reserve(bytes).orElseThrow(() -> new IllegalStateException(
+                "no staging memory for a " + bytes + " byte expert slab of " + uploadedName + " with none being written"));
+        return new ExpertSlab(uploadedName, target, expert, buffer, buffer.segment.asSlice(0, bytes));
+    }
+
+    private Optional<Buffer> reserve(long bytes) throws IOException {
         while (true) {
             throwIfFailed();
             if (closed) {
@@ -69,13 +93,13 @@ final class SlabWriter implements AutoCloseable {
             Buffer fit = idle.stream().filter(b -> b.segment.byteSize() >= bytes).findFirst().orElse(null);
             if (fit != null) {
                 idle.remove(fit);
-                return Optional.of(new Staged(weight, part, fit.segment.asSlice(0, bytes), fit));
+                return Optional.of(fit);
             }
             if (stagingAllocated + bytes <= stagingBytes) {
                 Arena arena = Arena.ofShared();
                 Buffer fresh = new Buffer(arena, arena.allocate(Math.max(bytes, 1), 64));
                 stagingAllocated += fresh.segment.byteSize();
-                return Optional.of(new Staged(weight, part, fresh.segment.asSlice(0, bytes), fresh));
+                return Optional.of(fresh);
             }
             if (!idle.isEmpty()) {
                 free(idle.poll());
@@ -154,6 +178,64 @@ final class SlabWriter implements AutoCloseable {
                 failure = failed;
             } else if (failed == null) {
                 written.addAll(events);
+            }
+            notifyAll();
+        }
+    }
+
+    /**
+     * Takes one whole expert slab of a grouped tensor; its per-expert weights are transposed into their
+     * places on a worker. Once every slab of the grouped tensor is on file, its event (a placeholder of
+     * its type and shape) is handed out by {@link #drainWritten()} for the conversion's split to name
+     * the weights, which the layout then swaps for their regions of the output.
+     */
+    void addExpert(ExpertSlab slab) {
+        synchronized (this) {
+            if (closed) {
+                giveBack(slab.buffer);
+                return;
+            }
+            slabsInFlight++;
+        }
+        try {
+            workers.execute(() -> write(slab));
+        } catch (RuntimeException e) {
+            giveBack(slab.buffer);
+            synchronized (this) {
+                slabsInFlight--;
+                notifyAll();
+            }
+            throw e;
+        }
+    }
+
+    private void write(ExpertSlab slab) {
+        TensorInfo grouped = slab.target.grouped();
+        // The slab as a grouped tensor of one expert, so the split's own kernel cuts it.
+        DenseTensor one = new DenseTensor(grouped.dtype(), new long[] {1, grouped.dim(1), grouped.dim(2)}, slab.bytes, () -> {});
+        IOException failed = null;
+        try {
+            for (InPlaceLayout.SplitSlice slice : slab.target.slicesOf(slab.expert)) {
+                Placement place = slice.placement();
+                long[] at = {place.offset()};
+                new TransposedSliceTensor(one, () -> {}, 0, slice.part().colStart(), slice.part().colCount()).writeTo(tile -> {
+                    FileWrites.write(place.channel(), tile.asByteBuffer(), at[0], place.writeLock());
+                    at[0] += tile.byteSize();
+                });
+            }
+        } catch (IOException | RuntimeException e) {
+            failed = new IOException("writing expert " + slab.expert + "'s weights out of " + slab.uploadedName + ": "
+                    + e.getMessage(), e);
+        } finally {
+            giveBack(slab.buffer);
+        }
+        synchronized (this) {
+            slabsInFlight--;
+            if (failed != null && failure == null) {
+                failure = failed;
+            } else if (failed == null && splitSlabsWritten.merge(slab.uploadedName, 1, Integer::sum) == slab.target.experts()) {
+                splitSlabsWritten.remove(slab.uploadedName);
+                written.add(new TensorEvent(slab.uploadedName, Tensors.placeholder(grouped.dtype(), grouped.shape())));
             }
             notifyAll();
         }
@@ -272,6 +354,33 @@ final class SlabWriter implements AutoCloseable {
         }
 
         /** Gives the memory back unused, when the upload ends before the weight is whole. */
+        void discard() {
+            giveBack(buffer);
+        }
+    }
+
+    /** Staging memory for one expert's slab of a grouped tensor, filled in arrival (row-major) order. */
+    final class ExpertSlab {
+        private final String uploadedName;
+        private final InPlaceLayout.SplitTarget target;
+        private final int expert;
+        private final Buffer buffer;
+        private final MemorySegment bytes;
+
+        private ExpertSlab(String uploadedName, InPlaceLayout.SplitTarget target, int expert, Buffer buffer, MemorySegment bytes) {
+            this.uploadedName = uploadedName;
+            this.target = target;
+            this.expert = expert;
+            this.buffer = buffer;
+            this.bytes = bytes;
+        }
+
+        /** Puts bytes {@code [offset, offset + n)} of the slab from {@code src}. */
+        void put(long offset, MemorySegment src, long n) {
+            MemorySegment.copy(src, 0, bytes, offset, n);
+        }
+
+        /** Gives the memory back unused, when the upload ends before the slab is whole. */
         void discard() {
             giveBack(buffer);
         }

@@ -21,8 +21,10 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
- * from-hf single-blob uploads write each expert's slabs in place as its weights arrive; whatever the
- * order of the weights in the blob and however little staging memory, the result is the reference's.
+ * Single-blob uploads write expert tensors in place as they arrive: from-hf each expert's slab of a merged
+ * tensor once its weights are in, to-hf each expert's weights once its slab of the grouped tensor is in.
+ * Whatever the order of the weights in the blob and however little staging memory, the result is the
+ * reference's.
  */
 class InPlaceMergeUploadTest {
     @TempDir
@@ -60,6 +62,25 @@ class InPlaceMergeUploadTest {
 
             assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
             assertThat(Manifests.of(dir.resolve("sink/shuffled"))).isEqualTo(Manifests.of(ReferenceUploadTest.HF_FROM_HF));
+            assertThat(TestServers.spoolInUse(dir.resolve("sink"))).isEmpty();
+        }
+    }
+
+    /**
+     * hy3-tiny-native's grouped tensors have 2048-byte gate_and_up slabs and 1024-byte down slabs. 0: both
+     * spooled and split from the spool; 1024: down split in place, gate_and_up spooled; 2048: one slab
+     * staged at a time, so the receiver waits for each write; 64 MiB: the default.
+     */
+    @ParameterizedTest(name = "staging {0} bytes")
+    @ValueSource(longs = {0, 1024, 2048, IngestOptions.DEFAULT_SLAB_STAGING_BYTES})
+    void toHfSplitsGroupedTensorsWithAnyStagingMemoryAndMatchesTheReference(long stagingBytes) throws Exception {
+        IngestOptions options = options(Direction.TO_HF, dir.resolve("sink")).withSlabStagingBytes(stagingBytes);
+        try (IngestServer server = IngestServer.start(options)) {
+            HttpResponse<String> r = put(server, "/v1/checkpoints/split?single_blob=true&" + ReferenceUploadTest.MODEL_QUERY
+                    + ReferenceUploadTest.excludeQuery(), chunked(ReferenceUploadTest.NATIVE_IN));
+
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            assertThat(Manifests.of(dir.resolve("sink/split"))).isEqualTo(Manifests.of(ReferenceUploadTest.NATIVE_TO_HF));
             assertThat(TestServers.spoolInUse(dir.resolve("sink"))).isEmpty();
         }
     }

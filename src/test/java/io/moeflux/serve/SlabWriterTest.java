@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.hy3.MergedPart;
+import io.moeflux.hy3.SplitPart;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.DenseTensor;
@@ -240,5 +241,120 @@ class SlabWriterTest {
         assertThat(finished.get(10, TimeUnit.SECONDS)).extracting(TensorEvent::fqn)
                 .containsExactlyInAnyOrder("experts.0.down_proj.weight", "experts.1.down_proj.weight");
         assertThat(out.size()).isEqualTo(place.offset() + DOWN.byteSize());
+    }
+
+    /** A to-hf grouped gate_and_up tensor [2 experts, hidden COLS, 2 * inter ROWS]: each expert's slab is [COLS, 2 * ROWS]. */
+    static final TensorInfo GROUPED = new TensorInfo("layers.1.mlp.experts.gate_and_up_projs", DType.BF16, new long[] {2, COLS, 2 * ROWS});
+    static final long SPLIT_BYTES = ROWS * COLS * 2;
+
+    /** Each expert's gate and up weight [ROWS, COLS], placed one after another from byte 16 of the output. */
+    InPlaceLayout.SplitTarget splitTarget() {
+        List<InPlaceLayout.SplitSlice> slices = new ArrayList<>();
+        for (int e = 0; e < 2; e++) {
+            for (int proj = 0; proj < 2; proj++) {
+                String name = "layers.1.mlp.experts." + e + (proj == 0 ? ".gate_proj.weight" : ".up_proj.weight");
+                slices.add(new InPlaceLayout.SplitSlice(new SplitPart(new TensorInfo(name, DType.BF16, new long[] {ROWS, COLS}), e,
+                        (long) proj * ROWS, ROWS), new Placement(out, 16 + (2L * e + proj) * SPLIT_BYTES, SPLIT_BYTES, new ReentrantLock())));
+            }
+        }
+        return new InPlaceLayout.SplitTarget(GROUPED, slices);
+    }
+
+    /** Expert {@code e}'s slab of the grouped tensor: element (h, c) is {@link #element}(e, h, c). */
+    static MemorySegment expertSlab(int e) {
+        MemorySegment bytes = MemorySegment.ofArray(new byte[COLS * 2 * ROWS * 2]);
+        for (int h = 0; h < COLS; h++) {
+            for (int c = 0; c < 2 * ROWS; c++) {
+                bytes.set(ValueLayout.JAVA_SHORT_UNALIGNED, (h * 2L * ROWS + c) * 2, element(e, h, c));
+            }
+        }
+        return bytes;
+    }
+
+    @Test
+    void anExpertSlabIsCutIntoItsWeightsAtTheirPlacesAndTheGroupedEventFollowsTheLastSlab() throws Exception {
+        SlabWriter slabs = new SlabWriter(1 << 20, Runnable::run);
+        InPlaceLayout.SplitTarget target = splitTarget();
+
+        for (int e = 0; e < 2; e++) {
+            assertThat(slabs.drainWritten()).as("no event before the last slab").isEmpty();
+            SlabWriter.ExpertSlab slab = slabs.stageExpert(GROUPED.name(), target, e);
+            MemorySegment bytes = expertSlab(e);
+            // In two pieces that cut a row, as socket reads do.
+            slab.put(0, bytes, 21);
+            slab.put(21, bytes.asSlice(21), bytes.byteSize() - 21);
+            slabs.addExpert(slab);
+        }
+
+        List<TensorEvent> written = slabs.drainWritten();
+        assertThat(written).extracting(TensorEvent::fqn).containsExactly(GROUPED.name());
+        assertThat(written.getFirst().tensor().shape()).containsExactly(2, COLS, 2 * ROWS);
+        for (int e = 0; e < 2; e++) {
+            for (int proj = 0; proj < 2; proj++) {
+                ByteBuffer weight = ByteBuffer.allocate((int) SPLIT_BYTES).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+                out.read(weight, 16 + (2L * e + proj) * SPLIT_BYTES);
+                for (int r = 0; r < ROWS; r++) {
+                    for (int h = 0; h < COLS; h++) {
+                        assertThat(weight.getShort((r * COLS + h) * 2)).as("expert %d, %s[%d][%d]", e, proj == 0 ? "gate" : "up", r, h)
+                                .isEqualTo(element(e, h, proj * ROWS + r));
+                    }
+                }
+            }
+        }
+        assertThat(slabs.finish()).isEmpty();
+    }
+
+    @Test
+    void stagingFullOfAnExpertSlabBeingWrittenMakesTheReceiverWaitForIt() throws Exception {
+        ConcurrentLinkedQueue<Runnable> queued = new ConcurrentLinkedQueue<>();
+        InPlaceLayout.SplitTarget target = splitTarget();
+        SlabWriter slabs = new SlabWriter(target.slabBytes(), queued::add);
+        SlabWriter.ExpertSlab first = slabs.stageExpert(GROUPED.name(), target, 0);
+        first.put(0, expertSlab(0), target.slabBytes());
+        slabs.addExpert(first);
+
+        CompletableFuture<SlabWriter.ExpertSlab> second = CompletableFuture.supplyAsync(() -> {
+            try {
+                return slabs.stageExpert(GROUPED.name(), target, 1);
+            } catch (IOException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        assertThatThrownBy(() -> second.get(300, TimeUnit.MILLISECONDS)).isInstanceOf(TimeoutException.class);
+
+        queued.poll().run();
+        assertThat(second.get(10, TimeUnit.SECONDS)).as("the written slab's memory, reused").isNotNull();
+        assertThat(slabs.drainWritten()).as("one slab of two is on file").isEmpty();
+        slabs.close();
+    }
+
+    @Test
+    void anExpertSlabThatCannotBeWrittenFailsTheUploadNamingIt() throws Exception {
+        SlabWriter slabs = new SlabWriter(1 << 20, Runnable::run);
+        InPlaceLayout.SplitTarget target = splitTarget();
+        out.close();
+        SlabWriter.ExpertSlab slab = slabs.stageExpert(GROUPED.name(), target, 1);
+        slab.put(0, expertSlab(1), target.slabBytes());
+
+        slabs.addExpert(slab);
+
+        assertThatThrownBy(slabs::drainWritten).isInstanceOf(IOException.class)
+                .hasMessageStartingWith("writing expert 1's weights out of layers.1.mlp.experts.gate_and_up_projs");
+        assertThatThrownBy(() -> slabs.stageExpert(GROUPED.name(), target, 0)).isInstanceOf(IOException.class);
+    }
+
+    @Test
+    void anExpertSlabHandedOverAfterClosingIsDroppedUnwritten() throws Exception {
+        SlabWriter slabs = new SlabWriter(1 << 20, Runnable::run);
+        InPlaceLayout.SplitTarget target = splitTarget();
+        SlabWriter.ExpertSlab slab = slabs.stageExpert(GROUPED.name(), target, 0);
+        slab.put(0, expertSlab(0), target.slabBytes());
+
+        slabs.close();
+        slabs.addExpert(slab);
+
+        assertThat(slabs.drainWritten()).isEmpty();
+        assertThatThrownBy(() -> slabs.stageExpert(GROUPED.name(), target, 1)).isInstanceOf(IllegalStateException.class);
+        assertThat(out.size()).as("nothing written").isZero();
     }
 }

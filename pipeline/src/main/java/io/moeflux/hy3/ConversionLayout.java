@@ -15,11 +15,17 @@ import java.util.Map;
  *                    with their output names: what a receiver may write straight into place
  * @param mergedParts input tensors that from-hf merges, by input name, with where each lands in its
  *                    merged tensor; empty for to-hf
+ * @param splitParts  input tensors that to-hf splits, by input name, with the per-expert weights each
+ *                    gives, in output order; empty for from-hf
  */
-public record ConversionLayout(List<TensorInfo> planned, Map<String, String> passThrough, Map<String, MergedPart> mergedParts) {
+public record ConversionLayout(List<TensorInfo> planned, Map<String, String> passThrough, Map<String, MergedPart> mergedParts,
+        Map<String, List<SplitPart>> splitParts) {
     public ConversionLayout {
         planned = List.copyOf(planned);
         passThrough = Collections.unmodifiableMap(new LinkedHashMap<>(passThrough));
         mergedParts = Collections.unmodifiableMap(new LinkedHashMap<>(mergedParts));
+        LinkedHashMap<String, List<SplitPart>> splits = new LinkedHashMap<>();
+        splitParts.forEach((name, parts) -> splits.put(name, List.copyOf(parts)));
+        splitParts = Collections.unmodifiableMap(splits);
     }
 }

@@ -5,6 +5,7 @@ import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
+import io.moeflux.tensor.TransposedSliceTensor;
 import io.moeflux.tensor.Tensors;
 import java.util.ArrayList;
 import java.util.IdentityHashMap;
@@ -154,7 +155,8 @@ public final class Hy3Adapter {
     /**
      * Runs the very same stages over metadata-only tensors, so layouts cannot drift from conversions. A
      * tensor that comes out as the very placeholder that went in was passed on; the parts of a
-     * {@link StackedTransposeTensor} that comes out say where each merged input lands.
+     * {@link StackedTransposeTensor} that comes out say where each merged input lands, and a
+     * {@link TransposedSliceTensor} that comes out says which slice of a split input it is.
      */
     private static ConversionLayout layout(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
         Map<Tensor, String> inputNames = new IdentityHashMap<>();
@@ -167,6 +169,7 @@ public final class Hy3Adapter {
         List<TensorInfo> planned = new ArrayList<>();
         Map<String, String> passed = new LinkedHashMap<>();
         Map<String, MergedPart> merged = new LinkedHashMap<>();
+        Map<String, List<SplitPart>> splits = new LinkedHashMap<>();
         Flux.fromIterable(events)
                 .transform(stages)
                 .doOnNext(e -> {
@@ -183,9 +186,12 @@ public final class Hy3Adapter {
                                 merged.put(inputNames.get(parts.get(part)), new MergedPart(info, slab, part, parts.size()));
                             }
                         }
+                    } else if (e.tensor() instanceof TransposedSliceTensor slice && inputNames.containsKey(slice.parent())) {
+                        splits.computeIfAbsent(inputNames.get(slice.parent()), name -> new ArrayList<>())
+                                .add(new SplitPart(slice.info(e.fqn()), Math.toIntExact(slice.index()), slice.colStart(), slice.colCount()));
                     }
                 })
                 .blockLast();
-        return new ConversionLayout(planned, passed, merged);
+        return new ConversionLayout(planned, passed, merged, splits);
     }
 }

@@ -43,6 +43,26 @@ public final class TransposedSliceTensor implements Tensor {
         this.colCount = Math.toIntExact(colCount);
     }
 
+    /** The grouped tensor this is a slice of. */
+    public Tensor parent() {
+        return parent;
+    }
+
+    /** The expert slab of {@link #parent()} it takes. */
+    public long index() {
+        return index;
+    }
+
+    /** The first column of the slab it takes. */
+    public long colStart() {
+        return colStart;
+    }
+
+    /** How many columns of the slab it takes. */
+    public int colCount() {
+        return colCount;
+    }
+
     @Override
     public DType dtype() {
         return parent.dtype();

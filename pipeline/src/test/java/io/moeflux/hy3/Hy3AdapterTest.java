@@ -2,6 +2,7 @@ package io.moeflux.hy3;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.tuple;
 
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
@@ -156,6 +157,33 @@ class Hy3AdapterTest {
         assertThat(parts.keySet()).as("other ranks' experts are dropped, other tensors are not merged")
                 .allMatch(k -> k.matches("model\\.layers\\.[12]\\.mlp\\.experts\\.[23]\\..*"));
         assertThat(parts).hasSize((LAYERS - 1) * (EXPERTS / 2) * 3);
+        hf.forEach(TensorEvent::release);
+    }
+
+    @Test
+    void splitPartsNameEachPerExpertWeightThatToHfCutsFromAGroupedTensor() {
+        List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.BF16);
+        List<io.moeflux.tensor.TensorInfo> hfInfos = hf.stream().map(e -> e.tensor().info(e.fqn())).toList();
+        Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS);
+        List<io.moeflux.tensor.TensorInfo> nativeInfos = adapter.planFromHf(hfInfos);
+
+        ConversionLayout layout = adapter.layoutToHf(nativeInfos);
+
+        String experts = "model.layers.1.mlp.experts.";
+        List<SplitPart> gateUp = layout.splitParts().get(experts + "gate_and_up_projs");
+        assertThat(gateUp).hasSize(2 * EXPERTS);
+        assertThat(gateUp.get(0)).isEqualTo(new SplitPart(new io.moeflux.tensor.TensorInfo(experts + "0.gate_proj.weight",
+                DType.BF16, new long[] {INTER, HIDDEN}), 0, 0, INTER));
+        assertThat(gateUp.get(7)).isEqualTo(new SplitPart(new io.moeflux.tensor.TensorInfo(experts + "3.up_proj.weight",
+                DType.BF16, new long[] {INTER, HIDDEN}), 3, INTER, INTER));
+        assertThat(layout.splitParts().get(experts + "down_projs")).extracting(SplitPart::expert, SplitPart::colStart, SplitPart::colCount)
+                .containsExactly(tuple(0, 0L, (long) HIDDEN), tuple(1, 0L, (long) HIDDEN),
+                        tuple(2, 0L, (long) HIDDEN), tuple(3, 0L, (long) HIDDEN));
+        assertThat(layout.splitParts().keySet()).as("every grouped tensor, nothing else")
+                .containsExactlyInAnyOrderElementsOf(nativeInfos.stream().map(io.moeflux.tensor.TensorInfo::name)
+                        .filter(n -> n.endsWith("_projs")).toList());
+        assertThat(layout.mergedParts()).isEmpty();
+        assertThat(adapter.layoutFromHf(hfInfos).splitParts()).isEmpty();
         hf.forEach(TensorEvent::release);
     }
 
