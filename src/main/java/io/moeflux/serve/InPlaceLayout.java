@@ -7,6 +7,7 @@ import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.hy3.MergedPart;
 import io.moeflux.hy3.SplitPart;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.ColumnBlockedTensor;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.FileRegion;
@@ -164,6 +165,23 @@ final class InPlaceLayout implements BlobSpool.Placements {
 
         List<SplitSlice> slicesOf(int expert) {
             return slices.stream().filter(s -> s.part().expert() == expert).toList();
+        }
+
+        /**
+         * The column blocks an expert's slab is staged in: every weight's columns start and end at a
+         * block, so each of its output tiles reads one block.
+         */
+        int blockCols() {
+            long unit = grouped.dim(2);
+            for (SplitSlice s : slices) {
+                unit = gcd(unit, s.part().colStart());
+                unit = gcd(unit, s.part().colStart() + s.part().colCount());
+            }
+            return ColumnBlockedTensor.blockColsFor(grouped.dtype(), Math.toIntExact(grouped.dim(1)), Math.toIntExact(unit));
+        }
+
+        private static long gcd(long a, long b) {
+            return b == 0 ? a : gcd(b, a % b);
         }
     }
 

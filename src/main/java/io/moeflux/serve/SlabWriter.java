@@ -5,12 +5,10 @@ import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.ColumnBlockedTensor;
-import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.Tensors;
-import io.moeflux.tensor.TransposedSliceTensor;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.lang.foreign.Arena;
@@ -81,7 +79,10 @@ final class SlabWriter implements AutoCloseable {
         long bytes = target.slabBytes();
         Buffer buffer = reserve(bytes).orElseThrow(() -> new IllegalStateException(
                 "no staging memory for a " + bytes + " byte expert slab of " + uploadedName + " with none being written"));
-        return new ExpertSlab(uploadedName, target, expert, buffer, buffer.segment.asSlice(0, bytes));
+        TensorInfo grouped = target.grouped();
+        ColumnBlockedTensor blocked = new ColumnBlockedTensor(grouped.dtype(), Math.toIntExact(grouped.dim(1)),
+                Math.toIntExact(grouped.dim(2)), target.blockCols(), buffer.segment.asSlice(0, bytes), () -> {});
+        return new ExpertSlab(uploadedName, target, expert, buffer, blocked);
     }
 
     private Optional<Buffer> reserve(long bytes) throws IOException {
@@ -211,17 +212,16 @@ final class SlabWriter implements AutoCloseable {
 
     private void write(ExpertSlab slab) {
         TensorInfo grouped = slab.target.grouped();
-        // The slab as a grouped tensor of one expert, so the split's own kernel cuts it.
-        DenseTensor one = new DenseTensor(grouped.dtype(), new long[] {1, grouped.dim(1), grouped.dim(2)}, slab.bytes, () -> {});
         IOException failed = null;
         try {
             for (InPlaceLayout.SplitSlice slice : slab.target.slicesOf(slab.expert)) {
                 Placement place = slice.placement();
                 long[] at = {place.offset()};
-                new TransposedSliceTensor(one, () -> {}, 0, slice.part().colStart(), slice.part().colCount()).writeTo(tile -> {
-                    FileWrites.write(place.channel(), tile.asByteBuffer(), at[0], place.writeLock());
-                    at[0] += tile.byteSize();
-                });
+                slab.blocked.writeColumnsTransposed(Math.toIntExact(slice.part().colStart()), Math.toIntExact(slice.part().colCount()),
+                        tile -> {
+                            FileWrites.write(place.channel(), tile.asByteBuffer(), at[0], place.writeLock());
+                            at[0] += tile.byteSize();
+                        });
             }
         } catch (IOException | RuntimeException e) {
             failed = new IOException("writing expert " + slab.expert + "'s weights out of " + slab.uploadedName + ": "
@@ -359,25 +359,28 @@ final class SlabWriter implements AutoCloseable {
         }
     }
 
-    /** Staging memory for one expert's slab of a grouped tensor, filled in arrival (row-major) order. */
+    /**
+     * Staging memory for one expert's slab of a grouped tensor, held in column blocks so that each tile
+     * of a weight's transposition reads one block sequentially, as from-hf's weights are.
+     */
     final class ExpertSlab {
         private final String uploadedName;
         private final InPlaceLayout.SplitTarget target;
         private final int expert;
         private final Buffer buffer;
-        private final MemorySegment bytes;
+        private final ColumnBlockedTensor blocked;
 
-        private ExpertSlab(String uploadedName, InPlaceLayout.SplitTarget target, int expert, Buffer buffer, MemorySegment bytes) {
+        private ExpertSlab(String uploadedName, InPlaceLayout.SplitTarget target, int expert, Buffer buffer, ColumnBlockedTensor blocked) {
             this.uploadedName = uploadedName;
             this.target = target;
             this.expert = expert;
             this.buffer = buffer;
-            this.bytes = bytes;
+            this.blocked = blocked;
         }
 
-        /** Puts bytes {@code [offset, offset + n)} of the slab from {@code src}. */
+        /** Puts bytes {@code [offset, offset + n)} of the slab, in row-major order, from {@code src}. */
         void put(long offset, MemorySegment src, long n) {
-            MemorySegment.copy(src, 0, bytes, offset, n);
+            blocked.putRowMajor(offset, src, 0, n);
         }
 
         /** Gives the memory back unused, when the upload ends before the slab is whole. */

@@ -42,6 +42,28 @@ public final class ColumnBlockedTensor implements Tensor {
         this.owner = owner;
     }
 
+    /**
+     * The block width to hold a {@code [rows, cols]} tensor in so that {@link #writeColumnsTransposed}
+     * reads exactly one block per tile: the widest that divides {@code columnUnit} (every column range
+     * to be written starts and ends at a multiple of it, or at the last column) and keeps a tile of
+     * {@code rows}-long output rows within a transposition tile; a multiple of 4 when one fits, for the
+     * 16-bit kernel's 4x4 blocks.
+     */
+    public static int blockColsFor(DType dtype, int rows, int columnUnit) {
+        int widest = Math.min(columnUnit, Blocking.of(Integer.MAX_VALUE, rows, dtype).tileRows());
+        for (int w = widest - widest % 4; w >= 4; w -= 4) {
+            if (columnUnit % w == 0) {
+                return w;
+            }
+        }
+        for (int w = widest; w > 1; w--) {
+            if (columnUnit % w == 0) {
+                return w;
+            }
+        }
+        return 1;
+    }
+
     @Override
     public DType dtype() {
         return dtype;
@@ -106,6 +128,35 @@ public final class ColumnBlockedTensor implements Tensor {
                     block = 0;
                     row++;
                 }
+            }
+        }
+    }
+
+    /**
+     * Writes columns {@code [colStart, colStart + colCount)} transposed, a {@code [colCount, rows]} tensor
+     * (one of to-hf's per-expert weights out of its expert's slab), one block per tile: each tile reads
+     * its block sequentially and goes to {@code sink} whole.
+     *
+     * @throws IllegalArgumentException unless the range starts at a block and ends at one or at the last column
+     */
+    public void writeColumnsTransposed(int colStart, int colCount, ByteSink sink) throws IOException {
+        checkLive();
+        int end = colStart + colCount;
+        if (colStart < 0 || colCount < 0 || end > cols || colStart % blockCols != 0 || (end % blockCols != 0 && end != cols)) {
+            throw new IllegalArgumentException("columns [" + colStart + ", " + end + ") of " + this + " do not start and end at blocks");
+        }
+        int size = dtype.byteSize();
+        try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow((long) blockCols * rows * size)) {
+            MemorySegment tile = scratch.segment();
+            for (int c = colStart; c < end; c += blockCols) {
+                int b = c / blockCols;
+                int width = blockWidth(b);
+                if (Transpose.isFast(dtype, dtype) && Transpose.fitsColumnBlock16(rows, width)) {
+                    Transpose.columnBlock16(data, blockOffset(b), rows, width, tile, 0, rows, 0);
+                } else {
+                    Transpose.block(data, blockOffset(b), dtype, rows, width, 0, width, tile, 0, dtype, rows, 0);
+                }
+                sink.write(tile.asSlice(0, (long) width * rows * size));
             }
         }
     }

@@ -42,6 +42,56 @@ class LazyTensorsTest {
         assertThat(t.live()).isZero();
     }
 
+    /**
+     * An expert slab held in column blocks, filled in pieces across rows and blocks, writes a column
+     * range transposed as the split of the same slab held dense does: blocks of the 16-bit kernel, of
+     * widths that are no multiple of 4 and of a 4-byte type.
+     */
+    @org.junit.jupiter.params.ParameterizedTest(name = "{0} [{1}, {2}], columns {3} + {4}")
+    @org.junit.jupiter.params.provider.CsvSource({"BF16, 1000, 600, 300, 300", "BF16, 64, 48, 0, 24", "BF16, 6, 10, 5, 5",
+            "F32, 8, 12, 0, 12", "BF16, 4, 4100, 0, 4100"})
+    void columnsWrittenTransposedFromBlocksMatchTheSplitOfADenseSlab(DType type, int rows, int cols, int colStart, int colCount)
+            throws Exception {
+        DenseTensor slab = t.random(type, rows, cols);
+        int unit = colStart + colCount == cols ? (colStart == 0 ? cols : colStart) : colCount;
+        int blockCols = ColumnBlockedTensor.blockColsFor(type, rows, unit);
+        java.lang.foreign.MemorySegment memory = java.lang.foreign.Arena.ofAuto().allocate(slab.byteSize());
+        ColumnBlockedTensor blocked = new ColumnBlockedTensor(type, rows, cols, blockCols, memory, () -> {});
+        java.util.Random random = new java.util.Random(cols);
+        for (long at = 0; at < slab.byteSize(); ) {
+            long n = Math.min(slab.byteSize() - at, 1 + random.nextInt(5000));
+            blocked.putRowMajor(at, slab.data(), at, n);
+            at += n;
+        }
+        DenseTensor grouped = new DenseTensor(type, new long[] {1, rows, cols}, slab.data(), () -> {});
+        TransposedSliceTensor split = new TransposedSliceTensor(grouped, () -> {}, 0, colStart, colCount);
+        ByteArrayOutputStream written = new ByteArrayOutputStream();
+
+        blocked.writeColumnsTransposed(colStart, colCount, tile -> written.writeBytes(tile.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
+
+        assertThat(written.toByteArray()).isEqualTo(Tensors.toBytes(split));
+        slab.release();
+        assertThat(t.live()).isZero();
+    }
+
+    @Test
+    void blocksAreTheWidestThatDivideTheColumnUnitWithinATileAndAMultipleOf4WhenOneFits() {
+        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 1536)).as("Hy3 gate/up: 768 KB tiles of 8 KB rows").isEqualTo(96);
+        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 1536, 4096)).as("Hy3 down").isEqualTo(256);
+        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 100)).as("wider than a tile: its widest divisor within one").isEqualTo(20);
+        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 1000)).as("no multiple of 4 above 40 divides 1000 within 96").isEqualTo(40);
+        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4, 7)).isEqualTo(7);
+        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 97)).as("a prime wider than a tile").isEqualTo(1);
+    }
+
+    @Test
+    void aColumnRangeThatDoesNotStartAndEndAtBlocksIsRefused() {
+        ColumnBlockedTensor blocked = new ColumnBlockedTensor(DType.BF16, 2, 10, 4, java.lang.foreign.Arena.ofAuto().allocate(40), () -> {});
+        assertThatThrownBy(() -> blocked.writeColumnsTransposed(2, 4, tile -> {})).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("columns [2, 6)");
+        assertThatThrownBy(() -> blocked.writeColumnsTransposed(4, 5, tile -> {})).isInstanceOf(IllegalArgumentException.class);
+    }
+
     /** Column-blocked parts, filled in pieces across rows and blocks, give the bytes dense parts give. */
     @org.junit.jupiter.params.ParameterizedTest(name = "{0} parts of {1} x {2}")
     @org.junit.jupiter.params.provider.CsvSource({"BF16, 8, 262144", "BF16, 136, 4100", "BF16, 12, 131075", "F32, 8, 131076", "BF16, 5, 7"})
