@@ -17,6 +17,7 @@ import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.channels.FileChannel;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -78,7 +79,7 @@ final class InPlaceLayout implements BlobSpool.Placements {
             if (grouped.dim(0) == 0 || slices.stream().anyMatch(Objects::isNull)) {
                 return;
             }
-            SplitTarget target = new SplitTarget(grouped, slices);
+            SplitTarget target = SplitTarget.of(grouped, slices);
             if (target.slabBytes() == 0 || target.slabBytes() > stagingBytes) {
                 return;
             }
@@ -151,33 +152,34 @@ final class InPlaceLayout implements BlobSpool.Placements {
     /**
      * A grouped expert tensor that to-hf splits, and where each per-expert weight cut from it goes.
      *
-     * @param grouped the uploaded tensor, {@code [experts, rows, cols]}
-     * @param slices  its weights with their places, in the split's order (expert by expert)
+     * @param grouped   the uploaded tensor, {@code [experts, rows, cols]}
+     * @param byExpert  per expert slab, its weights with their places, in the split's order
+     * @param blockCols the column blocks an expert's slab is staged in: every weight's columns start and
+     *                  end at a block, so each of its output tiles reads one block
      */
-    record SplitTarget(TensorInfo grouped, List<SplitSlice> slices) {
+    record SplitTarget(TensorInfo grouped, List<List<SplitSlice>> byExpert, int blockCols) {
+        /** Worked out once per grouped tensor: the receiver stages its slabs expert by expert. */
+        static SplitTarget of(TensorInfo grouped, List<SplitSlice> slices) {
+            List<List<SplitSlice>> byExpert = new ArrayList<>();
+            for (int e = 0; e < grouped.dim(0); e++) {
+                byExpert.add(new ArrayList<>());
+            }
+            long unit = grouped.dim(2);
+            for (SplitSlice s : slices) {
+                byExpert.get(s.part().expert()).add(s);
+                unit = gcd(unit, s.part().colStart());
+                unit = gcd(unit, s.part().colStart() + s.part().colCount());
+            }
+            int blockCols = ColumnBlockedTensor.blockColsFor(grouped.dtype(), Math.toIntExact(grouped.dim(1)), Math.toIntExact(unit));
+            return new SplitTarget(grouped, byExpert.stream().map(List::copyOf).toList(), blockCols);
+        }
+
         int experts() {
-            return Math.toIntExact(grouped.dim(0));
+            return byExpert.size();
         }
 
         long slabBytes() {
             return grouped.byteSize() / grouped.dim(0);
-        }
-
-        List<SplitSlice> slicesOf(int expert) {
-            return slices.stream().filter(s -> s.part().expert() == expert).toList();
-        }
-
-        /**
-         * The column blocks an expert's slab is staged in: every weight's columns start and end at a
-         * block, so each of its output tiles reads one block.
-         */
-        int blockCols() {
-            long unit = grouped.dim(2);
-            for (SplitSlice s : slices) {
-                unit = gcd(unit, s.part().colStart());
-                unit = gcd(unit, s.part().colStart() + s.part().colCount());
-            }
-            return ColumnBlockedTensor.blockColsFor(grouped.dtype(), Math.toIntExact(grouped.dim(1)), Math.toIntExact(unit));
         }
 
         private static long gcd(long a, long b) {

@@ -4,6 +4,7 @@ import io.moeflux.connect.safetensors.FileWrites;
 import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.hy3.MergedPart;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.ByteSink;
 import io.moeflux.tensor.ColumnBlockedTensor;
 import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
@@ -140,18 +141,11 @@ final class SlabWriter implements AutoCloseable {
             pending.remove(key);
             slabsInFlight++;
         }
-        try {
-            workers.execute(() -> write(slab));
-        } catch (RuntimeException e) {
+        submit(() -> write(slab), () -> {
             for (Tensor w : slab.weights) {
                 w.release();
             }
-            synchronized (this) {
-                slabsInFlight--;
-                notifyAll();
-            }
-            throw e;
-        }
+        });
     }
 
     private void write(Pending slab) {
@@ -162,26 +156,14 @@ final class SlabWriter implements AutoCloseable {
         StackedTransposeTensor tensor = new StackedTransposeTensor(List.of(List.of(slab.weights)), slab.part.merged().dtype());
         IOException failed = null;
         try {
-            long[] at = {slab.merged.offset() + slab.part.slab() * slab.part.slabBytes()};
-            tensor.writeTo(tile -> {
-                FileWrites.write(slab.merged.channel(), tile.asByteBuffer(), at[0], slab.merged.writeLock());
-                at[0] += tile.byteSize();
-            });
+            tensor.writeTo(tilesInto(slab.merged, slab.part.slab() * slab.part.slabBytes()));
         } catch (IOException | RuntimeException e) {
             failed = new IOException("writing expert slab " + slab.part.slab() + " of " + slab.part.merged().name()
                     + ": " + e.getMessage(), e);
         } finally {
             tensor.release();
         }
-        synchronized (this) {
-            slabsInFlight--;
-            if (failed != null && failure == null) {
-                failure = failed;
-            } else if (failed == null) {
-                written.addAll(events);
-            }
-            notifyAll();
-        }
+        slabDone(failed, () -> written.addAll(events));
     }
 
     /**
@@ -198,10 +180,37 @@ final class SlabWriter implements AutoCloseable {
             }
             slabsInFlight++;
         }
+        submit(() -> write(slab), () -> giveBack(slab.buffer));
+    }
+
+    private void write(ExpertSlab slab) {
+        TensorInfo grouped = slab.target.grouped();
+        IOException failed = null;
         try {
-            workers.execute(() -> write(slab));
-        } catch (RuntimeException e) {
+            for (InPlaceLayout.SplitSlice slice : slab.target.byExpert().get(slab.expert)) {
+                slab.blocked.writeColumnsTransposed(Math.toIntExact(slice.part().colStart()), Math.toIntExact(slice.part().colCount()),
+                        tilesInto(slice.placement(), 0));
+            }
+        } catch (IOException | RuntimeException e) {
+            failed = new IOException("writing expert " + slab.expert + "'s weights out of " + slab.uploadedName + ": "
+                    + e.getMessage(), e);
+        } finally {
             giveBack(slab.buffer);
+        }
+        slabDone(failed, () -> {
+            if (splitSlabsWritten.merge(slab.uploadedName, 1, Integer::sum) == slab.target.experts()) {
+                splitSlabsWritten.remove(slab.uploadedName);
+                written.add(new TensorEvent(slab.uploadedName, Tensors.placeholder(grouped.dtype(), grouped.shape())));
+            }
+        });
+    }
+
+    /** Runs a slab's write on a worker; when none takes it, {@code dropped} gives back what the write would have. */
+    private void submit(Runnable write, Runnable dropped) {
+        try {
+            workers.execute(write);
+        } catch (RuntimeException e) {
+            dropped.run();
             synchronized (this) {
                 slabsInFlight--;
                 notifyAll();
@@ -210,35 +219,24 @@ final class SlabWriter implements AutoCloseable {
         }
     }
 
-    private void write(ExpertSlab slab) {
-        TensorInfo grouped = slab.target.grouped();
-        IOException failed = null;
-        try {
-            for (InPlaceLayout.SplitSlice slice : slab.target.slicesOf(slab.expert)) {
-                Placement place = slice.placement();
-                long[] at = {place.offset()};
-                slab.blocked.writeColumnsTransposed(Math.toIntExact(slice.part().colStart()), Math.toIntExact(slice.part().colCount()),
-                        tile -> {
-                            FileWrites.write(place.channel(), tile.asByteBuffer(), at[0], place.writeLock());
-                            at[0] += tile.byteSize();
-                        });
-            }
-        } catch (IOException | RuntimeException e) {
-            failed = new IOException("writing expert " + slab.expert + "'s weights out of " + slab.uploadedName + ": "
-                    + e.getMessage(), e);
-        } finally {
-            giveBack(slab.buffer);
+    /** A slab's write ended: the upload's first failure is kept, and a success runs {@code written} under the lock. */
+    private synchronized void slabDone(IOException failed, Runnable written) {
+        slabsInFlight--;
+        if (failed == null) {
+            written.run();
+        } else if (failure == null) {
+            failure = failed;
         }
-        synchronized (this) {
-            slabsInFlight--;
-            if (failed != null && failure == null) {
-                failure = failed;
-            } else if (failed == null && splitSlabsWritten.merge(slab.uploadedName, 1, Integer::sum) == slab.target.experts()) {
-                splitSlabsWritten.remove(slab.uploadedName);
-                written.add(new TensorEvent(slab.uploadedName, Tensors.placeholder(grouped.dtype(), grouped.shape())));
-            }
-            notifyAll();
-        }
+        notifyAll();
+    }
+
+    /** Writes tile after tile into {@code place}, from {@code offset} bytes into it, under its file's write lock. */
+    private static ByteSink tilesInto(Placement place, long offset) {
+        long[] at = {place.offset() + offset};
+        return tile -> {
+            FileWrites.write(place.channel(), tile.asByteBuffer(), at[0], place.writeLock());
+            at[0] += tile.byteSize();
+        };
     }
 
     /** Events of weights whose slabs are on file; throws if a slab could not be written. */

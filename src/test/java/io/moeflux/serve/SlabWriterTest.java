@@ -257,7 +257,7 @@ class SlabWriterTest {
                         (long) proj * ROWS, ROWS), new Placement(out, 16 + (2L * e + proj) * SPLIT_BYTES, SPLIT_BYTES, new ReentrantLock())));
             }
         }
-        return new InPlaceLayout.SplitTarget(GROUPED, slices);
+        return InPlaceLayout.SplitTarget.of(GROUPED, slices);
     }
 
     /** Expert {@code e}'s slab of the grouped tensor: element (h, c) is {@link #element}(e, h, c). */

@@ -151,9 +151,9 @@ public final class StackedTransposeTensor implements Tensor {
                 for (int t0 = 0; t0 < cols; t0 += b.tileRows()) {
                     int tn = Math.min(b.tileRows(), cols - t0);
                     int colOffset = 0;
+                    // A column-blocked part holds this tile's columns as one [rows, tn] block.
+                    int block = t0 / b.tileRows();
                     for (int j = 0; j < expert.size(); j++) {
-                        // A column-blocked part holds this tile's columns as one [rows, tn] block.
-                        int block = t0 / b.tileRows();
                         long offset = blocked[j] == null ? 0 : blocked[j].blockOffset(block);
                         long rowStride = blocked[j] == null ? cols : tn;
                         long colStart = blocked[j] == null ? t0 : 0;
