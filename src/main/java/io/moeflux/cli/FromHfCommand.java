@@ -35,6 +35,9 @@ final class FromHfCommand implements Callable<Integer> {
             description = "Type of the merged expert tensors: bf16, f16 or f32 (default: ${DEFAULT-VALUE}); other tensors keep theirs.")
     DType dtype;
 
+    @Option(names = "--lossy-lora", description = "from-hf: convert expert LoRA adapters exactly as the reference does, also where it drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups are torn, per-expert LoRA given again in the fused form); without it such inputs are refused.")
+    boolean lossyLora;
+
     @Mixin
     ModelOverrides model;
 
@@ -53,7 +56,7 @@ final class FromHfCommand implements Callable<Integer> {
             throw new ParameterException(spec.commandLine(),
                     "need --ep-size >= 1 and 0 <= --ep-rank < --ep-size, got --ep-size " + epSize + " --ep-rank " + epRank);
         }
-        Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype).withExpertParallel(epSize, epRank);
+        Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype).withExpertParallel(epSize, epRank).withLossyLora(lossyLora);
         Transfer.Summary summary = Conversions.fromHf(in, out, model, options, write.settings(), spec.commandLine().getErr());
         Reports.printSummary(spec.commandLine().getOut(), summary, json.enabled);
         return ExitCodes.OK;

@@ -49,6 +49,9 @@ final class ScaleOutCommand implements Callable<Integer> {
     @Option(names = "--exclude-key-regex", paramLabel = "RE", description = "to-hf: drop output keys that start with a match of RE.")
     Pattern excludeKeyRegex;
 
+    @Option(names = "--lossy-lora", description = "from-hf: convert expert LoRA adapters exactly as the reference does, also where it drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups are torn, per-expert LoRA given again in the fused form); without it such inputs are refused.")
+    boolean lossyLora;
+
     @Mixin
     ModelOverrides model;
 
@@ -62,7 +65,7 @@ final class ScaleOutCommand implements Callable<Integer> {
                 KafkaSinkOptions.to(KafkaEndpoint.parse(destination)),
                 group);
         CommitSummary committed = Transfer.awaitCancellingOnExit(member.run(described -> {
-            Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype);
+            Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype).withLossyLora(lossyLora);
             if (excludeKeyRegex != null) {
                 options = options.withExcludeKeyRegex(excludeKeyRegex.pattern());
             }

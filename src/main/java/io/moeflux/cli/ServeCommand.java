@@ -64,6 +64,9 @@ final class ServeCommand implements Callable<Integer> {
                     + "query parameter replaces it.")
     Pattern excludeKeyRegex;
 
+    @Option(names = "--lossy-lora", description = "from-hf: convert expert LoRA adapters exactly as the reference does, also where it drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups are torn, per-expert LoRA given again in the fused form); without it such inputs are refused.")
+    boolean lossyLora;
+
     @Option(names = "--spool-dir", paramLabel = "DIR",
             description = "Where upload bodies are spooled while converting (default SINK/.moeflux-spool, or "
                     + "moeflux-spool in the temporary folder for a Kafka sink).")
@@ -115,9 +118,8 @@ final class ServeCommand implements Callable<Integer> {
         if (config != null) {
             options = options.withConfigJson(Files.readAllBytes(config));
         }
-        if (excludeKeyRegex != null) {
-            options = options.withHy3Options(Hy3Options.DEFAULTS.withExcludeKeyRegex(excludeKeyRegex.pattern()));
-        }
+        Hy3Options hy3 = Hy3Options.DEFAULTS.withLossyLora(lossyLora);
+        options = options.withHy3Options(excludeKeyRegex != null ? hy3.withExcludeKeyRegex(excludeKeyRegex.pattern()) : hy3);
         if (tokenFile != null) {
             options = options.withToken(Files.readString(tokenFile, StandardCharsets.UTF_8));
         }

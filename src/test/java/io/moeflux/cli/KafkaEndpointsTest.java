@@ -47,6 +47,18 @@ class KafkaEndpointsTest {
     }
 
     @Test
+    void loraAdaptersConvertOutOfKafkaAsTheReferenceDoes() {
+        Path loraHf = Cli.REFERENCE_VECTORS.resolve("hy3-lora-hf/hf");
+        Cli publish = Cli.run("copy", loraHf, topic("lora-hf", "step-1"));
+        assertThat(publish.exitCode()).as(publish.err()).isEqualTo(ExitCodes.OK);
+
+        Path out = dir.resolve("lora-native");
+        Cli convert = Cli.run("from-hf", topic("lora-hf", "step-1"), out);
+        assertThat(convert.exitCode()).as(convert.err()).isEqualTo(ExitCodes.OK);
+        assertThat(Cli.run("verify", out, Cli.REFERENCE_VECTORS.resolve("hy3-lora-hf/native")).out()).contains("identical: 54 tensors");
+    }
+
+    @Test
     void copyToKafkaThenFromHfOutOfKafkaEqualsTheReference() {
         Cli publish = Cli.run("copy", TINY_HF, topic("hf", "step-1"));
         assertThat(publish.exitCode()).as(publish.err()).isEqualTo(ExitCodes.OK);

@@ -17,6 +17,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
 import java.util.function.Function;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -109,9 +111,11 @@ final class ExpertMerge {
         private final Map<String, Window> open = new HashMap<>();
         /** Every (prefix, layer) with expert keys, and which grouped tensors of it were emitted. */
         private final Map<Layer, List<String>> layersSeen = new HashMap<>();
+        private final UnmergedPrefix unmergedPrefix = new UnmergedPrefix();
 
         synchronized void onNext(TensorEvent event, SynchronousSink<TensorEvent> sink) {
             var parsed = Hy3Keys.parseExpertKey(event.fqn());
+            unmergedPrefix.observe(event.fqn());
             if (parsed.isEmpty()) {
                 sink.next(event);
                 return;
@@ -198,6 +202,8 @@ final class ExpertMerge {
                     }
                 }
             }
+            layerNumbers.addAll(unmergedPrefix.layers);
+            missing.addAll(unmergedPrefix.missing());
             if (missing.isEmpty()) {
                 return Mono.empty();
             }
@@ -215,6 +221,58 @@ final class ExpertMerge {
         synchronized void releaseAll() {
             open.values().forEach(Window::release);
             open.clear();
+        }
+    }
+
+    /**
+     * Base expert weights under a prefix the merge does not take ({@code base_model.model.model.}, say)
+     * pass on per expert, but the reference's completeness check still covers them when the first key
+     * that names an expert path has that prefix: it learns the prefix (what comes before that key's first
+     * {@code layers.}) and checks every layer with base expert keys under it, as the others.
+     */
+    private final class UnmergedPrefix {
+        private static final List<String> MERGED_PREFIXES = List.of("", "model.", "language_model.", "model.language_model.");
+        private String prefix;
+        private Pattern keys;
+        private boolean learned;
+        final TreeSet<Integer> layers = new TreeSet<>();
+        final java.util.Set<String> present = new java.util.HashSet<>();
+
+        void observe(String key) {
+            if (!learned && key.contains(".mlp.experts.") && key.contains("layers.")) {
+                learned = true;
+                String learnedPrefix = key.substring(0, key.indexOf("layers."));
+                if (!MERGED_PREFIXES.contains(learnedPrefix)) {
+                    prefix = learnedPrefix;
+                    keys = Pattern.compile(Pattern.quote(prefix) + "layers\\.(\\d+)\\.mlp\\.experts\\.\\d+\\.(?:gate_proj|up_proj|down_proj)\\.weight");
+                }
+            }
+            if (keys == null) {
+                return;
+            }
+            Matcher m = keys.matcher(key);
+            if (m.lookingAt()) {
+                layers.add(parseLayer(m.group(1)));
+                present.add(key);
+            }
+        }
+
+        List<String> missing() {
+            List<String> missing = new ArrayList<>();
+            if (keys == null) {
+                return missing;
+            }
+            for (int layer : layers) {
+                for (int e = range.start(); e < range.end(); e++) {
+                    for (Projection p : Projection.values()) {
+                        String expected = prefix + "layers." + layer + ".mlp.experts." + e + "." + p.keyPart() + ".weight";
+                        if (!present.contains(expected)) {
+                            missing.add(expected);
+                        }
+                    }
+                }
+            }
+            return missing;
         }
     }
 

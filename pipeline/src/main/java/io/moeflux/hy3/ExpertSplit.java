@@ -1,5 +1,8 @@
 package io.moeflux.hy3;
 
+import io.moeflux.hy3.Hy3Keys.GroupedLora;
+import io.moeflux.hy3.Hy3Keys.LoraLayer;
+import io.moeflux.hy3.Hy3Keys.LoraMatrix;
 import io.moeflux.hy3.Hy3Keys.Projection;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.RefCounted;
@@ -15,8 +18,9 @@ import java.util.List;
  *
  * <p>{@code gate_and_up_projs [n, hidden, 2*inter]} gives, per expert, {@code gate_proj = w[e][:, :inter]^T}
  * and {@code up_proj = w[e][:, inter:]^T}; {@code down_projs [n, inter, hidden]} (only when 3-D with
- * {@code shape[1] == inter}, as the mixin checks) gives {@code down_proj = w[e]^T}. The splits are lazy
- * views that share the grouped tensor; it is freed when the last of them is released.
+ * {@code shape[1] == inter}, as the mixin checks) gives {@code down_proj = w[e]^T}; the four grouped
+ * expert LoRA tensors give one LoRA pair per expert and projection. The splits are lazy views that share
+ * the grouped tensor; it is freed when the last of them is released.
  */
 final class ExpertSplit {
     private final int numExperts;
@@ -35,7 +39,8 @@ final class ExpertSplit {
         boolean gateUp = Hy3Keys.isGroupedGateUp(fqn);
         boolean down = !gateUp && Hy3Keys.isGroupedDown(fqn) && shape.length == 3 && shape[1] == inter;
         if (!gateUp && !down) {
-            return List.of(event);
+            var lora = Hy3Keys.parseGroupedLora(fqn);
+            return lora.isPresent() ? splitLora(event, lora.get()) : List.of(event);
         }
         String layer = Hy3Keys.layerOf(fqn).orElse(null);
         if (layer == null) {
@@ -52,21 +57,72 @@ final class ExpertSplit {
             throw new IllegalArgumentException("grouped expert tensor " + fqn + " has shape " + Shapes.format(shape)
                     + ": expected last dimension 2 * moe_intermediate_size = " + 2L * inter);
         }
-        // The grouped tensor is freed when its owner's handle and every split's handle are released.
-        RefCounted shared = RefCounted.onLastRelease(tensor::release);
-        Releasable ownerHandle = shared.retain();
-        List<TensorEvent> out = new ArrayList<>(gateUp ? 2 * numExperts : numExperts);
-        try {
-            for (int e = 0; e < numExperts; e++) {
-                if (gateUp) {
-                    out.add(new TensorEvent(Hy3Keys.splitExpertKey(layer, e, Projection.GATE),
-                            new TransposedSliceTensor(tensor, shared.retain(), e, 0, inter)));
-                    out.add(new TensorEvent(Hy3Keys.splitExpertKey(layer, e, Projection.UP),
-                            new TransposedSliceTensor(tensor, shared.retain(), e, inter, inter)));
-                } else {
-                    out.add(new TensorEvent(Hy3Keys.splitExpertKey(layer, e, Projection.DOWN),
-                            new TransposedSliceTensor(tensor, shared.retain(), e, 0, shape[2])));
+        List<Slice> slices = new ArrayList<>(gateUp ? 2 * numExperts : numExperts);
+        for (int e = 0; e < numExperts; e++) {
+            if (gateUp) {
+                slices.add(new Slice(Hy3Keys.splitExpertKey(layer, e, Projection.GATE), e, 0, inter));
+                slices.add(new Slice(Hy3Keys.splitExpertKey(layer, e, Projection.UP), e, inter, inter));
+            } else {
+                slices.add(new Slice(Hy3Keys.splitExpertKey(layer, e, Projection.DOWN), e, 0, shape[2]));
+            }
+        }
+        return cut(tensor, slices);
+    }
+
+    /**
+     * A grouped expert LoRA tensor becomes one LoRA pair per expert and projection, under the key's own
+     * prefix: A {@code [E, hidden, r]} gives gate_proj's and up_proj's {@code lora_A = A[e]^T} (the same
+     * bytes twice); B {@code [E, r, 2*inter]} gives gate's {@code B[e][:, :inter]^T} and up's
+     * {@code B[e][:, inter:]^T}; the down pair is {@code dA[e]^T} and {@code dB[e]^T}. No type changes.
+     */
+    private List<TensorEvent> splitLora(TensorEvent event, Hy3Keys.GroupedLoraKey key) {
+        Tensor tensor = event.tensor();
+        long[] shape = tensor.shape();
+        if (shape.length != 3) {
+            event.release();
+            throw new IllegalArgumentException("grouped expert LoRA tensor " + event.fqn() + " has shape " + Shapes.format(shape)
+                    + ": expected 3 dimensions [num_experts, in, out]");
+        }
+        if (shape[0] != numExperts) {
+            event.release();
+            throw new IllegalArgumentException("grouped expert LoRA tensor " + event.fqn() + " has " + shape[0]
+                    + " experts in its first dimension, but num_experts = " + numExperts);
+        }
+        if (key.kind() == GroupedLora.GATE_AND_UP_B && shape[2] != 2L * inter) {
+            event.release();
+            throw new IllegalArgumentException("grouped expert LoRA tensor " + event.fqn() + " has shape " + Shapes.format(shape)
+                    + ": expected last dimension 2 * moe_intermediate_size = " + 2L * inter);
+        }
+        LoraLayer layer = key.layer();
+        List<Slice> slices = new ArrayList<>();
+        for (int e = 0; e < numExperts; e++) {
+            switch (key.kind()) {
+                case GATE_AND_UP_A -> {
+                    slices.add(new Slice(layer.perExpert(e, Projection.GATE, LoraMatrix.A), e, 0, shape[2]));
+                    slices.add(new Slice(layer.perExpert(e, Projection.UP, LoraMatrix.A), e, 0, shape[2]));
                 }
+                case GATE_AND_UP_B -> {
+                    slices.add(new Slice(layer.perExpert(e, Projection.GATE, LoraMatrix.B), e, 0, inter));
+                    slices.add(new Slice(layer.perExpert(e, Projection.UP, LoraMatrix.B), e, inter, inter));
+                }
+                case DOWN_A -> slices.add(new Slice(layer.perExpert(e, Projection.DOWN, LoraMatrix.A), e, 0, shape[2]));
+                case DOWN_B -> slices.add(new Slice(layer.perExpert(e, Projection.DOWN, LoraMatrix.B), e, 0, shape[2]));
+            }
+        }
+        return cut(tensor, slices);
+    }
+
+    /** {@code grouped[expert][:, colStart:colStart+colCount]^T} under {@code name}. */
+    private record Slice(String name, int expert, long colStart, long colCount) {}
+
+    /** Lazy views of the slices, sharing {@code grouped}: it is freed when the last of them is released. */
+    private static List<TensorEvent> cut(Tensor grouped, List<Slice> slices) {
+        RefCounted shared = RefCounted.onLastRelease(grouped::release);
+        Releasable ownerHandle = shared.retain();
+        List<TensorEvent> out = new ArrayList<>(slices.size());
+        try {
+            for (Slice s : slices) {
+                out.add(new TensorEvent(s.name(), new TransposedSliceTensor(grouped, shared.retain(), s.expert(), s.colStart(), s.colCount())));
             }
         } catch (RuntimeException ex) {
             out.forEach(TensorEvent::release);

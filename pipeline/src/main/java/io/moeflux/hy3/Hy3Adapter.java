@@ -21,7 +21,8 @@ import reactor.core.publisher.Flux;
  * bit-exact with NeMo Automodel's {@code HYV3StateDictAdapter}, as composable stream stages.
  *
  * <p>from-hf: drop MTP layers, rename, drop {@code _scale_inv} keys, merge experts per layer (and
- * expert-parallel rank). to-hf: split grouped experts, rename, exclude keys. Each direction is a
+ * expert-parallel rank), regroup expert LoRA. to-hf: split grouped experts and expert LoRA, rename,
+ * exclude keys. Each direction is a
  * {@code Flux<TensorEvent> -> Flux<TensorEvent>} that respects backpressure and releases every tensor
  * it drops.
  */
@@ -65,7 +66,12 @@ public final class Hy3Adapter {
         return new ExpertMerge(config, options).stage();
     }
 
-    /** The expert split of to-hf; non-expert tensors pass through. */
+    /** The regrouping of per-expert and fused expert LoRA adapters of from-hf. */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> expertLoraMerge() {
+        return new ExpertLoraMerge(config, options).stage();
+    }
+
+    /** The expert split of to-hf (base weights and expert LoRA); other tensors pass through. */
     public Function<Flux<TensorEvent>, Flux<TensorEvent>> expertSplit() {
         return events -> Stages.releaseOnDiscard(events.concatMapIterable(split::split, 1));
     }
@@ -82,7 +88,8 @@ public final class Hy3Adapter {
         return hf.transform(mtpFilter())
                 .transform(renameToNative())
                 .transform(Stages.filter(key -> !Hy3Keys.isScaleInv(key)))
-                .transform(expertMerge());
+                .transform(expertMerge())
+                .transform(expertLoraMerge());
     }
 
     /** Native to on-disk Hy3. */
@@ -177,7 +184,7 @@ public final class Hy3Adapter {
                     String from = inputNames.get(e.tensor());
                     if (from != null) {
                         passed.put(from, e.fqn());
-                    } else if (e.tensor() instanceof StackedTransposeTensor stacked) {
+                    } else if (e.tensor() instanceof StackedTransposeTensor stacked && isGroupedExperts(e.fqn())) {
                         TensorInfo info = stacked.info(e.fqn());
                         List<List<Tensor>> slabs = stacked.parts();
                         for (int slab = 0; slab < slabs.size(); slab++) {
@@ -186,12 +193,21 @@ public final class Hy3Adapter {
                                 merged.put(inputNames.get(parts.get(part)), new MergedPart(info, slab, part, parts.size()));
                             }
                         }
-                    } else if (e.tensor() instanceof TransposedSliceTensor slice && inputNames.containsKey(slice.parent())) {
+                    } else if (e.tensor() instanceof TransposedSliceTensor slice && inputNames.containsKey(slice.parent())
+                            && isGroupedExperts(inputNames.get(slice.parent()))) {
                         splits.computeIfAbsent(inputNames.get(slice.parent()), name -> new ArrayList<>())
                                 .add(new SplitPart(slice.info(e.fqn()), Math.toIntExact(slice.index()), slice.colStart(), slice.colCount()));
                     }
                 })
                 .blockLast();
         return new ConversionLayout(planned, passed, merged, splits);
+    }
+
+    /**
+     * Base expert weights only: expert LoRA is small beside them, and its A is compared with up_proj's
+     * before it is merged, which needs the conversion to read it.
+     */
+    private static boolean isGroupedExperts(String fqn) {
+        return Hy3Keys.isGroupedGateUp(fqn) || Hy3Keys.isGroupedDown(fqn);
     }
 }

@@ -152,6 +152,146 @@ public final class Hy3Keys {
         return m.find() ? Optional.of(m.group(1)) : Optional.empty();
     }
 
+    /** The four grouped LoRA tensors of a native expert layer, named by their key's last part. */
+    public enum GroupedLora {
+        /** {@code [E, hidden, r]}: the A shared by gate_proj and up_proj. */
+        GATE_AND_UP_A("lora_gate_and_up_A"),
+        /** {@code [E, r, 2*inter]}: gate_proj's B then up_proj's B, concatenated. */
+        GATE_AND_UP_B("lora_gate_and_up_B"),
+        /** {@code [E, inter, r]}. */
+        DOWN_A("lora_down_A"),
+        /** {@code [E, r, hidden]}. */
+        DOWN_B("lora_down_B");
+
+        private final String suffix;
+
+        GroupedLora(String suffix) {
+            this.suffix = suffix;
+        }
+
+        public String suffix() {
+            return suffix;
+        }
+    }
+
+    /** Which matrix of a LoRA pair a key holds. */
+    public enum LoraMatrix { A, B }
+
+    /**
+     * Where an expert LoRA key sits: {@code prefix} is everything before its last {@code layers.N.}
+     * ({@code model.}, {@code base_model.model.model.}, ...), and the mixin keeps it in both directions.
+     */
+    public record LoraLayer(String prefix, String layer) {
+        /** Native name of one of this layer's grouped LoRA tensors. */
+        public String grouped(GroupedLora kind) {
+            return prefix + "layers." + layer + ".mlp.experts." + kind.suffix();
+        }
+
+        /** On-disk name of one expert's LoRA matrix: {@code P layers.L.mlp.experts.e.{proj}.lora_{A,B}.weight}. */
+        public String perExpert(long expert, Projection projection, LoraMatrix matrix) {
+            return prefix + "layers." + layer + ".mlp.experts." + expert + "." + projection.keyPart + ".lora_" + matrix + ".weight";
+        }
+    }
+
+    /** A native grouped expert LoRA key. */
+    public record GroupedLoraKey(LoraLayer layer, GroupedLora kind) {}
+
+    /** A per-expert on-disk LoRA key; {@code expert} is -1 when its digits do not fit an int. */
+    public record LoraExpertKey(LoraLayer layer, long expert, Projection projection, LoraMatrix matrix) {}
+
+    /**
+     * The fused PEFT ParamWrapper form of one layer's expert LoRA, 2-D with the experts folded into the
+     * rank: the outer wrapper is down_proj, the inner ({@code base_layer.}) gate_and_up.
+     */
+    public enum FusedLora {
+        /** {@code experts.lora_A.weight [r*E, hidden]}, reshaped to {@code lora_down_B [E, r, hidden]}. */
+        DOWN_A("lora_A.weight", GroupedLora.DOWN_B),
+        /** {@code experts.lora_B.weight [inter, r*E]}, reshaped to {@code [inter, r, E]} and permuted to {@code lora_down_A [E, inter, r]}. */
+        DOWN_B("lora_B.weight", GroupedLora.DOWN_A),
+        /** {@code experts.base_layer.lora_A.weight [r*E, 2*inter]} to {@code lora_gate_and_up_B [E, r, 2*inter]}. */
+        GATE_AND_UP_A("base_layer.lora_A.weight", GroupedLora.GATE_AND_UP_B),
+        /** {@code experts.base_layer.lora_B.weight [hidden, r*E]} to {@code lora_gate_and_up_A [E, hidden, r]}. */
+        GATE_AND_UP_B("base_layer.lora_B.weight", GroupedLora.GATE_AND_UP_A);
+
+        private final String keyTail;
+        private final GroupedLora target;
+
+        FusedLora(String keyTail, GroupedLora target) {
+            this.keyTail = keyTail;
+            this.target = target;
+        }
+
+        /** The grouped native tensor this fused one becomes. */
+        public GroupedLora target() {
+            return target;
+        }
+
+        /** True for the two whose expert dimension is folded into the last dimension (a transpose, not a reshape). */
+        public boolean expertsInLastDim() {
+            return this == DOWN_B || this == GATE_AND_UP_B;
+        }
+
+        static FusedLora of(String keyTail) {
+            for (FusedLora f : values()) {
+                if (f.keyTail.equals(keyTail)) {
+                    return f;
+                }
+            }
+            throw new IllegalArgumentException(keyTail);
+        }
+    }
+
+    /** A fused ParamWrapper LoRA key. */
+    public record FusedLoraKey(LoraLayer layer, FusedLora kind) {}
+
+    // The mixin finds a LoRA key's prefix with a greedy (.*)layers\.(\d+)\., i.e. before the last layers.N.
+    private static final Pattern LORA_LAYER = Pattern.compile("(.*)layers\\.(\\d+)\\.");
+    private static final Pattern LORA_EXPERT = Pattern.compile(
+            "(?<prefix>.*)layers\\.(?<layer>\\d+)\\.mlp\\.experts\\.(?<expert>\\d+)\\.(?<proj>gate_proj|up_proj|down_proj)\\.lora_(?<matrix>[AB])\\.weight");
+    private static final Pattern FUSED_LORA = Pattern.compile(
+            "(?<prefix>.*)layers\\.(?<layer>\\d+)\\.mlp\\.experts\\.(?<tail>(?:base_layer\\.)?lora_[AB]\\.weight)");
+
+    /**
+     * A native grouped expert LoRA key, by the mixin's test: it contains {@code .mlp.experts.<s>} and ends
+     * with {@code .<s>}. Empty as well when the key names no {@code layers.N.}, which the mixin passes on.
+     */
+    public static Optional<GroupedLoraKey> parseGroupedLora(String fqn) {
+        for (GroupedLora kind : GroupedLora.values()) {
+            if (fqn.contains(".mlp.experts." + kind.suffix) && fqn.endsWith("." + kind.suffix)) {
+                Matcher m = LORA_LAYER.matcher(fqn);
+                return m.find() ? Optional.of(new GroupedLoraKey(new LoraLayer(m.group(1), m.group(2)), kind)) : Optional.empty();
+            }
+        }
+        return Optional.empty();
+    }
+
+    /** A per-expert on-disk LoRA key, matched at the start as the mixin's {@code re.match} does. */
+    public static Optional<LoraExpertKey> parseLoraExpertKey(String key) {
+        if (!key.contains(".mlp.experts.")) {
+            return Optional.empty();
+        }
+        Matcher m = LORA_EXPERT.matcher(key);
+        if (!m.lookingAt()) {
+            return Optional.empty();
+        }
+        String digits = m.group("expert");
+        long expert = digits.length() > 9 ? -1 : Long.parseLong(digits);
+        return Optional.of(new LoraExpertKey(new LoraLayer(m.group("prefix"), m.group("layer")), expert,
+                Projection.of(m.group("proj")), LoraMatrix.valueOf(m.group("matrix"))));
+    }
+
+    /** A fused ParamWrapper LoRA key; the whole key must match, as the mixin's pattern ends in {@code $}. */
+    public static Optional<FusedLoraKey> parseFusedLora(String key) {
+        if (!key.contains(".mlp.experts.")) {
+            return Optional.empty();
+        }
+        Matcher m = FUSED_LORA.matcher(key);
+        if (!m.matches()) {
+            return Optional.empty();
+        }
+        return Optional.of(new FusedLoraKey(new LoraLayer(m.group("prefix"), m.group("layer")), FusedLora.of(m.group("tail"))));
+    }
+
     /** On-disk name of one split expert projection; the split path always emits the {@code model.} prefix. */
     public static String splitExpertKey(String layer, long expert, Projection p) {
         return "model.layers." + layer + ".mlp.experts." + expert + "." + p.keyPart + ".weight";

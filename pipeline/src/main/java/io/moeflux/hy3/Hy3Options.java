@@ -11,9 +11,12 @@ import java.util.regex.Pattern;
  * @param epSize          from-hf: expert-parallel world size; 1 keeps every expert
  * @param epRank          from-hf: this rank, {@code 0 <= epRank < epSize}
  * @param excludeKeyRegex to-hf: drop keys whose renamed name starts with a match ({@code re.match})
+ * @param lossyLora       from-hf: convert expert LoRA adapters exactly as the reference does, also where it
+ *                        drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups
+ *                        are torn, per-expert LoRA overridden by the fused form); by default those are refused
  */
-public record Hy3Options(DType targetDtype, int epSize, int epRank, Optional<Pattern> excludeKeyRegex) {
-    public static final Hy3Options DEFAULTS = new Hy3Options(DType.BF16, 1, 0, Optional.empty());
+public record Hy3Options(DType targetDtype, int epSize, int epRank, Optional<Pattern> excludeKeyRegex, boolean lossyLora) {
+    public static final Hy3Options DEFAULTS = new Hy3Options(DType.BF16, 1, 0, Optional.empty(), false);
 
     public Hy3Options {
         if (targetDtype != DType.BF16 && targetDtype != DType.F16 && targetDtype != DType.F32) {
@@ -25,15 +28,19 @@ public record Hy3Options(DType targetDtype, int epSize, int epRank, Optional<Pat
     }
 
     public Hy3Options withTargetDtype(DType d) {
-        return new Hy3Options(d, epSize, epRank, excludeKeyRegex);
+        return new Hy3Options(d, epSize, epRank, excludeKeyRegex, lossyLora);
     }
 
     public Hy3Options withExpertParallel(int size, int rank) {
-        return new Hy3Options(targetDtype, size, rank, excludeKeyRegex);
+        return new Hy3Options(targetDtype, size, rank, excludeKeyRegex, lossyLora);
     }
 
     public Hy3Options withExcludeKeyRegex(String regex) {
-        return new Hy3Options(targetDtype, epSize, epRank, Optional.of(Pattern.compile(regex)));
+        return new Hy3Options(targetDtype, epSize, epRank, Optional.of(Pattern.compile(regex)), lossyLora);
+    }
+
+    public Hy3Options withLossyLora(boolean lossy) {
+        return new Hy3Options(targetDtype, epSize, epRank, excludeKeyRegex, lossy);
     }
 
     /**

@@ -42,6 +42,23 @@ public final class Tensors {
         return new Placeholder(dtype, shape.clone());
     }
 
+    /**
+     * False for {@link #placeholder}s. A stage that reads bytes to decide something (not only to hand
+     * them on) skips that check when the stages plan a layout over placeholders; the conversion proper
+     * makes it.
+     */
+    public static boolean hasBytes(Tensor t) {
+        return !(t instanceof Placeholder);
+    }
+
+    /** True when both tensors hold the same bytes (their types and shapes are the caller's to compare). */
+    public static boolean sameBytes(Tensor a, Tensor b) throws IOException {
+        if (a.byteSize() != b.byteSize()) {
+            return false;
+        }
+        return withContiguous(a, x -> withContiguous(b, y -> x.mismatch(y) == -1));
+    }
+
     /** The tensor's bytes in a new heap array (for tests and small tensors; fails past 2 GB). */
     public static byte[] toBytes(Tensor t) {
         byte[] out = new byte[Math.toIntExact(t.byteSize())];
