@@ -33,6 +33,19 @@ class LoraUploadTest {
     }
 
     @Test
+    void singleBlobFromHfUploadComparesTheSharedAAndGivesBackTheNativeAdapter() throws Exception {
+        // The reference's to-hf output of hy3-lora-native, uploaded as one blob: from-hf must give its input back.
+        Path hf = VECTORS.resolve("hy3-lora-native/hf");
+        byte[] config = Files.readAllBytes(hf.resolve("config.json"));
+        try (IngestServer server = IngestServer.start(options(Direction.FROM_HF, sinkDir).withConfigJson(config))) {
+            HttpResponse<String> r = put(server, "/v1/checkpoints/lora?single_blob=true", chunked(hf.resolve("model.safetensors")));
+
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            assertThat(Manifests.of(sinkDir.resolve("lora"))).isEqualTo(Manifests.of(VECTORS.resolve("hy3-lora-native/native")));
+        }
+    }
+
+    @Test
     void singleBlobToHfUploadOfAnAdapterMatchesTheReference() throws Exception {
         try (IngestServer server = IngestServer.start(options(Direction.TO_HF, sinkDir))) {
             HttpResponse<String> r = put(server, "/v1/checkpoints/lora?single_blob=true&num_hidden_layers=3&num_experts=6"
