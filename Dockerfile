@@ -3,6 +3,8 @@
 #   docker run --rm -v "$PWD/ckpt:/data" moeflux from-hf /data/hf /data/native
 FROM eclipse-temurin:25-jdk AS build
 WORKDIR /build
+# The Maven wrapper checks the sum of the .zip distribution it names, and without unzip it would fetch the .tar.gz.
+RUN apt-get update && apt-get install -y --no-install-recommends unzip && rm -rf /var/lib/apt/lists/*
 COPY .mvn .mvn
 COPY mvnw pom.xml ./
 COPY pipeline pipeline

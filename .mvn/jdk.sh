@@ -1,4 +1,4 @@
-# Sourced by ./mvnw, ./moeflux and .ci/run: finds a JDK >= 25 and exports JAVA_HOME.
+# Sourced by ./moeflux and .ci/run: finds a JDK >= 25 and exports JAVA_HOME.
 # The first JDK >= 25 of: $JAVA_HOME, the java on $PATH, the JDKs under /usr/lib/jvm (or $MOEFLUX_JVM_DIR).
 moeflux_java_feature() { # prints the feature version of the JDK at $1, or nothing
   [ -x "$1/bin/java" ] && [ -x "$1/bin/javac" ] || return 0
@@ -21,6 +21,10 @@ moeflux_find_jdk() {
     v=$(moeflux_java_feature "$c")
     if [ -n "$v" ] && [ "$v" -ge 25 ]; then
       export JAVA_HOME="$c"
+      # Maven's Guice warns about sun.misc.Unsafe on every run on JDK 24+. The flag that quiets it stops an
+      # older JVM from starting, so it is not in .mvn/jvm.config (./mvnw on an old JDK must reach the
+      # enforcer's one-line message); it is passed here, where the JDK is known to be 25 or newer.
+      export MAVEN_OPTS="${MAVEN_OPTS:+$MAVEN_OPTS }--sun-misc-unsafe-memory-access=allow"
       return 0
     fi
   done
