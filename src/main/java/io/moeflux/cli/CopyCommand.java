@@ -29,6 +29,7 @@ final class CopyCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        Endpoints.requireApart(spec.commandLine(), from, to);
         Transfer.Summary summary = Conversions.copy(from, to, write.settings(), spec.commandLine().getErr());
         Reports.printSummary(spec.commandLine().getOut(), summary, json.enabled);
         return ExitCodes.OK;

@@ -12,7 +12,10 @@ import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.Progress;
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import picocli.CommandLine;
+import picocli.CommandLine.ParameterException;
 
 /**
  * Turns the locations users type ({@code IN}, {@code OUT}, {@code SRC}, {@code DST}) into sources and
@@ -35,6 +38,34 @@ final class Endpoints {
         SinkSettings withProgress(Progress p) {
             return new SinkSettings(maxShardSize, overwrite, p);
         }
+    }
+
+    /**
+     * Refuses an output folder that is the input, holds it or lies inside it (resolved through links):
+     * committing with {@code --force} would replace the checkpoint being read, and an output inside the
+     * input would be written into it.
+     */
+    static void requireApart(CommandLine commandLine, String in, String out) throws IOException {
+        if (KafkaEndpoint.isKafka(in) || KafkaEndpoint.isKafka(out)) {
+            return;
+        }
+        Path input = resolved(Path.of(in));
+        Path output = resolved(Path.of(out));
+        String relation = output.equals(input) ? "is" : input.startsWith(output) ? "contains" : output.startsWith(input) ? "is inside" : null;
+        if (relation != null) {
+            throw new ParameterException(commandLine, "the output " + out + " " + relation + " the input " + in
+                    + ": choose an output folder outside it");
+        }
+    }
+
+    /** The absolute path with every link in its existing part resolved; the part that does not exist yet kept as written. */
+    private static Path resolved(Path p) throws IOException {
+        Path absolute = p.toAbsolutePath().normalize();
+        Path existing = absolute;
+        while (existing != null && !Files.exists(existing)) {
+            existing = existing.getParent();
+        }
+        return existing == null ? absolute : existing.toRealPath().resolve(existing.relativize(absolute));
     }
 
     /** Opens a checkpoint for reading; a file checkpoint's headers are validated here, before any data flows. */

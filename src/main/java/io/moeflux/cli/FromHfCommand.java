@@ -56,6 +56,7 @@ final class FromHfCommand implements Callable<Integer> {
             throw new ParameterException(spec.commandLine(),
                     "need --ep-size >= 1 and 0 <= --ep-rank < --ep-size, got --ep-size " + epSize + " --ep-rank " + epRank);
         }
+        Endpoints.requireApart(spec.commandLine(), in, out);
         Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype).withExpertParallel(epSize, epRank).withLossyLora(lossyLora);
         Transfer.Summary summary = Conversions.fromHf(in, out, model, options, write.settings(), spec.commandLine().getErr());
         Reports.printSummary(spec.commandLine().getOut(), summary, json.enabled);

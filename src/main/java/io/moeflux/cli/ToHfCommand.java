@@ -45,6 +45,7 @@ final class ToHfCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        Endpoints.requireApart(spec.commandLine(), in, out);
         Hy3Options options = excludeKeyRegex == null
                 ? Hy3Options.DEFAULTS
                 : Hy3Options.DEFAULTS.withExcludeKeyRegex(excludeKeyRegex.pattern());

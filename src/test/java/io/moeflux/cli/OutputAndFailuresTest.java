@@ -110,4 +110,36 @@ class OutputAndFailuresTest {
         assertThat(out.resolve("model.safetensors.index.json")).exists();
         assertThat(Cli.run("verify", out, TINY_HF).exitCode()).isZero();
     }
+
+    /** A private copy of the reference input, so that a command that wrongly replaced it would be seen. */
+    private Path copyOfTinyHf(Path to) throws Exception {
+        Files.createDirectories(to);
+        try (var files = Files.list(TINY_HF)) {
+            for (Path f : files.toList()) {
+                Files.copy(f, to.resolve(f.getFileName()));
+            }
+        }
+        return to;
+    }
+
+    @Test
+    void anOutputThatIsHoldsOrLiesInsideTheInputIsRefusedAndTheInputKept() throws Exception {
+        Path parent = Files.createDirectories(dir.resolve("parent"));
+        Path in = copyOfTinyHf(parent.resolve("hf"));
+        Files.createSymbolicLink(dir.resolve("alias"), in);
+        Object[][] calls = {
+            {"copy", in, parent, "--force"},
+            {"from-hf", in, in, "--force"},
+            {"from-hf", in, dir.resolve("alias"), "--force"},
+            {"to-hf", in, in.resolve("sub")},
+            {"from-hf", in.resolve("model-00001-of-00003.safetensors"), in, "--force"},
+        };
+        for (Object[] call : calls) {
+            Cli r = Cli.run(call);
+            assertThat(r.exitCode()).as(String.valueOf(java.util.Arrays.asList(call))).isEqualTo(ExitCodes.USAGE);
+            assertThat(r.err().strip()).containsPattern("the output .* (is|contains|is inside) the input").doesNotContain("\n");
+        }
+        assertThat(in.resolve("sub")).doesNotExist();
+        assertThat(Cli.run("verify", in, TINY_HF).exitCode()).as("the input is untouched").isEqualTo(ExitCodes.OK);
+    }
 }
