@@ -4,12 +4,14 @@ import io.moeflux.connect.OutputExistsException;
 import java.io.IOException;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.DirectoryNotEmptyException;
+import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.FileVisitResult;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.SimpleFileVisitor;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.BasicFileAttributes;
+import java.security.SecureRandom;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.stream.Stream;
 
@@ -18,6 +20,7 @@ import java.util.stream.Stream;
  * that nothing with the final name exists until everything is written.
  */
 final class Staging {
+    private static final SecureRandom RANDOM = new SecureRandom();
     private final Path output;
     private final Path dir;
     private final boolean overwrite;
@@ -36,8 +39,22 @@ final class Staging {
         checkReplaceable(out, overwrite);
         Path parent = out.getParent();
         Files.createDirectories(parent);
-        Path dir = Files.createTempDirectory(parent, "." + out.getFileName() + ".partial-");
-        return new Staging(out, dir, overwrite);
+        return new Staging(out, createUnique(parent, "." + out.getFileName() + ".partial-"), overwrite);
+    }
+
+    /**
+     * A new folder named {@code prefix} and a random suffix. Not {@code Files.createTempDirectory}: that
+     * makes it {@code rwx------} whatever the umask, and the folder becomes the output, which other users,
+     * jobs and containers must be able to read as they could any folder {@code mkdir} makes.
+     */
+    private static Path createUnique(Path parent, String prefix) throws IOException {
+        while (true) {
+            try {
+                return Files.createDirectory(parent.resolve(prefix + Long.toUnsignedString(RANDOM.nextLong(), 36)));
+            } catch (FileAlreadyExistsException taken) {
+                // another staging folder drew the same suffix: draw again
+            }
+        }
     }
 
     private static void checkReplaceable(Path out, boolean overwrite) throws IOException {

@@ -91,6 +91,24 @@ class SafetensorsSinkTest {
     }
 
     @Test
+    void theCommittedFolderHasThePermissionsMkdirWouldGiveIt() throws Exception {
+        List<TensorEvent> in = events();
+        Path out = tmp.resolve("ckpt");
+        SafetensorsSink.create(SafetensorsSinkOptions.to(out))
+                .write(new CheckpointDescriptor(Optional.of(infos(in)), Optional.of("{}".getBytes())), Flux.fromIterable(in))
+                .block();
+        // A folder made the ordinary way in the same place gets 0777 less this process's umask.
+        Path mkdir = Files.createDirectory(tmp.resolve("made-by-mkdir"));
+        var expected = Files.getPosixFilePermissions(mkdir);
+        // Under a umask of 077 mkdir's folders are private too, and there would be nothing to tell apart.
+        org.assertj.core.api.Assumptions.assumeThat(expected).contains(java.nio.file.attribute.PosixFilePermission.OTHERS_READ);
+        assertThat(Files.getPosixFilePermissions(out)).isEqualTo(expected);
+        Files.createFile(mkdir.resolve("f"));
+        assertThat(Files.getPosixFilePermissions(out.resolve("model.safetensors"))).isEqualTo(Files.getPosixFilePermissions(mkdir.resolve("f")));
+        assertThat(t.live()).isZero();
+    }
+
+    @Test
     void outputDoesNotDependOnArrivalOrder() throws Exception {
         List<TensorEvent> a = events();
         TrackedTensors same = new TrackedTensors(5);
