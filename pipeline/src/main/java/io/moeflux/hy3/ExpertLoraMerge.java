@@ -24,6 +24,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeMap;
+import java.util.TreeSet;
 import java.util.function.Function;
 import reactor.core.publisher.Flux;
 
@@ -231,10 +232,8 @@ final class ExpertLoraMerge {
                 }
             }
             if (!missing.isEmpty()) {
-                List<String> first = missing.subList(0, Math.min(5, missing.size()));
                 throw new IllegalArgumentException("expert LoRA is torn: " + missing.size() + " per-expert LoRA weights are missing "
-                        + "from layers whose other LoRA groups have them: " + String.join(", ", first)
-                        + (missing.size() > 5 ? " (and " + (missing.size() - 5) + " more)" : "")
+                        + "from layers whose other LoRA groups have them: " + Hy3Keys.firstFive(missing)
                         + "; the reference would drop the complete groups (" + LOSSY_HINT + ")");
             }
             if (!lossy) {
@@ -248,7 +247,7 @@ final class ExpertLoraMerge {
 
         /** A partial layer passes on only if its six groups cover the same experts: the keys each group lacks. */
         private List<String> missingKeys(LayerLora layer) {
-            Set<Long> covered = new java.util.TreeSet<>();
+            Set<Long> covered = new TreeSet<>();
             layer.groups.values().forEach(g -> covered.addAll(g.keySet()));
             List<String> missing = new ArrayList<>();
             for (long e : covered) {

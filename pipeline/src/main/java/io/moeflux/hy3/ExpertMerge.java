@@ -13,13 +13,14 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeSet;
 import java.util.function.Function;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import java.util.stream.Collectors;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.SynchronousSink;
@@ -213,8 +214,7 @@ final class ExpertMerge {
             String message = "Expert weights missing from checkpoint" + rankInfo + ": " + missing.size() + "/" + total
                     + " required weights not found. Layers with experts: " + layerNumbers
                     + ", required experts: [" + range.start() + ", " + range.end() + "). First missing keys: "
-                    + first.stream().collect(Collectors.joining(", "))
-                    + (missing.size() > 5 ? " (and " + (missing.size() - 5) + " more)" : "");
+                    + Hy3Keys.firstFive(missing);
             return Mono.error(new MissingExpertsException(message, missing.size(), first));
         }
 
@@ -236,7 +236,7 @@ final class ExpertMerge {
         private Pattern keys;
         private boolean learned;
         final TreeSet<Integer> layers = new TreeSet<>();
-        final java.util.Set<String> present = new java.util.HashSet<>();
+        final Set<String> present = new HashSet<>();
 
         void observe(String key) {
             if (!learned && key.contains(".mlp.experts.") && key.contains("layers.")) {

@@ -292,6 +292,12 @@ public final class Hy3Keys {
         return Optional.of(new FusedLoraKey(new LoraLayer(m.group("prefix"), m.group("layer")), FusedLora.of(m.group("tail"))));
     }
 
+    /** The first five of {@code keys}, comma-separated, and how many more there are: how errors name missing keys. */
+    static String firstFive(List<String> keys) {
+        return String.join(", ", keys.subList(0, Math.min(5, keys.size())))
+                + (keys.size() > 5 ? " (and " + (keys.size() - 5) + " more)" : "");
+    }
+
     /** On-disk name of one split expert projection; the split path always emits the {@code model.} prefix. */
     public static String splitExpertKey(String layer, long expert, Projection p) {
         return "model.layers." + layer + ".mlp.experts." + expert + "." + p.keyPart + ".weight";
