@@ -3,7 +3,6 @@ package io.moeflux.cli;
 import io.moeflux.connect.safetensors.ModelConfigJson;
 import io.moeflux.hy3.Hy3Keys;
 import io.moeflux.hy3.Hy3Options;
-import io.moeflux.pipeline.Progress;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.FileVisitResult;
@@ -49,7 +48,7 @@ final class DemoCommand implements Callable<Integer> {
         String hf = dir.resolve("hf").toString();
         String nativeDir = dir.resolve("native").toString();
         String roundTrip = dir.resolve("hf-roundtrip").toString();
-        Endpoints.SinkSettings settings = new Endpoints.SinkSettings(Endpoints.SinkSettings.DEFAULT_MAX_SHARD_SIZE, false, Progress.NONE);
+        Endpoints.SinkSettings settings = Endpoints.SinkSettings.DEFAULTS;
         ModelOverrides fromConfig = new ModelOverrides();
 
         out.println("moeflux demo: a synthetic Hy3 checkpoint through from-hf and to-hf, in " + dir);

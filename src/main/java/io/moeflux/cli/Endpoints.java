@@ -30,13 +30,15 @@ final class Endpoints {
      *
      * @param maxShardSize bytes per output file (folders)
      * @param overwrite    replace a non-empty output ({@code --force})
+     * @param durable      commit a folder only once it is on the device (not {@code --no-sync})
      * @param progress     told of every byte and tensor written
      */
-    record SinkSettings(long maxShardSize, boolean overwrite, Progress progress) {
-        static final long DEFAULT_MAX_SHARD_SIZE = SafetensorsSinkOptions.DEFAULT_MAX_SHARD_SIZE;
+    record SinkSettings(long maxShardSize, boolean overwrite, boolean durable, Progress progress) {
+        static final SinkSettings DEFAULTS = new SinkSettings(SafetensorsSinkOptions.DEFAULT_MAX_SHARD_SIZE, false, true,
+                Progress.NONE);
 
         SinkSettings withProgress(Progress p) {
-            return new SinkSettings(maxShardSize, overwrite, p);
+            return new SinkSettings(maxShardSize, overwrite, durable, p);
         }
     }
 
@@ -85,6 +87,7 @@ final class Endpoints {
         return SafetensorsSink.create(SafetensorsSinkOptions.to(Path.of(location))
                 .withMaxShardSize(settings.maxShardSize())
                 .withOverwrite(settings.overwrite())
+                .withDurable(settings.durable())
                 .withProgress(settings.progress()));
     }
 }

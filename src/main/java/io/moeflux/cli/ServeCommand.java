@@ -85,6 +85,11 @@ final class ServeCommand implements Callable<Integer> {
                     + "grouped tensors (one that does not fit spools its tensor); 0 spools all (default ${DEFAULT-VALUE} bytes).")
     long slabMemory;
 
+    @Option(names = "--no-sync", description = "Answer an upload's 200 without waiting for its checkpoint to reach the "
+            + "disk: for scratch services only, as a crash or power loss soon after can lose or tear a checkpoint "
+            + "reported committed.")
+    boolean noSync;
+
     @Spec
     CommandSpec spec;
 
@@ -108,7 +113,8 @@ final class ServeCommand implements Callable<Integer> {
         } else {
             Path sinkDir = Path.of(sink);
             sinks = (id, progress) ->
-                    SafetensorsSink.create(SafetensorsSinkOptions.to(sinkDir.resolve(id)).withProgress(progress));
+                    SafetensorsSink.create(SafetensorsSinkOptions.to(sinkDir.resolve(id)).withDurable(!noSync)
+                            .withProgress(progress));
             defaultSpool = sinkDir.resolve(".moeflux-spool");
         }
         IngestOptions options = IngestOptions.defaults(port, direction, sinks, spoolDir != null ? spoolDir : defaultSpool)

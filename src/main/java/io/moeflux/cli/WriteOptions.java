@@ -14,7 +14,11 @@ final class WriteOptions {
     @Option(names = "--force", description = "Replace a non-empty output (swapped in atomically at commit).")
     boolean force;
 
+    @Option(names = "--no-sync", description = "Do not wait for the output to reach the disk before committing: "
+            + "faster for scratch conversions, but a crash or power loss soon after can lose or tear it.")
+    boolean noSync;
+
     Endpoints.SinkSettings settings() {
-        return new Endpoints.SinkSettings(maxShardSize, force, Progress.NONE);
+        return new Endpoints.SinkSettings(maxShardSize, force, !noSync, Progress.NONE);
     }
 }

@@ -44,9 +44,12 @@ final class FolderSink implements PlaceableSink {
     private static final long COPY_SLICE = 4L << 20;
 
     private final SafetensorsSinkOptions options;
+    private final CommitCalls calls;
 
-    FolderSink(SafetensorsSinkOptions options) {
+    /** A sink whose commits make {@code calls} (without their syncs when the options are not durable). */
+    FolderSink(SafetensorsSinkOptions options, CommitCalls calls) {
         this.options = options;
+        this.calls = options.durable() ? calls : calls.withoutSyncs();
     }
 
     @Override
@@ -83,7 +86,7 @@ final class FolderSink implements PlaceableSink {
 
         Run(CheckpointDescriptor planned) throws IOException {
             this.planned = planned;
-            this.staging = Staging.create(options.output(), options.overwrite());
+            this.staging = Staging.create(options.output(), options.overwrite(), calls);
             try {
                 this.placer = planned.tensors().isPresent()
                         ? new PlannedPlacer(staging.dir(), ShardLayout.plan(planned.tensors().get(), options.maxShardSize()))
@@ -178,12 +181,19 @@ final class FolderSink implements PlaceableSink {
         }
     }
 
-    private static void writeSidecars(Path dir, ShardLayout layout, CheckpointDescriptor planned) throws IOException {
+    private void writeSidecars(Path dir, ShardLayout layout, CheckpointDescriptor planned) throws IOException {
         if (layout.shards().size() > 1) {
-            Files.write(dir.resolve(ShardIndex.FILE_NAME), layout.index().toJson());
+            writeSynced(dir.resolve(ShardIndex.FILE_NAME), layout.index().toJson());
         }
         if (planned.configJson().isPresent()) {
-            Files.write(dir.resolve("config.json"), planned.configJson().get());
+            writeSynced(dir.resolve("config.json"), planned.configJson().get());
+        }
+    }
+
+    private void writeSynced(Path file, byte[] bytes) throws IOException {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            FileWrites.write(ch, ByteBuffer.wrap(bytes), 0);
+            calls.syncFile(file, ch);
         }
     }
 
@@ -194,15 +204,17 @@ final class FolderSink implements PlaceableSink {
         private final OutputFile target;
         private final long fileOffset;
         private final AtomicInteger remaining;
+        private final TensorWritten written;
         private final AtomicBoolean started = new AtomicBoolean();
 
         WriteTask(TensorEvent event, Tensor.Piece piece, OutputFile target, long fileOffset,
-                  AtomicInteger remaining) {
+                  AtomicInteger remaining, TensorWritten written) {
             this.event = event;
             this.piece = piece;
             this.target = target;
             this.fileOffset = fileOffset;
             this.remaining = remaining;
+            this.written = written;
         }
 
         void run() {
@@ -236,6 +248,7 @@ final class FolderSink implements PlaceableSink {
             if (remaining.decrementAndGet() == 0) {
                 event.release();
                 options.progress().tensorWritten(event.fqn());
+                afterTensor(written, target);
             }
         }
 
@@ -318,23 +331,45 @@ final class FolderSink implements PlaceableSink {
         void close();
     }
 
-    private List<WriteTask> tasksAt(TensorEvent event, OutputFile target, long fileOffset) {
+    /** What a placer does once all of a tensor's bytes are in its file. */
+    @FunctionalInterface
+    private interface TensorWritten {
+        TensorWritten NOTHING = () -> {};
+
+        void run() throws IOException;
+    }
+
+    private static void afterTensor(TensorWritten written, OutputFile target) {
+        try {
+            written.run();
+        } catch (IOException e) {
+            throw new UncheckedIOException("syncing " + target.path() + ": " + e.getMessage(), e);
+        }
+    }
+
+    private List<WriteTask> tasksAt(TensorEvent event, OutputFile target, long fileOffset, TensorWritten written) {
         List<Tensor.Piece> pieces = event.tensor().pieces();
         AtomicInteger remaining = new AtomicInteger(pieces.size());
         List<WriteTask> tasks = new ArrayList<>(pieces.size());
         for (Tensor.Piece p : pieces) {
-            tasks.add(new WriteTask(event, p, target, fileOffset, remaining));
+            tasks.add(new WriteTask(event, p, target, fileOffset, remaining, written));
         }
         if (pieces.isEmpty()) {
             event.release();
+            afterTensor(written, target);
         }
         return tasks;
     }
 
-    /** Writes into shards laid out up front from the planned tensors. */
+    /**
+     * Writes into shards laid out up front from the planned tensors. A shard is synced as soon as its
+     * last tensor is in, on the writer that finished it, so that syncing overlaps with the writing of
+     * the other shards instead of stalling the commit.
+     */
     private final class PlannedPlacer implements Placer {
         private final ShardLayout layout;
         private final List<OutputFile> targets = new ArrayList<>();
+        private final List<AtomicInteger> unwrittenPerShard = new ArrayList<>();
         private final Set<String> written = ConcurrentHashMap.newKeySet();
 
         PlannedPlacer(Path dir, ShardLayout layout) throws IOException {
@@ -345,6 +380,7 @@ final class FolderSink implements PlaceableSink {
                     FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW,
                             StandardOpenOption.WRITE, StandardOpenOption.READ);
                     targets.add(new OutputFile(file, ch));
+                    unwrittenPerShard.add(new AtomicInteger(s.tensors().size()));
                     Preallocation.reserve(file, s.fileBytes());
                     ByteBuffer header = ByteBuffer.wrap(s.header());
                     while (header.hasRemaining()) {
@@ -385,7 +421,13 @@ final class FolderSink implements PlaceableSink {
                 event.release();
                 throw new InvalidCheckpointException("duplicate tensor " + event.fqn());
             }
-            return tasksAt(event, targets.get(p.shard()), p.fileOffset());
+            OutputFile target = targets.get(p.shard());
+            AtomicInteger unwritten = unwrittenPerShard.get(p.shard());
+            return tasksAt(event, target, p.fileOffset(), () -> {
+                if (unwritten.decrementAndGet() == 0) {
+                    calls.syncFile(target.path(), target.channel());
+                }
+            });
         }
 
         @Override
@@ -442,7 +484,7 @@ final class FolderSink implements PlaceableSink {
             long at = end;
             end += info.byteSize();
             spooled.add(new Spooled(info, at));
-            return tasksAt(event, spoolTarget, at);
+            return tasksAt(event, spoolTarget, at, TensorWritten.NOTHING);
         }
 
         @Override
@@ -471,6 +513,7 @@ final class FolderSink implements PlaceableSink {
                         left -= n;
                     }
                 }
+                calls.syncFile(file, out);
             }
             close();
             Files.deleteIfExists(spoolPath);

@@ -10,13 +10,14 @@ package io.moeflux.connect.safetensors;
  * appends tensors to a spool file and lays the shards out at commit. Either way the output depends
  * only on the set of tensors, not on their arrival order, and it appears atomically: everything is
  * written into a hidden staging folder beside the output that is renamed into place at commit and
- * deleted on error or cancellation.
+ * deleted on error or cancellation. Unless the options say otherwise the commit is also durable: it
+ * returns only once every file, the folder and its new name are on the device (see {@link Staging}).
  */
 public final class SafetensorsSink {
     private SafetensorsSink() {}
 
     /** A folder sink; it can also be {@link PlaceableSink#open opened} before its tensors arrive. */
     public static PlaceableSink create(SafetensorsSinkOptions options) {
-        return new FolderSink(options);
+        return new FolderSink(options, CommitCalls.SYSTEM);
     }
 }

@@ -17,8 +17,12 @@ import java.util.Objects;
  *                     it together with the machine's cores rather than its disks; each thread holds
  *                     about 2 MB of scratch
  * @param progress     told of every chunk and tensor written
+ * @param durable      commit only once the files, the folder and its name are on the device (fsync), so
+ *                     that a crash or power loss after the commit cannot lose or tear the checkpoint;
+ *                     without it the commit is as atomic but only as lasting as the page cache
  */
-public record SafetensorsSinkOptions(Path output, long maxShardSize, boolean overwrite, int writeThreads, Progress progress) {
+public record SafetensorsSinkOptions(Path output, long maxShardSize, boolean overwrite, int writeThreads, Progress progress,
+                                     boolean durable) {
     public static final long DEFAULT_MAX_SHARD_SIZE = 5_000_000_000L;
 
     public SafetensorsSinkOptions {
@@ -33,27 +37,31 @@ public record SafetensorsSinkOptions(Path output, long maxShardSize, boolean ove
     }
 
     /**
-     * Defaults: 5 GB shards, no overwrite, one writer more than there are cores (writes into one file
+     * Defaults: 5 GB shards, durable, no overwrite, one writer more than there are cores (writes into one file
      * take turns, and the spare writer keeps every core transposing meanwhile), no progress reporting.
      */
     public static SafetensorsSinkOptions to(Path output) {
         return new SafetensorsSinkOptions(output, DEFAULT_MAX_SHARD_SIZE, false,
-                Runtime.getRuntime().availableProcessors() + 1, Progress.NONE);
+                Runtime.getRuntime().availableProcessors() + 1, Progress.NONE, true);
     }
 
     public SafetensorsSinkOptions withMaxShardSize(long bytes) {
-        return new SafetensorsSinkOptions(output, bytes, overwrite, writeThreads, progress);
+        return new SafetensorsSinkOptions(output, bytes, overwrite, writeThreads, progress, durable);
     }
 
     public SafetensorsSinkOptions withOverwrite(boolean replace) {
-        return new SafetensorsSinkOptions(output, maxShardSize, replace, writeThreads, progress);
+        return new SafetensorsSinkOptions(output, maxShardSize, replace, writeThreads, progress, durable);
     }
 
     public SafetensorsSinkOptions withWriteThreads(int threads) {
-        return new SafetensorsSinkOptions(output, maxShardSize, overwrite, threads, progress);
+        return new SafetensorsSinkOptions(output, maxShardSize, overwrite, threads, progress, durable);
+    }
+
+    public SafetensorsSinkOptions withDurable(boolean sync) {
+        return new SafetensorsSinkOptions(output, maxShardSize, overwrite, writeThreads, progress, sync);
     }
 
     public SafetensorsSinkOptions withProgress(Progress p) {
-        return new SafetensorsSinkOptions(output, maxShardSize, overwrite, writeThreads, p);
+        return new SafetensorsSinkOptions(output, maxShardSize, overwrite, writeThreads, p, durable);
     }
 }

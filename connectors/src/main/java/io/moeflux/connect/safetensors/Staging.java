@@ -2,14 +2,12 @@ package io.moeflux.connect.safetensors;
 
 import io.moeflux.connect.OutputExistsException;
 import java.io.IOException;
-import java.nio.file.AtomicMoveNotSupportedException;
-import java.nio.file.DirectoryNotEmptyException;
 import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.FileVisitResult;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.SimpleFileVisitor;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.security.SecureRandom;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -18,28 +16,35 @@ import java.util.stream.Stream;
 /**
  * A hidden folder beside the output where a checkpoint is written, renamed into place at commit so
  * that nothing with the final name exists until everything is written.
+ *
+ * <p>The commit is also what makes the checkpoint survive a crash: its files are synced as they are
+ * finished (by the sink), then this folder, then it takes the output's name, then the parent folder is
+ * synced, and only then does the commit return. Until that last sync a power loss can undo the rename
+ * but never leave the name on a folder whose bytes did not reach the disk.
  */
 final class Staging {
     private static final SecureRandom RANDOM = new SecureRandom();
     private final Path output;
     private final Path dir;
     private final boolean overwrite;
+    private final CommitCalls calls;
     private final AtomicBoolean committed = new AtomicBoolean();
     private final AtomicBoolean finished = new AtomicBoolean();
 
-    private Staging(Path output, Path dir, boolean overwrite) {
+    private Staging(Path output, Path dir, boolean overwrite, CommitCalls calls) {
         this.output = output;
         this.dir = dir;
         this.overwrite = overwrite;
+        this.calls = calls;
     }
 
     /** Refuses a non-empty output unless {@code overwrite}, then creates the staging folder. */
-    static Staging create(Path output, boolean overwrite) throws IOException {
+    static Staging create(Path output, boolean overwrite, CommitCalls calls) throws IOException {
         Path out = output.toAbsolutePath().normalize();
         checkReplaceable(out, overwrite);
         Path parent = out.getParent();
         Files.createDirectories(parent);
-        return new Staging(out, createUnique(parent, "." + out.getFileName() + ".partial-"), overwrite);
+        return new Staging(out, createUnique(parent, "." + out.getFileName() + ".partial-"), overwrite, calls);
     }
 
     /**
@@ -75,36 +80,39 @@ final class Staging {
         return dir;
     }
 
-    /** Moves the staging folder to the output; an existing output is swapped out first, then deleted. */
+    /**
+     * Gives the staging folder the output's name. A free name or an empty folder is simply renamed
+     * over; anything else (with {@code overwrite}) is swapped with the staging folder in one step, so
+     * that the name never goes missing, and deleted once the swap is on disk.
+     */
     void commit() throws IOException {
         checkReplaceable(output, overwrite);
-        Path old = null;
-        if (Files.exists(output)) {
-            if (Files.isDirectory(output)) {
-                try {
-                    Files.delete(output);
-                } catch (DirectoryNotEmptyException e) {
-                    old = output.resolveSibling("." + output.getFileName() + ".old-" + ProcessHandle.current().pid()
-                            + "-" + System.nanoTime());
-                    move(output, old);
-                }
-            } else {
-                Files.delete(output);
-            }
+        calls.syncFolder(dir);
+        boolean replacing = Files.exists(output, LinkOption.NOFOLLOW_LINKS) && !isEmptyFolder(output);
+        if (replacing) {
+            calls.exchange(dir, output);
+        } else {
+            calls.rename(dir, output);
         }
-        move(dir, output);
         committed.set(true);
         finished.set(true);
-        if (old != null) {
-            deleteTree(old);
+        calls.syncFolder(output.getParent());
+        if (replacing) {
+            try {
+                // The staging name now holds the replaced checkpoint.
+                deleteTree(dir);
+            } catch (IOException ignored) {
+                // The new checkpoint is committed; what is left is a hidden .partial folder, never the output.
+            }
         }
     }
 
-    private static void move(Path from, Path to) throws IOException {
-        try {
-            Files.move(from, to, StandardCopyOption.ATOMIC_MOVE);
-        } catch (AtomicMoveNotSupportedException e) {
-            throw new IOException("cannot rename " + from + " to " + to + " atomically: " + e.getMessage(), e);
+    private static boolean isEmptyFolder(Path p) throws IOException {
+        if (!Files.isDirectory(p, LinkOption.NOFOLLOW_LINKS)) {
+            return false;
+        }
+        try (Stream<Path> s = Files.list(p)) {
+            return s.findAny().isEmpty();
         }
     }
 
