@@ -29,6 +29,9 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CancellationException;
+import java.util.concurrent.Executor;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BiFunction;
 import java.util.function.Function;
@@ -75,6 +78,10 @@ public final class IngestServer implements AutoCloseable {
     /** One thread per core: transposing slabs is CPU work, and each thread keeps its kernel's scratch. */
     private final Scheduler slabWorkers = Schedulers.newBoundedElastic(
             Runtime.getRuntime().availableProcessors(), Integer.MAX_VALUE, "moeflux-slab");
+    /** Where bodies are spooled: one thread per upload while it has chunks to take (see {@link #bodyReader}). */
+    private final ExecutorService bodyThreads = Executors.newCachedThreadPool(
+            Thread.ofPlatform().name("moeflux-body-", 0).daemon().factory());
+    private final Scheduler bodyReader = bodyReader(bodyThreads);
 
     // maxChunkSize is deprecated because Netty 5 stops splitting bodies; Netty 4 still splits at 8 KiB without it.
     @SuppressWarnings("deprecation")
@@ -123,6 +130,20 @@ public final class IngestServer implements AutoCloseable {
     public void close() {
         server.disposeNow();
         slabWorkers.dispose();
+        bodyThreads.shutdown();
+    }
+
+    /**
+     * Body chunks are spooled on {@code threads}, which cancelling an upload (a client gone) never
+     * interrupts: a boundedElastic task is interrupted when cancelled, and an interrupt that lands in
+     * {@code FileChannel.map} closes the spool file's channel and loses a mapping the kernel has
+     * already made, which then stays for the life of the process. Cancelling stops the reader before
+     * its next chunk instead. (Reactor treats an {@code ExecutorService} as one whose tasks it may
+     * interrupt, hence the plain {@code Executor} view.)
+     */
+    static Scheduler bodyReader(Executor threads) {
+        Executor plain = threads::execute;
+        return Schedulers.fromExecutor(plain);
     }
 
     private BiFunction<HttpServerRequest, HttpServerResponse, Publisher<Void>> authorized(
@@ -163,7 +184,7 @@ public final class IngestServer implements AutoCloseable {
             return reply(res, HttpResponseStatus.INTERNAL_SERVER_ERROR, status.toJson());
         }
         // Buffers cross to a worker thread, so they are retained here and released once on file.
-        Flux<ByteBuf> body = req.receive().retain().publishOn(Schedulers.boundedElastic(), BODY_PREFETCH);
+        Flux<ByteBuf> body = req.receive().retain().publishOn(bodyReader, BODY_PREFETCH);
         AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
         OpenedLayout opened = new OpenedLayout();
         Function<List<TensorInfo>, BlobSpool.Placements> onFirstHeader = uploaded -> {
