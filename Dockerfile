@@ -14,6 +14,7 @@ RUN ./mvnw -q -B -DskipTests -pl src -am package
 
 FROM eclipse-temurin:25-jre
 COPY --from=build /build/src/target/moeflux.jar /opt/moeflux/moeflux.jar
-# Tensor bytes live in mapped files and bounded off-heap buffers, not on the heap.
-ENTRYPOINT ["java", "-Xmx512m", "-XX:MaxDirectMemorySize=512m", "-XX:CompileThresholdScaling=4", "-jar", "/opt/moeflux/moeflux.jar"]
+# The launcher's JVM options, from the one file that lists them.
+COPY src/jvm.options /opt/moeflux/jvm.options
+ENTRYPOINT ["java", "@/opt/moeflux/jvm.options", "-jar", "/opt/moeflux/moeflux.jar"]
 CMD ["--help"]

@@ -59,7 +59,7 @@ class KilledConversionTest {
 
     static Process start(Path log, Object... args) throws IOException {
         List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElseThrow(),
-                "-Xmx512m", "-XX:MaxDirectMemorySize=512m", "--enable-native-access=ALL-UNNAMED",
+                "@" + Path.of("jvm.options").toAbsolutePath(), "--enable-native-access=ALL-UNNAMED",
                 "-cp", System.getProperty("java.class.path"), Main.class.getName()));
         for (Object a : args) {
             command.add(a.toString());

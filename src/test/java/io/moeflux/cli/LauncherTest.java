@@ -12,9 +12,10 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The {@code ./moeflux} launcher's JDK lookup, on the paths that never reach a build. */
+/** The {@code ./moeflux} launcher's JDK lookup, on the paths that never reach a build, and its JVM options. */
 class LauncherTest {
     private static final Path LAUNCHER = Path.of("..", "moeflux").toAbsolutePath().normalize();
+    private static final Path JVM_OPTIONS = Path.of("jvm.options").toAbsolutePath();
 
     @TempDir
     Path jvmDir;
@@ -75,5 +76,21 @@ class LauncherTest {
 
         assertThat(r.exit()).isEqualTo(1);
         assertThat(r.err()).startsWith("moeflux needs a JDK 25 or newer");
+    }
+
+    @Test
+    void theLauncherAndTheDockerImageRunWithTheOneJvmOptionsFile() throws Exception {
+        assertThat(Files.readString(LAUNCHER)).contains("java_opts=(\"@$root/src/jvm.options\")");
+        String dockerfile = Files.readString(LAUNCHER.resolveSibling("Dockerfile"));
+        assertThat(dockerfile).contains("COPY src/jvm.options /opt/moeflux/jvm.options")
+                .contains("ENTRYPOINT [\"java\", \"@/opt/moeflux/jvm.options\", \"-jar\"");
+
+        // The JDK reads the file as it is, comments and all.
+        String java = ProcessHandle.current().info().command().orElseThrow();
+        Process p = new ProcessBuilder(java, "@" + JVM_OPTIONS, "-XshowSettings:vm", "-version").redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(p.waitFor(30, TimeUnit.SECONDS)).isTrue();
+        assertThat(p.exitValue()).as(out).isZero();
+        assertThat(out).contains("Max. Heap Size: 512.00M");
     }
 }
