@@ -49,10 +49,6 @@ final class UploadStatus implements Progress {
         metrics.tensorsReceived.increment();
     }
 
-    long receivedBytes() {
-        return bytesReceived.get();
-    }
-
     @Override
     public void bytesWritten(long bytes) {
         bytesWritten.addAndGet(bytes);

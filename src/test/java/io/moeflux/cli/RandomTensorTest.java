@@ -5,7 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Tensor;
-import io.moeflux.tensor.Tensors;
+import io.moeflux.testing.TensorBytes;
 import java.io.ByteArrayOutputStream;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteBuffer;
@@ -18,7 +18,7 @@ class RandomTensorTest {
         // 40 MB: three parallel pieces, the last one short and not a multiple of the chunk size.
         RandomTensor t = new RandomTensor(DType.BF16, new long[] {5, 4_000_001}, 42, "w");
         assertThat(t.pieces()).hasSizeGreaterThan(1);
-        byte[] whole = Tensors.toBytes(t);
+        byte[] whole = TensorBytes.of(t);
         ByteArrayOutputStream joined = new ByteArrayOutputStream();
         for (Tensor.Piece p : t.pieces()) {
             assertThat(p.offset()).isEqualTo(joined.size());
@@ -29,26 +29,26 @@ class RandomTensorTest {
 
     @Test
     void bytesDependOnSeedAndNameOnly() {
-        byte[] a = Tensors.toBytes(new RandomTensor(DType.BF16, new long[] {3, 5}, 1, "a"));
-        assertThat(Tensors.toBytes(new RandomTensor(DType.BF16, new long[] {3, 5}, 1, "a"))).isEqualTo(a);
-        assertThat(Tensors.toBytes(new RandomTensor(DType.BF16, new long[] {3, 5}, 2, "a"))).isNotEqualTo(a);
-        assertThat(Tensors.toBytes(new RandomTensor(DType.BF16, new long[] {3, 5}, 1, "b"))).isNotEqualTo(a);
+        byte[] a = TensorBytes.of(new RandomTensor(DType.BF16, new long[] {3, 5}, 1, "a"));
+        assertThat(TensorBytes.of(new RandomTensor(DType.BF16, new long[] {3, 5}, 1, "a"))).isEqualTo(a);
+        assertThat(TensorBytes.of(new RandomTensor(DType.BF16, new long[] {3, 5}, 2, "a"))).isNotEqualTo(a);
+        assertThat(TensorBytes.of(new RandomTensor(DType.BF16, new long[] {3, 5}, 1, "b"))).isNotEqualTo(a);
     }
 
     @Test
     void floatingPointValuesAreFiniteAndModest() {
-        ByteBuffer bf16 = ByteBuffer.wrap(Tensors.toBytes(new RandomTensor(DType.BF16, new long[] {4096}, 3, "x")))
+        ByteBuffer bf16 = ByteBuffer.wrap(TensorBytes.of(new RandomTensor(DType.BF16, new long[] {4096}, 3, "x")))
                 .order(ByteOrder.LITTLE_ENDIAN);
         while (bf16.hasRemaining()) {
             float v = Float.intBitsToFloat((bf16.getShort() & 0xFFFF) << 16);
             assertThat(Math.abs(v)).isBetween(0x1p-7f, 2f);
         }
-        ByteBuffer f32 = ByteBuffer.wrap(Tensors.toBytes(new RandomTensor(DType.F32, new long[] {4096}, 3, "x")))
+        ByteBuffer f32 = ByteBuffer.wrap(TensorBytes.of(new RandomTensor(DType.F32, new long[] {4096}, 3, "x")))
                 .order(ByteOrder.LITTLE_ENDIAN);
         while (f32.hasRemaining()) {
             assertThat(Math.abs(f32.getFloat())).isBetween(0x1p-7f, 2f);
         }
-        ByteBuffer f16 = ByteBuffer.wrap(Tensors.toBytes(new RandomTensor(DType.F16, new long[] {4096}, 3, "x")))
+        ByteBuffer f16 = ByteBuffer.wrap(TensorBytes.of(new RandomTensor(DType.F16, new long[] {4096}, 3, "x")))
                 .order(ByteOrder.LITTLE_ENDIAN);
         while (f16.hasRemaining()) {
             assertThat(Math.abs(Float.float16ToFloat(f16.getShort()))).isBetween(1f, 2f);
@@ -59,7 +59,7 @@ class RandomTensorTest {
     void writingAfterReleaseFails() {
         RandomTensor t = new RandomTensor(DType.U8, new long[] {3}, 0, "x");
         t.release();
-        assertThatThrownBy(() -> Tensors.toBytes(t))
+        assertThatThrownBy(() -> TensorBytes.of(t))
                 .isInstanceOf(IllegalStateException.class);
     }
 }

@@ -9,7 +9,7 @@ import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.TensorInfo;
-import io.moeflux.tensor.Tensors;
+import io.moeflux.testing.TensorBytes;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.ByteBufAllocatorMetricProvider;
 import java.io.IOException;
@@ -127,7 +127,7 @@ class BackpressureTest {
             e.release();
             return false;
         }).collectList().block()) {
-            byte[] bytes = Tensors.toBytes(e.tensor());
+            byte[] bytes = TensorBytes.of(e.tensor());
             e.release();
             for (int c = 0; c < TENSOR_BYTES / CHUNK; c++) {
                 assertThat(ByteBuffer.wrap(bytes, c * CHUNK, CHUNK)).isEqualTo(pattern(tensorIndex(name), (long) c * CHUNK));

@@ -7,7 +7,7 @@ import io.moeflux.connect.safetensors.Manifests;
 import io.moeflux.connect.safetensors.Placement;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
-import io.moeflux.tensor.Tensors;
+import io.moeflux.testing.TensorBytes;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import java.io.IOException;
@@ -88,7 +88,7 @@ class BlobSpoolTest {
         assertThat(first).isEqualTo(expected);
         assertThat(second).isEqualTo(expected);
         assertThat(body).allSatisfy(b -> assertThat(b.refCnt()).isZero());
-        assertThat(status.receivedBytes()).isEqualTo(2 * Files.size(FILE));
+        assertThat(status.toJson().get("bytes_received")).isEqualTo(2 * Files.size(FILE));
         events.forEach(TensorEvent::release);
         assertThat(spoolInUse()).isEmpty();
     }
@@ -198,7 +198,7 @@ class BlobSpoolTest {
                     assertThat(region.position()).isEqualTo(offsets.get(e.fqn()));
                     byte[] onFile = new byte[(int) e.tensor().byteSize()];
                     out.read(ByteBuffer.wrap(onFile), region.position());
-                    assertThat(onFile).isEqualTo(Tensors.toBytes(e.tensor()));
+                    assertThat(onFile).isEqualTo(TensorBytes.of(e.tensor()));
                 } else {
                     assertThat(region.channel()).isNotSameAs(out);
                 }

@@ -9,7 +9,7 @@ import io.moeflux.connect.safetensors.Manifests;
 import io.moeflux.connect.safetensors.SafetensorsFormat;
 import io.moeflux.connect.safetensors.SafetensorsSource;
 import io.moeflux.pipeline.TensorEvent;
-import io.moeflux.tensor.Tensors;
+import io.moeflux.testing.TensorBytes;
 import java.io.OutputStream;
 import java.net.http.HttpResponse;
 import java.nio.file.Files;
@@ -42,7 +42,7 @@ class InPlaceMergeUploadTest {
         try (OutputStream out = Files.newOutputStream(blob)) {
             out.write(SafetensorsFormat.encodeHeader(tensors.stream().map(e -> e.tensor().info(e.fqn())).toList()));
             for (TensorEvent e : tensors) {
-                out.write(Tensors.toBytes(e.tensor()));
+                out.write(TensorBytes.of(e.tensor()));
                 e.release();
             }
         }

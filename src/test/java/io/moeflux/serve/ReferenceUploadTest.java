@@ -11,6 +11,7 @@ import static org.assertj.core.api.Assumptions.assumeThat;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.moeflux.connect.safetensors.Manifests;
 import io.moeflux.hy3.Hy3Options;
+import io.moeflux.testing.TensorBytes;
 import java.net.URLEncoder;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
@@ -116,7 +117,7 @@ class ReferenceUploadTest {
             for (io.moeflux.pipeline.TensorEvent e : io.moeflux.connect.safetensors.SafetensorsSource.open(HF_IN).tensors()
                     .collectList().block()) {
                 out.write(io.moeflux.connect.safetensors.SafetensorsFormat.encodeHeader(List.of(e.tensor().info(e.fqn()))));
-                out.write(io.moeflux.tensor.Tensors.toBytes(e.tensor()));
+                out.write(TensorBytes.of(e.tensor()));
                 e.release();
             }
         }

@@ -128,27 +128,6 @@ public final class Hy3Adapter {
         return layoutToHf(nativeInfos).planned();
     }
 
-    /**
-     * Which of these hf tensors from-hf passes on with their bytes untouched (renamed or not), mapped to
-     * their names in its output: what a receiver may write straight into place as the bytes arrive.
-     */
-    public Map<String, String> passThroughFromHf(List<TensorInfo> hf) {
-        return layoutFromHf(hf).passThrough();
-    }
-
-    /** As {@link #passThroughFromHf}, for to-hf. */
-    public Map<String, String> passThroughToHf(List<TensorInfo> nativeInfos) {
-        return layoutToHf(nativeInfos).passThrough();
-    }
-
-    /**
-     * Which of these hf tensors from-hf merges, and where each lands in its merged tensor: what a
-     * receiver needs to write every expert's slab into place as soon as that expert's weights are in.
-     */
-    public Map<String, MergedPart> mergedPartsFromHf(List<TensorInfo> hf) {
-        return layoutFromHf(hf).mergedParts();
-    }
-
     /** Plan, pass-through tensors and merged parts of from-hf, from one run of its stages. Fails as {@link #planFromHf}. */
     public ConversionLayout layoutFromHf(List<TensorInfo> hf) {
         return layout(hf, this::fromHf);

@@ -23,8 +23,4 @@ public record CheckpointDescriptor(Optional<List<TensorInfo>> tensors, Optional<
     public CheckpointDescriptor withTensors(List<TensorInfo> infos) {
         return new CheckpointDescriptor(Optional.of(infos), configJson);
     }
-
-    public CheckpointDescriptor withoutTensors() {
-        return new CheckpointDescriptor(Optional.empty(), configJson);
-    }
 }

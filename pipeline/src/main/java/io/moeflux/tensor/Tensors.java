@@ -1,7 +1,6 @@
 package io.moeflux.tensor;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -57,21 +56,6 @@ public final class Tensors {
             return false;
         }
         return withContiguous(a, x -> withContiguous(b, y -> x.mismatch(y) == -1));
-    }
-
-    /** The tensor's bytes in a new heap array (for tests and small tensors; fails past 2 GB). */
-    public static byte[] toBytes(Tensor t) {
-        byte[] out = new byte[Math.toIntExact(t.byteSize())];
-        int[] pos = {0};
-        try {
-            t.writeTo(chunk -> {
-                MemorySegment.copy(chunk, ValueLayout.JAVA_BYTE, 0, out, pos[0], (int) chunk.byteSize());
-                pos[0] += (int) chunk.byteSize();
-            });
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
-        return out;
     }
 
     /** Copies a tensor's bytes into a new dense tensor (its own memory); the argument is not released. */

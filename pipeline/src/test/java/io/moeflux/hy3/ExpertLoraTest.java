@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Tensors;
+import io.moeflux.testing.TensorBytes;
 import io.moeflux.testing.TrackedTensors;
 import java.io.ByteArrayOutputStream;
 import java.util.ArrayList;
@@ -98,7 +99,7 @@ class ExpertLoraTest {
     /** Makes every expert's up_proj.lora_A hold its gate_proj.lora_A's bytes, as an adapter saved by to-hf does. */
     List<TensorEvent> shareA(List<TensorEvent> in) {
         Map<String, byte[]> gateA = new LinkedHashMap<>();
-        in.stream().filter(e -> e.fqn().endsWith("gate_proj.lora_A.weight")).forEach(e -> gateA.put(e.fqn(), Tensors.toBytes(e.tensor())));
+        in.stream().filter(e -> e.fqn().endsWith("gate_proj.lora_A.weight")).forEach(e -> gateA.put(e.fqn(), TensorBytes.of(e.tensor())));
         List<TensorEvent> out = new ArrayList<>();
         for (TensorEvent e : in) {
             if (e.fqn().endsWith("up_proj.lora_A.weight")) {
@@ -116,7 +117,7 @@ class ExpertLoraTest {
 
     static Map<String, byte[]> bytesOf(List<TensorEvent> events) {
         Map<String, byte[]> m = new LinkedHashMap<>();
-        events.forEach(e -> m.put(e.fqn(), Tensors.toBytes(e.tensor())));
+        events.forEach(e -> m.put(e.fqn(), TensorBytes.of(e.tensor())));
         return m;
     }
 
@@ -185,7 +186,7 @@ class ExpertLoraTest {
         Map<String, byte[]> perTensor = new LinkedHashMap<>();
         for (TensorEvent e : in) {
             List<TensorEvent> split = strict.convertSingleTensorToHf(e.fqn(), Tensors.of(e.tensor().dtype(), e.tensor().shape(),
-                    Tensors.toBytes(e.tensor())));
+                    TensorBytes.of(e.tensor())));
             perTensor.putAll(bytesOf(split));
             split.forEach(TensorEvent::release);
         }

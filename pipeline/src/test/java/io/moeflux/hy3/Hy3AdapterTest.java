@@ -9,6 +9,7 @@ import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Tensors;
 import io.moeflux.testing.Naive;
 import io.moeflux.testing.SyntheticHy3;
+import io.moeflux.testing.TensorBytes;
 import io.moeflux.testing.TrackedTensors;
 import java.io.ByteArrayOutputStream;
 import java.util.ArrayList;
@@ -41,7 +42,7 @@ class Hy3AdapterTest {
         Map<String, byte[]> result = new LinkedHashMap<>();
         // collectList discards what it gathered when the stream fails; the hook must sit below it.
         for (TensorEvent e : out.collectList().doOnDiscard(TensorEvent.class, TensorEvent::release).block()) {
-            result.put(e.fqn(), Tensors.toBytes(e.tensor()));
+            result.put(e.fqn(), TensorBytes.of(e.tensor()));
             e.release();
         }
         return result;
@@ -49,7 +50,7 @@ class Hy3AdapterTest {
 
     static Map<String, byte[]> bytesOf(List<TensorEvent> events) {
         Map<String, byte[]> m = new LinkedHashMap<>();
-        events.forEach(e -> m.put(e.fqn(), Tensors.toBytes(e.tensor())));
+        events.forEach(e -> m.put(e.fqn(), TensorBytes.of(e.tensor())));
         return m;
     }
 
@@ -119,9 +120,9 @@ class Hy3AdapterTest {
         List<io.moeflux.tensor.TensorInfo> hfInfos = hf.stream().map(e -> e.tensor().info(e.fqn())).toList();
         Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS);
 
-        Map<String, String> fromHf = adapter.passThroughFromHf(hfInfos);
+        Map<String, String> fromHf = adapter.layoutFromHf(hfInfos).passThrough();
         List<io.moeflux.tensor.TensorInfo> nativeInfos = adapter.planFromHf(hfInfos);
-        Map<String, String> toHf = adapter.passThroughToHf(nativeInfos);
+        Map<String, String> toHf = adapter.layoutToHf(nativeInfos).passThrough();
 
         assertThat(fromHf).containsEntry("model.layers.1.mlp.router.gate.weight", "model.layers.1.mlp.gate.weight")
                 .containsEntry("model.embed_tokens.weight", "model.embed_tokens.weight");
@@ -141,7 +142,7 @@ class Hy3AdapterTest {
         List<io.moeflux.tensor.TensorInfo> hfInfos = hf.stream().map(e -> e.tensor().info(e.fqn())).toList();
         Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS.withExpertParallel(2, 1));
 
-        Map<String, MergedPart> parts = adapter.mergedPartsFromHf(hfInfos);
+        Map<String, MergedPart> parts = adapter.layoutFromHf(hfInfos).mergedParts();
 
         String experts = "model.layers.1.mlp.experts.";
         MergedPart gate = parts.get(experts + "3.gate_proj.weight");
@@ -194,7 +195,7 @@ class Hy3AdapterTest {
         Map<String, byte[]> out = new LinkedHashMap<>();
         Map<String, DType> types = new LinkedHashMap<>();
         for (TensorEvent e : new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS).fromHf(Flux.fromIterable(hf)).collectList().block()) {
-            out.put(e.fqn(), Tensors.toBytes(e.tensor()));
+            out.put(e.fqn(), TensorBytes.of(e.tensor()));
             types.put(e.fqn(), e.tensor().dtype());
             e.release();
         }
@@ -368,7 +369,7 @@ class Hy3AdapterTest {
         batch.putAll(run(adapter.toHf(Flux.fromIterable(events))));
         nativeBytes.forEach((k, v) -> {
             for (TensorEvent e : adapter.convertSingleTensorToHf(k, Tensors.of(k.contains(".gate.") ? DType.F32 : DType.BF16, shapeOf(k), v))) {
-                single.put(e.fqn(), Tensors.toBytes(e.tensor()));
+                single.put(e.fqn(), TensorBytes.of(e.tensor()));
                 e.release();
             }
         });

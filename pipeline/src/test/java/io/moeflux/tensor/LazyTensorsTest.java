@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.moeflux.testing.Naive;
+import io.moeflux.testing.TensorBytes;
 import io.moeflux.testing.TrackedTensors;
 import java.io.ByteArrayOutputStream;
 import java.util.List;
@@ -22,7 +23,7 @@ class LazyTensorsTest {
         byte[][][] src = new byte[experts][2][];
         for (int e = 0; e < experts; e++) {
             for (int j = 0; j < 2; j++) {
-                src[e][j] = Tensors.toBytes(parts.get(e).get(j));
+                src[e][j] = TensorBytes.of(parts.get(e).get(j));
             }
         }
         StackedTransposeTensor merged = new StackedTransposeTensor(parts, DType.BF16);
@@ -37,7 +38,7 @@ class LazyTensorsTest {
                 }
             }
         }
-        assertThat(Tensors.toBytes(merged)).isEqualTo(expected.toByteArray());
+        assertThat(TensorBytes.of(merged)).isEqualTo(expected.toByteArray());
         merged.release();
         assertThat(t.live()).isZero();
     }
@@ -69,7 +70,7 @@ class LazyTensorsTest {
 
         blocked.writeColumnsTransposed(colStart, colCount, tile -> written.writeBytes(tile.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
 
-        assertThat(written.toByteArray()).isEqualTo(Tensors.toBytes(split));
+        assertThat(written.toByteArray()).isEqualTo(TensorBytes.of(split));
         slab.release();
         assertThat(t.live()).isZero();
     }
@@ -111,13 +112,13 @@ class LazyTensorsTest {
                 cb.putRowMajor(at, part.data(), at, n);
                 at += n;
             }
-            assertThat(Tensors.toBytes(cb)).as("row-major bytes back").isEqualTo(Tensors.toBytes(part));
+            assertThat(TensorBytes.of(cb)).as("row-major bytes back").isEqualTo(TensorBytes.of(part));
             blocked.add(cb);
         }
         StackedTransposeTensor fromDense = new StackedTransposeTensor(List.of(dense), DType.BF16);
         StackedTransposeTensor fromBlocks = new StackedTransposeTensor(List.of(blocked), DType.BF16);
 
-        assertThat(Tensors.toBytes(fromBlocks)).isEqualTo(Tensors.toBytes(fromDense));
+        assertThat(TensorBytes.of(fromBlocks)).isEqualTo(TensorBytes.of(fromDense));
         fromDense.release();
         fromBlocks.release();
         assertThat(t.live()).isZero();
@@ -126,7 +127,7 @@ class LazyTensorsTest {
     @Test
     void columnBlockTransposeWritesItsColumnsOfEachDestinationRowAndNothingElse() {
         int rows = 72, colCount = 12, dstStride = 200, dstColOffset = 60;
-        byte[] block = Tensors.toBytes(t.random(DType.BF16, rows, colCount));
+        byte[] block = TensorBytes.of(t.random(DType.BF16, rows, colCount));
         byte[] before = new byte[colCount * dstStride * 2];
         new java.util.Random(3).nextBytes(before);
         java.lang.foreign.MemorySegment dst = java.lang.foreign.MemorySegment.ofArray(before.clone());
@@ -148,7 +149,7 @@ class LazyTensorsTest {
     void stackedTransposeCastsF32PartsToBf16RoundingToNearestEven() {
         int rows = 4, cols = 3;
         DenseTensor part = t.random(DType.F32, rows, cols);
-        byte[] src = Tensors.toBytes(part);
+        byte[] src = TensorBytes.of(part);
         StackedTransposeTensor merged = new StackedTransposeTensor(List.of(List.of(part)), DType.BF16);
         ByteArrayOutputStream expected = new ByteArrayOutputStream();
         for (int c = 0; c < cols; c++) {
@@ -156,7 +157,7 @@ class LazyTensorsTest {
                 expected.writeBytes(Naive.encode(DType.BF16, Naive.get(src, DType.F32, cols, r, c)));
             }
         }
-        assertThat(Tensors.toBytes(merged)).isEqualTo(expected.toByteArray());
+        assertThat(TensorBytes.of(merged)).isEqualTo(expected.toByteArray());
         merged.release();
     }
 
@@ -176,7 +177,7 @@ class LazyTensorsTest {
             }
         }
         assertThat(next).isEqualTo(merged.byteSize());
-        assertThat(viaPieces.toByteArray()).isEqualTo(Tensors.toBytes(merged));
+        assertThat(viaPieces.toByteArray()).isEqualTo(TensorBytes.of(merged));
         merged.release();
     }
 
@@ -184,7 +185,7 @@ class LazyTensorsTest {
     void transposedSliceTakesAColumnRangeOfOneExpert() {
         int n = 2, rows = 4, cols = 6;
         DenseTensor parent = t.random(DType.BF16, n, rows, cols);
-        byte[] src = Tensors.toBytes(parent);
+        byte[] src = TensorBytes.of(parent);
         RefCounted refs = RefCounted.onLastRelease(parent::release);
         Releasable owner = refs.retain();
         TransposedSliceTensor slice = new TransposedSliceTensor(parent, refs.retain(), 1, 2, 3);
@@ -196,12 +197,12 @@ class LazyTensorsTest {
                 expected.writeBytes(Naive.raw(src, DType.BF16, cols, rows + r, c));
             }
         }
-        assertThat(Tensors.toBytes(slice)).isEqualTo(expected.toByteArray());
+        assertThat(TensorBytes.of(slice)).isEqualTo(expected.toByteArray());
         assertThat(t.live()).isEqualTo(1);
         slice.release();
         slice.release();
         assertThat(t.live()).isZero();
-        assertThatThrownBy(() -> Tensors.toBytes(slice)).isInstanceOf(IllegalStateException.class);
+        assertThatThrownBy(() -> TensorBytes.of(slice)).isInstanceOf(IllegalStateException.class);
     }
 
     @Test
@@ -223,10 +224,10 @@ class LazyTensorsTest {
         int inter = 1536, hidden = 4096;
         DenseTensor gate = t.random(DType.BF16, inter, hidden);
         DenseTensor up = t.random(DType.BF16, inter, hidden);
-        short[] g = shorts(Tensors.toBytes(gate));
-        short[] u = shorts(Tensors.toBytes(up));
+        short[] g = shorts(TensorBytes.of(gate));
+        short[] u = shorts(TensorBytes.of(up));
         StackedTransposeTensor merged = new StackedTransposeTensor(List.of(List.of(gate, up)), DType.BF16);
-        short[] m = shorts(Tensors.toBytes(merged));
+        short[] m = shorts(TensorBytes.of(merged));
         for (int h = 0; h < hidden; h += 7) {
             for (int i = 0; i < inter; i += 5) {
                 assertThat(m[h * 2 * inter + i]).isEqualTo(g[i * hidden + h]);
@@ -234,14 +235,14 @@ class LazyTensorsTest {
             }
         }
         // And back: splitting the merged tensor gives the parts again, bit for bit.
-        DenseTensor grouped = Tensors.of(DType.BF16, merged.shape(), Tensors.toBytes(merged));
+        DenseTensor grouped = Tensors.of(DType.BF16, merged.shape(), TensorBytes.of(merged));
         RefCounted refs = RefCounted.onLastRelease(grouped::release);
         Releasable owner = refs.retain();
         TransposedSliceTensor gateAgain = new TransposedSliceTensor(grouped, refs.retain(), 0, 0, inter);
         TransposedSliceTensor upAgain = new TransposedSliceTensor(grouped, refs.retain(), 0, inter, inter);
         owner.release();
-        assertThat(shorts(Tensors.toBytes(gateAgain))).isEqualTo(g);
-        assertThat(shorts(Tensors.toBytes(upAgain))).isEqualTo(u);
+        assertThat(shorts(TensorBytes.of(gateAgain))).isEqualTo(g);
+        assertThat(shorts(TensorBytes.of(upAgain))).isEqualTo(u);
         gateAgain.release();
         upAgain.release();
         merged.release();
@@ -252,9 +253,9 @@ class LazyTensorsTest {
     void castingPathCrossesChunkBoundariesToo() {
         int rows = 1536, cols = 1400;
         DenseTensor part = t.random(DType.F32, rows, cols);
-        byte[] src = Tensors.toBytes(part);
+        byte[] src = TensorBytes.of(part);
         StackedTransposeTensor merged = new StackedTransposeTensor(List.of(List.of(part)), DType.BF16);
-        byte[] out = Tensors.toBytes(merged);
+        byte[] out = TensorBytes.of(merged);
         for (int c = 0; c < cols; c += 13) {
             for (int r = 0; r < rows; r += 11) {
                 assertThat(Naive.raw(out, DType.BF16, rows, c, r)).isEqualTo(Naive.encode(DType.BF16, Naive.get(src, DType.F32, cols, r, c)));

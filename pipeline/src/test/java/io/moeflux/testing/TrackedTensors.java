@@ -56,6 +56,6 @@ public final class TrackedTensors {
     }
 
     public static byte[] bytes(Tensor t) {
-        return Tensors.toBytes(t);
+        return TensorBytes.of(t);
     }
 }

@@ -96,8 +96,4 @@ final class ReassemblyBudget {
     synchronized long peakBytes() {
         return peak;
     }
-
-    synchronized long heldBytes() {
-        return inProgress + handedOut;
-    }
 }

@@ -11,6 +11,7 @@ import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.Tensors;
+import io.moeflux.testing.TensorBytes;
 import io.moeflux.testing.TrackedTensors;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -199,7 +200,7 @@ class SafetensorsSinkTest {
         Path placed = tmp.resolve("placed");
         List<TensorEvent> in = events();
         CheckpointDescriptor planned = new CheckpointDescriptor(Optional.of(infos(in)), Optional.empty());
-        List<byte[]> bytes = in.stream().map(e -> Tensors.toBytes(e.tensor())).toList();
+        List<byte[]> bytes = in.stream().map(e -> TensorBytes.of(e.tensor())).toList();
         SafetensorsSink.create(SafetensorsSinkOptions.to(plain)).write(planned, Flux.fromIterable(in)).block();
 
         PlannedCheckpoint checkpoint = SafetensorsSink.create(SafetensorsSinkOptions.to(placed)).open(planned);
