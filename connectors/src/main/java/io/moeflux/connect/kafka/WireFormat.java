@@ -23,7 +23,7 @@ import org.apache.kafka.common.record.CompressionType;
 import org.apache.kafka.common.record.RecordBatch;
 
 /**
- * The records a checkpoint travels in on a topic (README.md, "Wire format", documents them for other languages).
+ * The records a checkpoint travels in on a topic (wire-format.md in this package documents them for other languages).
  *
  * <p>Every record carries {@link #TYPE} and {@link #CHECKPOINT} headers; all header values are UTF-8
  * text. A checkpoint is: manifest parts (to every partition), tensor chunks (keyed by
