@@ -35,7 +35,7 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
         CommandLine cl = ex.getCommandLine();
         String name = cl.getCommandSpec().qualifiedName();
         PrintWriter err = cl.getErr();
-        err.println(name + ": " + ex.getMessage() + " (see '" + name + " --help')");
+        err.println(name + ": " + Human.printable(String.valueOf(ex.getMessage())) + " (see '" + name + " --help')");
         if (debug.getAsBoolean()) {
             ex.printStackTrace(err);
         }
@@ -48,7 +48,8 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
         Throwable cause = Exceptions.unwrap(ex);
         Failure failure = classify(cause);
         PrintWriter err = cl.getErr();
-        err.println(cl.getCommandSpec().qualifiedName() + ": " + failure.message);
+        // Messages name tensors and paths from the input: a control character in one must not reach the terminal.
+        err.println(cl.getCommandSpec().qualifiedName() + ": " + Human.printable(String.valueOf(failure.message)));
         if (debug.getAsBoolean()) {
             cause.printStackTrace(err);
         }

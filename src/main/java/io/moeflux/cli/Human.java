@@ -40,4 +40,46 @@ final class Human {
     static String count(long n) {
         return String.format(Locale.ROOT, "%,d", n);
     }
+
+    /**
+     * {@code text} safe to print on a terminal: tensor names and paths come from files, and a control
+     * character in one (ESC, a newline, NUL, a bidirectional override) would otherwise drive the
+     * terminal or forge lines of output. Each such character is written as an escape ({@code \e},
+     * {@code \n}, {@code \x00}, {@code \u202e}); everything else, backslashes included (regular
+     * expressions appear in messages), is printed as it is. JSON output escapes by its own rules.
+     */
+    static String printable(String text) {
+        StringBuilder out = null;
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            String escape = escapeOf(c);
+            if (escape != null && out == null) {
+                out = new StringBuilder(text.length() + 8).append(text, 0, i);
+            }
+            if (out != null) {
+                if (escape != null) {
+                    out.append(escape);
+                } else {
+                    out.append(c);
+                }
+            }
+        }
+        return out == null ? text : out.toString();
+    }
+
+    private static String escapeOf(char c) {
+        return switch (c) {
+            case '\n' -> "\\n";
+            case '\r' -> "\\r";
+            case '\t' -> "\\t";
+            case 0x1b -> "\\e";
+            default -> c < 0x20 || (c >= 0x7f && c < 0xa0) ? String.format(Locale.ROOT, "\\x%02x", (int) c)
+                    : isFormatControl(c) ? String.format(Locale.ROOT, "\\u%04x", (int) c) : null;
+        };
+    }
+
+    /** Invisible characters that reorder or hide text around them (bidirectional overrides and isolates, zero-width marks). */
+    private static boolean isFormatControl(char c) {
+        return (c >= 0x200b && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) || c == 0xfeff;
+    }
 }

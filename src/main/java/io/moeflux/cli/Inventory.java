@@ -52,10 +52,10 @@ record Inventory(List<TensorInfo> tensors, Map<Long, Total> byLayer, Total outsi
 
     void print(PrintWriter out, String path, boolean everyTensor) {
         if (everyTensor) {
-            int nameWidth = tensors.stream().mapToInt(t -> t.name().length()).max().orElse(4);
+            int nameWidth = tensors.stream().mapToInt(t -> Human.printable(t.name()).length()).max().orElse(4);
             out.printf("%-" + nameWidth + "s  %-7s %-22s %15s%n", "TENSOR", "DTYPE", "SHAPE", "BYTES");
             for (TensorInfo t : tensors) {
-                out.printf("%-" + nameWidth + "s  %-7s %-22s %15s%n", t.name(), t.dtype(), Shapes.format(t.shape()),
+                out.printf("%-" + nameWidth + "s  %-7s %-22s %15s%n", Human.printable(t.name()), t.dtype(), Shapes.format(t.shape()),
                         Human.count(t.byteSize()));
             }
             out.println();
@@ -69,7 +69,7 @@ record Inventory(List<TensorInfo> tensors, Map<Long, Total> byLayer, Total outsi
         out.printf("%-12s %10s %18s%n", "DTYPE", "TENSORS", "BYTES");
         byDtype.forEach((dtype, total) -> printTotal(out, dtype.name(), total));
         out.println();
-        out.println(path + ": " + Human.count(overall.tensors()) + " tensors, " + Human.count(overall.bytes()) + " bytes ("
+        out.println(Human.printable(path) + ": " + Human.count(overall.tensors()) + " tensors, " + Human.count(overall.bytes()) + " bytes ("
                 + Human.bytes(overall.bytes()) + ") in " + byLayer.size() + " layers");
         out.flush();
     }

@@ -17,7 +17,7 @@ final class Reports {
         if (json) {
             JsonOutput.print(out, summary.json());
         } else {
-            out.println(summary.line());
+            out.println(Human.printable(summary.line()));
             out.flush();
         }
     }
@@ -44,7 +44,7 @@ final class Reports {
             return;
         }
         List<CheckpointComparison.Difference> diffs = report.differences();
-        diffs.stream().limit(LISTED_DIFFERENCES).forEach(out::println);
+        diffs.stream().limit(LISTED_DIFFERENCES).forEach(d -> out.println(Human.printable(d.toString())));
         if (diffs.size() > LISTED_DIFFERENCES) {
             out.println("... and " + Human.count(diffs.size() - LISTED_DIFFERENCES) + " more differences");
         }

@@ -3,7 +3,14 @@ package io.moeflux.cli;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -92,5 +99,56 @@ class InspectVerifyTest {
         Cli r = Cli.run("verify", TINY_HF, roundTrip, "--ignore-key-regex", "model\\.layers\\.3\\.");
         assertThat(r.exitCode()).as(r.out()).isEqualTo(ExitCodes.OK);
         assertThat(r.out()).contains("identical: 88 tensors");
+    }
+
+    /** A name that would clear the screen, forge a line and reverse the text after it if printed raw. */
+    private static final String HOSTILE_NAME = "evil\u001b[2J\nforged line\u202e\u0000.weight";
+
+    /** One U8 tensor named {@code name} holding {@code data}. */
+    private static void writeSafetensors(Path file, String name, byte[] data) throws IOException {
+        byte[] header = new ObjectMapper().writeValueAsBytes(Map.of(name,
+                Map.of("dtype", "U8", "shape", new long[] {data.length}, "data_offsets", new long[] {0, data.length})));
+        int padded = (header.length + 7) / 8 * 8;
+        ByteBuffer b = ByteBuffer.allocate(8 + padded + data.length).order(ByteOrder.LITTLE_ENDIAN);
+        b.putLong(padded).put(header);
+        for (int i = header.length; i < padded; i++) {
+            b.put((byte) ' ');
+        }
+        b.put(data);
+        Files.write(file, b.array());
+    }
+
+    @Test
+    void controlCharactersInTensorNamesArePrintedEscapedNeverRaw() throws IOException {
+        Path a = dir.resolve("a.safetensors");
+        Path b = dir.resolve("b.safetensors");
+        writeSafetensors(a, HOSTILE_NAME, new byte[] {1, 2});
+        writeSafetensors(b, HOSTILE_NAME, new byte[] {1, 3});
+        String escaped = "evil\\e[2J\\nforged line\\u202e\\x00.weight";
+
+        Cli inspect = Cli.run("inspect", a);
+        Cli verify = Cli.run("verify", a, b);
+
+        assertThat(inspect.exitCode()).isZero();
+        assertThat(inspect.out()).contains(escaped).doesNotContain("\u001b", "\u202e", "\u0000")
+                .doesNotContainPattern("(?m)^forged line");
+        assertThat(verify.exitCode()).isEqualTo(ExitCodes.DIFFERENT);
+        assertThat(verify.out()).contains(escaped).doesNotContain("\u001b", "\u202e", "\u0000")
+                .doesNotContainPattern("(?m)^forged line");
+        // JSON carries the name itself, escaped by JSON's rules.
+        assertThat(Cli.run("inspect", a, "--json").json().get("tensors").get(0).get("name").asText()).isEqualTo(HOSTILE_NAME);
+    }
+
+    @Test
+    void anErrorNamingAHostileTensorIsOneEscapedLine() throws IOException {
+        Path in = dir.resolve("in.safetensors");
+        String grouped = "model.layers.\u001b[2J\n1.mlp.experts.gate_and_up_projs";
+        writeSafetensors(in, grouped, new byte[] {1, 2});
+
+        Cli r = Cli.run("to-hf", in, dir.resolve("out"), "--num-experts", "8", "--moe-intermediate-size", "16");
+
+        assertThat(r.exitCode()).isEqualTo(ExitCodes.BAD_INPUT);
+        assertThat(r.err().lines()).singleElement().asString().contains("model.layers.\\e[2J\\n1.mlp.experts")
+                .doesNotContain("\u001b");
     }
 }
