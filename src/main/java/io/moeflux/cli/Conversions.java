@@ -43,7 +43,7 @@ final class Conversions {
                 .map(infos -> described.withTensors(adapter.planToHf(infos)))
                 .orElse(described);
         Flux<TensorEvent> events = perTensor
-                ? Stages.releaseOnDiscard(source.tensors()
+                ? Stages.releaseOnDiscard(source.tensors().transform(adapter.toHfInputCheck())
                         .concatMapIterable(e -> adapter.convertSingleTensorToHf(e.fqn(), e.tensor()), 1))
                 : adapter.toHf(source.tensors());
         return Transfer.run("to-hf", in, described, out, settings, planned, events, err);

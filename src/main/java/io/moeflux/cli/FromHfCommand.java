@@ -38,6 +38,11 @@ final class FromHfCommand implements Callable<Integer> {
     @Option(names = "--lossy-lora", description = "from-hf: convert expert LoRA adapters exactly as the reference does, also where it drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups are torn, per-expert LoRA given again in the fused form); without it such inputs are refused.")
     boolean lossyLora;
 
+    @Option(names = "--allow-no-experts", description = "Convert even when no tensor is an expert tensor of the input's "
+            + "layout; by default that is refused, as it is usually a checkpoint of the other layout, which would pass "
+            + "through unchanged.")
+    boolean allowNoExperts;
+
     @Mixin
     ModelOverrides model;
 
@@ -57,7 +62,8 @@ final class FromHfCommand implements Callable<Integer> {
                     "need --ep-size >= 1 and 0 <= --ep-rank < --ep-size, got --ep-size " + epSize + " --ep-rank " + epRank);
         }
         Endpoints.requireApart(spec.commandLine(), in, out);
-        Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype).withExpertParallel(epSize, epRank).withLossyLora(lossyLora);
+        Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype).withExpertParallel(epSize, epRank).withLossyLora(lossyLora)
+                .withAllowNoExperts(allowNoExperts);
         Transfer.Summary summary = Conversions.fromHf(in, out, model, options, write.settings(), spec.commandLine().getErr());
         Reports.printSummary(spec.commandLine().getOut(), summary, json.enabled);
         return ExitCodes.OK;

@@ -20,7 +20,7 @@ final class ModelOverrides {
     @Option(names = "--moe-intermediate-size", paramLabel = "N", description = "Expert FFN width (default: config.json, else 1536).")
     Integer moeIntermediateSize;
 
-    @Option(names = "--hidden-size", paramLabel = "N", description = "Model width (default: config.json, else 4096).")
+    @Option(names = "--hidden-size", paramLabel = "N", description = "Model width, checked against the expert weights (default: config.json; 4096 without one; not checked when it omits hidden_size).")
     Integer hiddenSize;
 
     /** The config the input describes, with the flags applied; {@code where} names the input in errors. */

@@ -5,6 +5,7 @@ import io.moeflux.connect.kafka.KafkaGroupConversion;
 import io.moeflux.connect.kafka.KafkaSinkOptions;
 import io.moeflux.connect.kafka.KafkaSourceOptions;
 import io.moeflux.hy3.Hy3Adapter;
+import io.moeflux.hy3.Hy3Config;
 import io.moeflux.hy3.Hy3Options;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.tensor.DType;
@@ -69,21 +70,19 @@ final class ScaleOutCommand implements Callable<Integer> {
             if (excludeKeyRegex != null) {
                 options = options.withExcludeKeyRegex(excludeKeyRegex.pattern());
             }
-            return switch (conversion) {
-                case COPY -> new KafkaGroupConversion.Plan(described, Function.identity());
-                case FROM_HF -> {
-                    Hy3Adapter adapter = new Hy3Adapter(model.resolve(described, source), options);
-                    yield new KafkaGroupConversion.Plan(described.tensors()
-                            .map(infos -> described.withTensors(adapter.planFromHf(infos))).orElse(described),
-                            adapter::fromHf);
-                }
-                case TO_HF -> {
-                    Hy3Adapter adapter = new Hy3Adapter(model.resolve(described, source), options);
-                    yield new KafkaGroupConversion.Plan(described.tensors()
-                            .map(infos -> described.withTensors(adapter.planToHf(infos))).orElse(described),
-                            adapter::toHf);
-                }
-            };
+            if (conversion == Conversion.COPY) {
+                return new KafkaGroupConversion.Plan(described, Function.identity());
+            }
+            // The plan covers the whole checkpoint, so it refuses one without experts; a member then converts
+            // the layers of its own partitions only, and some of them hold none (embeddings, norms).
+            Hy3Config facts = model.resolve(described, source);
+            Hy3Adapter whole = new Hy3Adapter(facts, options);
+            Hy3Adapter part = new Hy3Adapter(facts, options.withAllowNoExperts(true));
+            return conversion == Conversion.FROM_HF
+                    ? new KafkaGroupConversion.Plan(described.tensors()
+                            .map(infos -> described.withTensors(whole.planFromHf(infos))).orElse(described), part::fromHf)
+                    : new KafkaGroupConversion.Plan(described.tensors()
+                            .map(infos -> described.withTensors(whole.planToHf(infos))).orElse(described), part::toHf);
         }));
         spec.commandLine().getOut().println("scale-out " + conversion.name().toLowerCase(java.util.Locale.ROOT).replace('_', '-')
                 + ": " + Human.count(committed.tensors()) + " tensors (" + Human.bytes(committed.bytes())

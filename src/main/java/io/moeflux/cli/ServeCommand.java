@@ -67,6 +67,12 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--lossy-lora", description = "from-hf: convert expert LoRA adapters exactly as the reference does, also where it drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups are torn, per-expert LoRA given again in the fused form); without it such inputs are refused.")
     boolean lossyLora;
 
+    @Option(names = "--allow-no-experts", description = "Convert an upload even when no tensor is an expert tensor of the input's "
+            + "layout; by default that is refused, as it is usually a checkpoint of the other layout, which would pass "
+            + "through unchanged.")
+    boolean allowNoExperts;
+
+
     @Option(names = "--spool-dir", paramLabel = "DIR",
             description = "Where upload bodies are spooled while converting (default SINK/.moeflux-spool, or "
                     + "moeflux-spool in the temporary folder for a Kafka sink).")
@@ -124,7 +130,7 @@ final class ServeCommand implements Callable<Integer> {
         if (config != null) {
             options = options.withConfigJson(Files.readAllBytes(config));
         }
-        Hy3Options hy3 = Hy3Options.DEFAULTS.withLossyLora(lossyLora);
+        Hy3Options hy3 = Hy3Options.DEFAULTS.withLossyLora(lossyLora).withAllowNoExperts(allowNoExperts);
         options = options.withHy3Options(excludeKeyRegex != null ? hy3.withExcludeKeyRegex(excludeKeyRegex.pattern()) : hy3);
         if (tokenFile != null) {
             options = options.withToken(Files.readString(tokenFile, StandardCharsets.UTF_8));

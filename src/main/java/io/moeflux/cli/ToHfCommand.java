@@ -31,6 +31,11 @@ final class ToHfCommand implements Callable<Integer> {
             description = "Convert one tensor at a time with convertSingleTensorToHf (the save-hook path); same output.")
     boolean perTensor;
 
+    @Option(names = "--allow-no-experts", description = "Convert even when no tensor is an expert tensor of the input's "
+            + "layout; by default that is refused, as it is usually a checkpoint of the other layout, which would pass "
+            + "through unchanged.")
+    boolean allowNoExperts;
+
     @Mixin
     ModelOverrides model;
 
@@ -46,9 +51,10 @@ final class ToHfCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         Endpoints.requireApart(spec.commandLine(), in, out);
-        Hy3Options options = excludeKeyRegex == null
-                ? Hy3Options.DEFAULTS
-                : Hy3Options.DEFAULTS.withExcludeKeyRegex(excludeKeyRegex.pattern());
+        Hy3Options options = Hy3Options.DEFAULTS.withAllowNoExperts(allowNoExperts);
+        if (excludeKeyRegex != null) {
+            options = options.withExcludeKeyRegex(excludeKeyRegex.pattern());
+        }
         Transfer.Summary summary = Conversions.toHf(in, out, model, options, perTensor, write.settings(),
                 spec.commandLine().getErr());
         Reports.printSummary(spec.commandLine().getOut(), summary, json.enabled);

@@ -45,13 +45,36 @@ final class ExpertMerge {
     private final DType targetDtype;
     private final int epSize;
     private final int epRank;
+    private final int inter;
+    /** 0 when the model facts do not say. */
+    private final int hidden;
 
     ExpertMerge(Hy3Config config, Hy3Options options) {
         this.numExperts = config.numExperts();
+        this.inter = config.moeIntermediateSize();
+        this.hidden = config.hiddenSize();
         this.range = options.expertRange(numExperts);
         this.targetDtype = options.targetDtype();
         this.epSize = options.epSize();
         this.epRank = options.epRank();
+    }
+
+    /**
+     * The model fact that a weight of this projection and shape contradicts, or null: gate and up are
+     * {@code [moe_intermediate_size, hidden_size]}, down the transpose. Merging one anyway gives a
+     * checkpoint whose to-hf split fails (or cuts at the wrong column).
+     */
+    private String contradictedFact(Projection projection, long[] shape) {
+        boolean down = projection == Projection.DOWN;
+        long interDim = down ? shape[1] : shape[0];
+        long hiddenDim = down ? shape[0] : shape[1];
+        if (interDim != inter) {
+            return "moe_intermediate_size is " + inter;
+        }
+        if (hidden > 0 && hiddenDim != hidden) {
+            return "hidden_size is " + hidden;
+        }
+        return null;
     }
 
     Function<Flux<TensorEvent>, Flux<TensorEvent>> stage() {
@@ -140,6 +163,13 @@ final class ExpertMerge {
                 event.release();
                 sink.error(new IllegalArgumentException("expert weight " + event.fqn() + " must be 2-D, got "
                         + Shapes.format(shape)));
+                return;
+            }
+            String fact = contradictedFact(key.projection(), shape);
+            if (fact != null) {
+                event.release();
+                sink.error(new IllegalArgumentException("expert weight " + event.fqn() + " has shape " + Shapes.format(shape)
+                        + ", but " + fact + " (config.json or the flags): the merged tensor would not convert back"));
                 return;
             }
             String mergedName = key.mergedName();

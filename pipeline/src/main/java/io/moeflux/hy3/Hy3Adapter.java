@@ -13,8 +13,11 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Function;
+import java.util.function.Predicate;
 import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
 
 /**
  * Converts tencent/Hy3-preview checkpoints between the on-disk HF layout and Automodel's native layout,
@@ -88,13 +91,48 @@ public final class Hy3Adapter {
         return hf.transform(mtpFilter())
                 .transform(renameToNative())
                 .transform(Stages.filter(key -> !Hy3Keys.isScaleInv(key)))
+                .transform(requireAny(key -> Hy3Keys.namesAnExpert(key) || Hy3Keys.parseFusedLora(key).isPresent(),
+                        "from-hf: no tensor is a per-expert weight of the on-disk layout (layers.L.mlp.experts.E.gate_proj.weight"
+                                + " and so on), so nothing would be converted: is this a native checkpoint (to-hf converts those)?"
+                                + " --allow-no-experts converts it anyway"))
                 .transform(expertMerge())
                 .transform(expertLoraMerge());
     }
 
     /** Native to on-disk Hy3. */
     public Flux<TensorEvent> toHf(Flux<TensorEvent> nativeEvents) {
-        return nativeEvents.transform(expertSplit()).transform(renameToHf()).transform(keyExclusion());
+        return nativeEvents.transform(toHfInputCheck()).transform(expertSplit()).transform(renameToHf()).transform(keyExclusion());
+    }
+
+    /**
+     * What to-hf requires of its input, for callers that convert tensor by tensor
+     * ({@link #convertSingleTensorToHf}): at least one grouped expert tensor, unless allowed otherwise.
+     */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> toHfInputCheck() {
+        return requireAny(key -> Hy3Keys.isGroupedGateUp(key) || Hy3Keys.isGroupedDown(key)
+                        || Hy3Keys.parseGroupedLora(key).isPresent(),
+                "to-hf: no tensor is a grouped expert tensor of the native layout (layers.L.mlp.experts.gate_and_up_projs,"
+                        + " down_projs), so nothing would be converted: is this an on-disk checkpoint (from-hf converts those)?"
+                        + " --allow-no-experts converts it anyway");
+    }
+
+    /**
+     * Passes every event on, and fails at the end when no key was one {@code expected} accepts: a
+     * checkpoint of the other layout goes through either direction unchanged, and reporting success for
+     * it would hide that nothing was converted. Passes everything with {@code allowNoExperts}.
+     */
+    private Function<Flux<TensorEvent>, Flux<TensorEvent>> requireAny(Predicate<String> expected, String nothingMatched) {
+        if (options.allowNoExperts()) {
+            return Function.identity();
+        }
+        return events -> Flux.defer(() -> {
+            AtomicBoolean matched = new AtomicBoolean();
+            return events.doOnNext(e -> {
+                if (!matched.get() && expected.test(e.fqn())) {
+                    matched.set(true);
+                }
+            }).concatWith(Mono.defer(() -> matched.get() ? Mono.empty() : Mono.error(new IllegalArgumentException(nothingMatched))));
+        });
     }
 
     /**

@@ -136,6 +136,16 @@ public final class Hy3Keys {
         return Optional.of(new ExpertKey(m.group("prefix"), m.group(2), m.group(3), Projection.of(m.group(4))));
     }
 
+    private static final Pattern NAMES_AN_EXPERT = Pattern.compile("layers\\.\\d+\\.mlp\\.experts\\.\\d+\\.");
+
+    /**
+     * Whether a key names one expert ({@code layers.L.mlp.experts.E.}, under any prefix): a base weight
+     * or a LoRA matrix of the on-disk layout, merged or, under an unusual prefix, passed on per expert.
+     */
+    public static boolean namesAnExpert(String key) {
+        return key.contains(".mlp.experts.") && NAMES_AN_EXPERT.matcher(key).find();
+    }
+
     /** Native grouped {@code gate_and_up_projs}: the mixin's test. */
     public static boolean isGroupedGateUp(String fqn) {
         return fqn.contains(".mlp.experts.gate_and_up_projs") && fqn.endsWith(".gate_and_up_projs");

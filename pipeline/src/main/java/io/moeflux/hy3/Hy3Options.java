@@ -14,9 +14,13 @@ import java.util.regex.Pattern;
  * @param lossyLora       from-hf: convert expert LoRA adapters exactly as the reference does, also where it
  *                        drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups
  *                        are torn, per-expert LoRA overridden by the fused form); by default those are refused
+ * @param allowNoExperts  convert a checkpoint in which no tensor is an expert tensor of the input's layout;
+ *                        by default that is refused, since it is usually the other layout, which either
+ *                        direction would pass through unchanged while reporting success
  */
-public record Hy3Options(DType targetDtype, int epSize, int epRank, Optional<Pattern> excludeKeyRegex, boolean lossyLora) {
-    public static final Hy3Options DEFAULTS = new Hy3Options(DType.BF16, 1, 0, Optional.empty(), false);
+public record Hy3Options(DType targetDtype, int epSize, int epRank, Optional<Pattern> excludeKeyRegex, boolean lossyLora,
+                         boolean allowNoExperts) {
+    public static final Hy3Options DEFAULTS = new Hy3Options(DType.BF16, 1, 0, Optional.empty(), false, false);
 
     public Hy3Options {
         if (targetDtype != DType.BF16 && targetDtype != DType.F16 && targetDtype != DType.F32) {
@@ -28,19 +32,23 @@ public record Hy3Options(DType targetDtype, int epSize, int epRank, Optional<Pat
     }
 
     public Hy3Options withTargetDtype(DType d) {
-        return new Hy3Options(d, epSize, epRank, excludeKeyRegex, lossyLora);
+        return new Hy3Options(d, epSize, epRank, excludeKeyRegex, lossyLora, allowNoExperts);
     }
 
     public Hy3Options withExpertParallel(int size, int rank) {
-        return new Hy3Options(targetDtype, size, rank, excludeKeyRegex, lossyLora);
+        return new Hy3Options(targetDtype, size, rank, excludeKeyRegex, lossyLora, allowNoExperts);
     }
 
     public Hy3Options withExcludeKeyRegex(String regex) {
-        return new Hy3Options(targetDtype, epSize, epRank, Optional.of(Pattern.compile(regex)), lossyLora);
+        return new Hy3Options(targetDtype, epSize, epRank, Optional.of(Pattern.compile(regex)), lossyLora, allowNoExperts);
     }
 
     public Hy3Options withLossyLora(boolean lossy) {
-        return new Hy3Options(targetDtype, epSize, epRank, excludeKeyRegex, lossy);
+        return new Hy3Options(targetDtype, epSize, epRank, excludeKeyRegex, lossy, allowNoExperts);
+    }
+
+    public Hy3Options withAllowNoExperts(boolean allow) {
+        return new Hy3Options(targetDtype, epSize, epRank, excludeKeyRegex, lossyLora, allow);
     }
 
     /**

@@ -17,8 +17,8 @@ public final class ModelConfigJson {
 
     /**
      * The config's {@code num_hidden_layers} (80 when absent, as the reference adapter assumes),
-     * {@code num_experts}, {@code moe_intermediate_size} and {@code hidden_size}; fields that are absent
-     * take Hy3-preview's values.
+     * {@code num_experts}, {@code moe_intermediate_size} and {@code hidden_size}; the first three take
+     * Hy3-preview's values when absent, and an absent {@code hidden_size} is 0: not checked.
      */
     public static Hy3Config parse(byte[] configJson, String where) {
         JsonNode root;
@@ -35,7 +35,7 @@ public final class ModelConfigJson {
                 intField(root, "num_hidden_layers", d.numHiddenLayers(), where),
                 intField(root, "num_experts", d.numExperts(), where),
                 intField(root, "moe_intermediate_size", d.moeIntermediateSize(), where),
-                intField(root, "hidden_size", d.hiddenSize(), where));
+                intField(root, "hidden_size", 0, where));
     }
 
     /** {@code folder/config.json} when present. */

@@ -8,6 +8,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
@@ -45,29 +46,53 @@ public final class SafetensorsSource {
             Path index = path.resolve(ShardIndex.FILE_NAME);
             if (Files.isRegularFile(index)) {
                 ShardIndex.read(index).checkAgainst(shards, index);
+                refuseUnindexed(path, files, index);
             }
         }
         Optional<byte[]> config = ModelConfigJson.readBytes(path);
         List<TensorInfo> infos = shards.stream().flatMap(s -> s.header().entries().stream()).map(SafetensorsFormat.Entry::info).toList();
+        if (infos.isEmpty()) {
+            // Converting it would commit an empty checkpoint and report success.
+            throw new InvalidCheckpointException(path + ": holds no tensors");
+        }
         return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), config));
     }
 
     /** The shards of a folder: those its index names, else every {@code *.safetensors} in name order. */
     private static List<Path> shardFiles(Path folder) throws IOException {
         Path index = folder.resolve(ShardIndex.FILE_NAME);
+        if (Files.exists(index, LinkOption.NOFOLLOW_LINKS) && !Files.isRegularFile(index)) {
+            throw new InvalidCheckpointException(index + ": not a file");
+        }
         if (Files.isRegularFile(index)) {
             return ShardIndex.read(index).shardFiles().stream().map(folder::resolve).toList();
         }
-        List<Path> files;
-        try (Stream<Path> s = Files.list(folder)) {
-            files = s.filter(p -> p.getFileName().toString().endsWith(".safetensors") && Files.isRegularFile(p))
-                    .sorted()
-                    .toList();
-        }
+        List<Path> files = safetensorsFiles(folder);
         if (files.isEmpty()) {
             throw new InvalidCheckpointException(folder + ": no *.safetensors files");
         }
         return files;
+    }
+
+    private static List<Path> safetensorsFiles(Path folder) throws IOException {
+        try (Stream<Path> s = Files.list(folder)) {
+            return s.filter(p -> p.getFileName().toString().endsWith(".safetensors") && Files.isRegularFile(p))
+                    .sorted()
+                    .toList();
+        }
+    }
+
+    /**
+     * A {@code *.safetensors} file beside an index that does not name it is refused rather than left
+     * out: it is a shard the index lost or a file that does not belong, and either way the result would
+     * silently differ from what the folder holds.
+     */
+    private static void refuseUnindexed(Path folder, List<Path> indexed, Path index) throws IOException {
+        for (Path f : safetensorsFiles(folder)) {
+            if (!indexed.contains(f)) {
+                throw new InvalidCheckpointException(f + ": a shard that " + index.getFileName() + " does not name");
+            }
+        }
     }
 
     /** A shard whose header has been validated against its size. */

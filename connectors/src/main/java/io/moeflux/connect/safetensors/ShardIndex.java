@@ -48,8 +48,14 @@ record ShardIndex(Map<String, String> weightMap, long totalSize) {
             }
             map.put(f.getKey(), shard);
         });
-        long total = root.path("metadata").path("total_size").asLong(-1);
-        return new ShardIndex(map, total);
+        if (map.isEmpty()) {
+            throw new InvalidCheckpointException(file + ": the weight_map names no tensors");
+        }
+        JsonNode total = root.path("metadata").path("total_size");
+        if (!total.isMissingNode() && !(total.canConvertToExactIntegral() && total.asLong(-1) >= 0)) {
+            throw new InvalidCheckpointException(file + ": metadata.total_size is not a byte count: " + total);
+        }
+        return new ShardIndex(map, total.isMissingNode() ? -1 : total.asLong());
     }
 
     /** Shard file names in order of first appearance. */

@@ -38,10 +38,12 @@ class KafkaScaleOutTest {
                 group);
     }
 
+    /** Planned on the whole checkpoint; each member converts only its partitions' layers, some without experts. */
     static final KafkaGroupConversion.Planner FROM_HF = d -> {
-        Hy3Adapter adapter = new Hy3Adapter(ModelConfigJson.parse(d.configJson().orElseThrow(), "manifest"),
-                Hy3Options.DEFAULTS);
-        return new KafkaGroupConversion.Plan(d.withTensors(adapter.planFromHf(d.tensors().orElseThrow())), adapter::fromHf);
+        var facts = ModelConfigJson.parse(d.configJson().orElseThrow(), "manifest");
+        Hy3Adapter whole = new Hy3Adapter(facts, Hy3Options.DEFAULTS);
+        Hy3Adapter part = new Hy3Adapter(facts, Hy3Options.DEFAULTS.withAllowNoExperts(true));
+        return new KafkaGroupConversion.Plan(d.withTensors(whole.planFromHf(d.tensors().orElseThrow())), part::fromHf);
     };
 
     @Test
