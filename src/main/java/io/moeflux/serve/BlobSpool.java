@@ -1,5 +1,6 @@
 package io.moeflux.serve;
 
+import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.safetensors.FileWrites;
 import io.moeflux.connect.safetensors.Placement;
@@ -196,6 +197,8 @@ final class BlobSpool implements AutoCloseable {
         private int nextToStage;
         /** The entry the next data byte belongs to. */
         private int writeEntry;
+        /** This blob's share of the header budget, from its length prefix to its end. */
+        private Releasable headerHold = Releasable.NONE;
 
         Blob(int index, long bodyOffset) {
             this.where = "blob " + index + " (at body byte " + bodyOffset + ")";
@@ -248,13 +251,17 @@ final class BlobSpool implements AutoCloseable {
             }
         }
 
-        /** Refused before the header is allocated: the length prefix is the first thing a garbage body gets wrong. */
+        /**
+         * Refused before the header is allocated: the length prefix is the first thing a garbage body gets
+         * wrong. The header's length is taken from the budget all uploads share until the blob ends.
+         */
         private long checkedHeaderLength() {
             long n = SafetensorsFormat.headerLength(ByteBuffer.wrap(lengthPrefix.array()), -1, where);
             if (n > settings.maxHeaderBytes()) {
-                throw new InvalidCheckpointException(where + ": header length " + n + " exceeds this service's limit of "
+                throw new HeaderTooLargeException(where + ": header length " + n + " exceeds this service's limit of "
                         + settings.maxHeaderBytes() + " bytes");
             }
+            headerHold = settings.headerBudget().reserve(n, where);
             return n;
         }
 
@@ -424,9 +431,11 @@ final class BlobSpool implements AutoCloseable {
         /** The channel closes once the last byte is on file and no tensor still names a region of it. */
         void finishWriting() {
             channelHandle.release();
+            headerHold.release();
         }
 
         void abandon() {
+            headerHold.release();
             if (channelHandle != null) {
                 channelHandle.release();
             }
@@ -481,8 +490,10 @@ final class BlobSpool implements AutoCloseable {
      *                         their slab's other weights and for the slab's write ({@link SlabWriter})
      * @param slabWorkers      where expert slabs are transposed and written; its threads bound how many
      *                         are written at once across uploads
+     * @param headerBudget     what the headers of all running uploads may take together
      */
-    record Settings(Path spoolDir, long maxHeaderBytes, boolean singleBlob, long slabStagingBytes, Executor slabWorkers) {}
+    record Settings(Path spoolDir, long maxHeaderBytes, boolean singleBlob, long slabStagingBytes, Executor slabWorkers,
+                    HeaderBudget headerBudget) {}
 
     /** A read-only mapping shared by the tensors sliced from it; unmapped when the last one is released. */
     private static final class Region {

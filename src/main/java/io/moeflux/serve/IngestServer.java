@@ -2,6 +2,7 @@ package io.moeflux.serve;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.connect.InsufficientSpaceException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
@@ -82,11 +83,14 @@ public final class IngestServer implements AutoCloseable {
     private final ExecutorService bodyThreads = Executors.newCachedThreadPool(
             Thread.ofPlatform().name("moeflux-body-", 0).daemon().factory());
     private final Scheduler bodyReader = bodyReader(bodyThreads);
+    /** Two headers of the largest size accepted: a third upload that sends one meanwhile gets 503. */
+    private final HeaderBudget headerBudget;
 
     // maxChunkSize is deprecated because Netty 5 stops splitting bodies; Netty 4 still splits at 8 KiB without it.
     @SuppressWarnings("deprecation")
     private IngestServer(IngestOptions options) {
         this.options = options;
+        this.headerBudget = new HeaderBudget(2 * options.maxHeaderBytes());
         this.expectedAuthorization = options.token().map(t -> ("Bearer " + t).getBytes(StandardCharsets.UTF_8));
         try {
             Files.createDirectories(options.spoolDir());
@@ -194,7 +198,7 @@ public final class IngestServer implements AutoCloseable {
                     : BlobSpool.Placements.NONE;
         };
         var settings = new BlobSpool.Settings(options.spoolDir(), options.maxHeaderBytes(), config.singleBlob(),
-                options.slabStagingBytes(), task -> slabWorkers.schedule(task));
+                options.slabStagingBytes(), task -> slabWorkers.schedule(task), headerBudget);
         Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, settings, onFirstHeader, status));
         Mono<CommitSummary> commit = config.singleBlob()
                 ? converted.switchOnFirst((first, events) -> opened.get() != null
@@ -220,6 +224,9 @@ public final class IngestServer implements AutoCloseable {
                     }
                     HttpResponseStatus code = statusFor(e);
                     status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
+                    if (code == HttpResponseStatus.SERVICE_UNAVAILABLE) {
+                        res.header(HttpHeaderNames.RETRY_AFTER, "1");
+                    }
                     return reply(res, code, status.toJson());
                 })
                 .doOnCancel(() -> {
@@ -306,6 +313,12 @@ public final class IngestServer implements AutoCloseable {
             if (c instanceof InsufficientSpaceException) {
                 return HttpResponseStatus.INSUFFICIENT_STORAGE;
             }
+        }
+        if (e instanceof HeaderTooLargeException) {
+            return HttpResponseStatus.REQUEST_ENTITY_TOO_LARGE;
+        }
+        if (e instanceof ServiceBusyException) {
+            return HttpResponseStatus.SERVICE_UNAVAILABLE;
         }
         if (e instanceof InvalidCheckpointException) {
             return HttpResponseStatus.BAD_REQUEST;

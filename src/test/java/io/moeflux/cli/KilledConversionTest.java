@@ -9,13 +9,9 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -57,17 +53,6 @@ class KilledConversionTest {
         assertThat(Cli.run("from-hf", older, expectedOlder, "--no-sync").exitCode()).isZero();
     }
 
-    static Process start(Path log, Object... args) throws IOException {
-        List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElseThrow(),
-                "@" + Path.of("jvm.options").toAbsolutePath(), "--enable-native-access=ALL-UNNAMED",
-                "-cp", System.getProperty("java.class.path"), Main.class.getName()));
-        for (Object a : args) {
-            command.add(a.toString());
-        }
-        return new ProcessBuilder(command).redirectOutput(ProcessBuilder.Redirect.DISCARD)
-                .redirectError(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
-    }
-
     static void killAfter(Process p, long millis) throws InterruptedException {
         if (millis == Long.MAX_VALUE) {
             assertThat(p.waitFor(120, TimeUnit.SECONDS)).isTrue();
@@ -103,7 +88,7 @@ class KilledConversionTest {
         for (long millis : KILL_AFTER_MILLIS) {
             Path parent = Files.createDirectories(tmp.resolve("fresh-" + millis));
             Path out = parent.resolve("native");
-            Process p = start(tmp.resolve("fresh.log"), "from-hf", input, out);
+            Process p = ChildMoeflux.start(tmp.resolve("fresh.log"), "from-hf", input, out);
             killAfter(p, millis);
             if (Files.exists(out)) {
                 assertThat(matches(expected, out)).as("killed after %d ms", millis).isTrue();
@@ -124,7 +109,7 @@ class KilledConversionTest {
             Path parent = Files.createDirectories(tmp.resolve("forced-" + millis));
             Path out = parent.resolve("native");
             assertThat(Cli.run("copy", expectedOlder, out, "--no-sync").exitCode()).isZero();
-            Process p = start(tmp.resolve("forced.log"), "from-hf", input, out, "--force");
+            Process p = ChildMoeflux.start(tmp.resolve("forced.log"), "from-hf", input, out, "--force");
             killAfter(p, millis);
             assertThat(out).as("killed after %d ms", millis).exists();
             if (matches(expected, out)) {
@@ -151,9 +136,9 @@ class KilledConversionTest {
         for (long millis : KILL_AFTER_MILLIS) {
             Path sink = Files.createDirectories(tmp.resolve("sink-" + millis));
             Path log = tmp.resolve("serve-" + millis + ".log");
-            Process serve = start(log, "serve", "--port", "0", "--sink", sink, "--direction", "from-hf",
+            Process serve = ChildMoeflux.start(log, "serve", "--port", "0", "--sink", sink, "--direction", "from-hf",
                     "--config", input.resolve("config.json"));
-            URI base = awaitListening(serve, log);
+            URI base = ChildMoeflux.awaitListening(serve, log);
             HttpRequest.BodyPublisher[] parts = shards.stream().map(KilledConversionTest::ofFile)
                     .toArray(HttpRequest.BodyPublisher[]::new);
             CompletableFuture<HttpResponse<String>> upload = client.sendAsync(
@@ -184,19 +169,5 @@ class KilledConversionTest {
         } catch (IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
-    }
-
-    private static URI awaitListening(Process serve, Path log) throws Exception {
-        Pattern listening = Pattern.compile("listening on (\\S+)");
-        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
-        while (System.nanoTime() < deadline) {
-            Matcher m = listening.matcher(Files.exists(log) ? Files.readString(log) : "");
-            if (m.find()) {
-                return URI.create(m.group(1));
-            }
-            assertThat(serve.isAlive()).as(Files.exists(log) ? Files.readString(log) : "serve exited").isTrue();
-            Thread.sleep(20);
-        }
-        throw new AssertionError("serve did not start: " + Files.readString(log));
     }
 }

@@ -43,7 +43,7 @@ class BlobSpoolTest {
     private final UploadStatus status = new UploadStatus("test", new IngestMetrics());
 
     private BlobSpool.Settings settings(boolean singleBlob) {
-        return new BlobSpool.Settings(spool, 1 << 20, singleBlob, 64L << 20, Runnable::run);
+        return new BlobSpool.Settings(spool, 1 << 20, singleBlob, 64L << 20, Runnable::run, new HeaderBudget(2 << 20));
     }
 
     private Flux<TensorEvent> decode(Flux<ByteBuf> body) {

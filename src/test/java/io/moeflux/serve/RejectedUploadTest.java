@@ -162,7 +162,7 @@ class RejectedUploadTest {
 
         HttpResponse<String> r = upload("big", prefix);
 
-        assertThat(r.statusCode()).isEqualTo(400);
+        assertThat(r.statusCode()).isEqualTo(413);
         assertThat(json(r).get("error").asText()).contains("header length 50000000 exceeds this service's limit of 1024");
         assertNothingWritten();
     }

@@ -2,24 +2,31 @@ package io.moeflux.connect.safetensors;
 
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.json.JsonMapper;
+import com.fasterxml.jackson.databind.node.NullNode;
+import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.TensorInfo;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
+import java.nio.CharBuffer;
 import java.nio.ByteOrder;
-import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CoderResult;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Comparator;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 
 /**
@@ -38,6 +45,13 @@ public final class SafetensorsFormat {
 
     /** The reference implementation refuses larger headers; so do we, before allocating them. */
     public static final long MAX_HEADER_SIZE = 100_000_000;
+
+    /**
+     * The most tensors one header may list. Every tensor costs a few hundred bytes of heap while a
+     * checkpoint is planned and converted, and a header within {@link #MAX_HEADER_SIZE} can list 1.6
+     * million empty ones, more than a 512 MB heap holds; a whole Hy3-preview checkpoint has 47,138.
+     */
+    public static final int MAX_TENSORS = 500_000;
 
     /** The writer's order: descending dtype (enum order of the Rust crate), then name. */
     public static final Comparator<TensorInfo> FILE_ORDER =
@@ -80,8 +94,9 @@ public final class SafetensorsFormat {
         }
         long n = first8.duplicate().order(ByteOrder.LITTLE_ENDIAN).getLong();
         if (n < 0 || n > MAX_HEADER_SIZE) {
-            throw new InvalidCheckpointException(where + ": header length " + Long.toUnsignedString(n)
-                    + " exceeds the 100 MB limit");
+            // Most often the first 8 bytes of something else (text, another format): bad input, not a large header.
+            throw new InvalidCheckpointException(where + ": not a safetensors file, or one whose header is beyond the format's"
+                    + " 100 MB limit: its first 8 bytes give a header length of " + Long.toUnsignedString(n));
         }
         if (n < 2) {
             throw new InvalidCheckpointException(where + ": header length " + n + " cannot hold a JSON object");
@@ -98,48 +113,38 @@ public final class SafetensorsFormat {
      * there; with -1 (a stream whose length is not known yet) the caller checks that itself.
      */
     public static Header parseHeader(byte[] json, long totalSize, String where) {
-        String text;
-        try {
-            text = StandardCharsets.UTF_8.newDecoder()
-                    .onMalformedInput(CodingErrorAction.REPORT)
-                    .onUnmappableCharacter(CodingErrorAction.REPORT)
-                    .decode(ByteBuffer.wrap(json))
-                    .toString();
-        } catch (CharacterCodingException e) {
-            throw new InvalidCheckpointException(where + ": header is not valid UTF-8");
-        }
-        if (!text.startsWith("{")) {
+        requireUtf8(json, where);
+        if (json.length == 0 || json[0] != '{') {
             throw new InvalidCheckpointException(where + ": header does not start with '{'");
-        }
-        JsonNode root;
-        try {
-            root = JSON.readTree(text);
-        } catch (JsonProcessingException e) {
-            throw new InvalidCheckpointException(where + ": header is not valid JSON: " + e.getOriginalMessage());
-        }
-        if (root == null || !root.isObject()) {
-            throw new InvalidCheckpointException(where + ": header is not a JSON object");
         }
         Map<String, String> metadata = new LinkedHashMap<>();
         List<Entry> entries = new ArrayList<>();
-        for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
-            Map.Entry<String, JsonNode> field = it.next();
-            String name = field.getKey();
-            JsonNode v = field.getValue();
-            if (name.equals("__metadata__")) {
-                if (!v.isObject()) {
-                    throw new InvalidCheckpointException(where + ": __metadata__ is not an object");
-                }
-                v.fields().forEachRemaining(m -> {
-                    if (!m.getValue().isTextual()) {
-                        throw new InvalidCheckpointException(where + ": __metadata__ value of \"" + m.getKey()
-                                + "\" is not a string");
-                    }
-                    metadata.put(m.getKey(), m.getValue().asText());
-                });
-                continue;
+        // Streamed entry by entry: a tree of the whole header would cost tens of times its size in heap.
+        try (JsonParser p = JSON.createParser(json)) {
+            if (p.nextToken() != JsonToken.START_OBJECT) {
+                throw new InvalidCheckpointException(where + ": header is not a JSON object");
             }
-            entries.add(entry(name, v, where));
+            while (p.nextToken() == JsonToken.FIELD_NAME) {
+                String name = p.currentName();
+                p.nextToken();
+                JsonNode v = p.readValueAsTree();
+                if (v == null) {
+                    v = NullNode.getInstance();
+                }
+                if (name.equals("__metadata__")) {
+                    readMetadata(v, metadata, where);
+                    continue;
+                }
+                if (entries.size() == MAX_TENSORS) {
+                    throw new HeaderTooLargeException(where + ": header lists more than " + String.format(Locale.ROOT, "%,d", MAX_TENSORS)
+                            + " tensors, the most one header may");
+                }
+                entries.add(entry(name, v, where));
+            }
+        } catch (JsonProcessingException e) {
+            throw new InvalidCheckpointException(where + ": header is not valid JSON: " + problem(e));
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading a header from memory", e);
         }
         entries.sort(Comparator.comparingLong(Entry::begin).thenComparingLong(Entry::end));
         long pos = 0;
@@ -156,6 +161,48 @@ public final class SafetensorsFormat {
                     + totalSize + " bytes" + (dataStart + pos < totalSize ? " (trailing bytes)" : " (truncated)"));
         }
         return new Header(List.copyOf(entries), dataStart, pos, Map.copyOf(metadata));
+    }
+
+    private static void readMetadata(JsonNode v, Map<String, String> metadata, String where) {
+        if (!v.isObject()) {
+            throw new InvalidCheckpointException(where + ": __metadata__ is not an object");
+        }
+        v.fields().forEachRemaining(m -> {
+            if (!m.getValue().isTextual()) {
+                throw new InvalidCheckpointException(where + ": __metadata__ value of \"" + m.getKey() + "\" is not a string");
+            }
+            metadata.put(m.getKey(), m.getValue().asText());
+        });
+    }
+
+    /** Valid UTF-8 throughout, checked a buffer at a time rather than by decoding the header into one string. */
+    private static void requireUtf8(byte[] json, String where) {
+        CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(CodingErrorAction.REPORT)
+                .onUnmappableCharacter(CodingErrorAction.REPORT);
+        ByteBuffer in = ByteBuffer.wrap(json);
+        CharBuffer out = CharBuffer.allocate(8192);
+        CoderResult r;
+        do {
+            out.clear();
+            r = decoder.decode(in, out, true);
+            if (r.isError()) {
+                throw new InvalidCheckpointException(where + ": header is not valid UTF-8");
+            }
+        } while (r.isOverflow());
+        out.clear();
+        if (decoder.flush(out).isError()) {
+            throw new InvalidCheckpointException(where + ": header is not valid UTF-8");
+        }
+    }
+
+    /** What the JSON parser found wrong, without its advice on parser settings. */
+    static String problem(JsonProcessingException e) {
+        String m = String.valueOf(e.getOriginalMessage());
+        int advice = m.indexOf(": enable ");
+        return (advice > 0 ? m.substring(0, advice) : m.lines().findFirst().orElse(m))
+                + (e.getLocation() != null && e.getLocation().getByteOffset() >= 0
+                        ? " (at header byte " + e.getLocation().getByteOffset() + ")" : "");
     }
 
     private static Entry entry(String name, JsonNode v, String where) {
