@@ -1,6 +1,7 @@
 package io.moeflux.cli;
 
 import io.moeflux.tensor.DType;
+import java.time.Duration;
 import java.util.Locale;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -47,6 +48,28 @@ final class Converters {
         @Override
         public Long convert(String value) {
             return value.trim().equals("0") ? 0L : new ByteSize().convert(value);
+        }
+    }
+
+    private static final Pattern DURATION = Pattern.compile("(\\d+)\\s*(ms|s|m|h)?", Pattern.CASE_INSENSITIVE);
+
+    /** A positive duration: {@code 500ms}, {@code 30s}, {@code 2m}, {@code 1h}, or plain seconds. */
+    static final class Timeout implements ITypeConverter<Duration> {
+        @Override
+        public Duration convert(String value) {
+            Matcher m = DURATION.matcher(value.trim());
+            long n = m.matches() && m.group(1).length() <= 9 ? Long.parseLong(m.group(1)) : 0;
+            if (n <= 0) {
+                throw new TypeConversionException("invalid duration \"" + value + "\": expected a positive number of seconds,"
+                        + " or one with a unit such as 500ms, 30s, 2m or 1h");
+            }
+            String unit = m.group(2) == null ? "s" : m.group(2).toLowerCase(Locale.ROOT);
+            return switch (unit) {
+                case "ms" -> Duration.ofMillis(n);
+                case "m" -> Duration.ofMinutes(n);
+                case "h" -> Duration.ofHours(n);
+                default -> Duration.ofSeconds(n);
+            };
         }
     }
 

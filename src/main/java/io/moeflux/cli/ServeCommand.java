@@ -17,6 +17,7 @@ import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Optional;
 import java.util.concurrent.Callable;
 import java.util.regex.Pattern;
@@ -91,6 +92,17 @@ final class ServeCommand implements Callable<Integer> {
                     + "grouped tensors (one that does not fit spools its tensor); 0 spools all (default ${DEFAULT-VALUE} bytes).")
     long slabMemory;
 
+    @Option(names = "--header-timeout", paramLabel = "TIME", defaultValue = "30s", converter = Converters.Timeout.class,
+            description = "Close a connection whose request headers are not complete after TIME, also between requests "
+                    + "(default ${DEFAULT-VALUE}).")
+    Duration headerTimeout;
+
+    @Option(names = "--body-idle-timeout", paramLabel = "TIME", defaultValue = "60s", converter = Converters.Timeout.class,
+            description = "End an upload whose body sends nothing for TIME: nothing is committed and its id is free again "
+                    + "(default ${DEFAULT-VALUE}). Keep it above the longest disk stall expected, as the service stops "
+                    + "reading while its disk is behind.")
+    Duration bodyIdleTimeout;
+
     @Option(names = "--no-sync", description = "Answer an upload's 200 without waiting for its checkpoint to reach the "
             + "disk: for scratch services only, as a crash or power loss soon after can lose or tear a checkpoint "
             + "reported committed.")
@@ -126,7 +138,8 @@ final class ServeCommand implements Callable<Integer> {
         IngestOptions options = IngestOptions.defaults(port, direction, sinks, spoolDir != null ? spoolDir : defaultSpool)
                 .withBindHost(bind)
                 .withMaxHeaderBytes(maxHeaderBytes)
-                .withSlabStagingBytes(slabMemory);
+                .withSlabStagingBytes(slabMemory)
+                .withTimeouts(headerTimeout, bodyIdleTimeout);
         if (config != null) {
             options = options.withConfigJson(Files.readAllBytes(config));
         }

@@ -3,6 +3,7 @@ package io.moeflux.serve;
 import io.moeflux.connect.safetensors.SafetensorsFormat;
 import io.moeflux.hy3.Hy3Options;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Objects;
 import java.util.Optional;
 
@@ -35,6 +36,12 @@ import java.util.Optional;
  *                       stage each expert's slab of a grouped tensor here until it is whole and written;
  *                       a grouped tensor whose slab does not fit is spooled whole instead. The default
  *                       holds five Hy3 weights of 12.6 MB, or two 25 MB gate_and_up slabs; 0 spools them all
+ * @param headerTimeout  how long a connection may wait for a request's HTTP headers to be complete (between
+ *                       requests too): a client that opens connections and sends nothing, or half a request,
+ *                       is cut off after it
+ * @param bodyIdleTimeout how long an upload's body may go without a byte arriving; the upload then ends as
+ *                       aborted and its id is free again. The service also stops reading while its disk is
+ *                       behind (backpressure), so keep it well above the longest write stall expected
  */
 public record IngestOptions(
         String bindHost,
@@ -46,11 +53,15 @@ public record IngestOptions(
         Hy3Options hy3Options,
         Optional<String> token,
         long maxHeaderBytes,
-        long slabStagingBytes) {
+        long slabStagingBytes,
+        Duration headerTimeout,
+        Duration bodyIdleTimeout) {
     /** Enough for the header of a whole Hy3-preview checkpoint in one file. */
     public static final long DEFAULT_MAX_HEADER_BYTES = 16L << 20;
     /** Five weights of one Hy3 expert (12.6 MB each): one expert's slabs are written while the next one's arrive. */
     public static final long DEFAULT_SLAB_STAGING_BYTES = 64L << 20;
+    public static final Duration DEFAULT_HEADER_TIMEOUT = Duration.ofSeconds(30);
+    public static final Duration DEFAULT_BODY_IDLE_TIMEOUT = Duration.ofSeconds(60);
 
     public IngestOptions {
         Objects.requireNonNull(bindHost, "bindHost");
@@ -69,6 +80,9 @@ public record IngestOptions(
         if (slabStagingBytes < 0) {
             throw new IllegalArgumentException("slab staging bytes must not be negative, got " + slabStagingBytes);
         }
+        if (!headerTimeout.isPositive() || !bodyIdleTimeout.isPositive()) {
+            throw new IllegalArgumentException("timeouts must be positive, got " + headerTimeout + " and " + bodyIdleTimeout);
+        }
         if (token.isPresent() && token.get().isEmpty()) {
             throw new IllegalArgumentException("the token is empty");
         }
@@ -77,31 +91,43 @@ public record IngestOptions(
     /** Loopback, no token, no model config, default options: add what the deployment needs with the withers. */
     public static IngestOptions defaults(int port, Direction direction, CheckpointSinks sinks, Path spoolDir) {
         return new IngestOptions("127.0.0.1", port, direction, sinks, spoolDir, Optional.empty(), Hy3Options.DEFAULTS,
-                Optional.empty(), DEFAULT_MAX_HEADER_BYTES, DEFAULT_SLAB_STAGING_BYTES);
+                Optional.empty(), DEFAULT_MAX_HEADER_BYTES, DEFAULT_SLAB_STAGING_BYTES, DEFAULT_HEADER_TIMEOUT,
+                DEFAULT_BODY_IDLE_TIMEOUT);
     }
 
     public IngestOptions withBindHost(String host) {
-        return new IngestOptions(host, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes, slabStagingBytes);
+        return new IngestOptions(host, port, direction, sinks, spoolDir, configJson, hy3Options, token,
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withConfigJson(byte[] json) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, Optional.of(json), hy3Options, token, maxHeaderBytes, slabStagingBytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, Optional.of(json), hy3Options, token,
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withHy3Options(Hy3Options options) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, options, token, maxHeaderBytes, slabStagingBytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, options, token,
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withToken(String t) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, Optional.of(t), maxHeaderBytes, slabStagingBytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, Optional.of(t),
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withMaxHeaderBytes(long max) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, max, slabStagingBytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token,
+                max, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withSlabStagingBytes(long bytes) {
-        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes, bytes);
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token,
+                maxHeaderBytes, bytes, headerTimeout, bodyIdleTimeout);
+    }
+
+    public IngestOptions withTimeouts(Duration header, Duration bodyIdle) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes,
+                slabStagingBytes, header, bodyIdle);
     }
 
     @Override

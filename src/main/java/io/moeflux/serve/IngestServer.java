@@ -101,6 +101,10 @@ public final class IngestServer implements AutoCloseable {
                 .host(options.bindHost())
                 .port(options.port())
                 .httpRequestDecoder(spec -> spec.maxHeaderSize(MAX_HTTP_HEADER_BYTES).maxChunkSize(MAX_READ_BYTES))
+                // A connection waiting for (the rest of) a request's headers, or whose upload body stops, is closed;
+                // the upload then ends as aborted and its id is free for the retry.
+                .idleTimeout(options.headerTimeout())
+                .readTimeout(options.bodyIdleTimeout())
                 .childOption(ChannelOption.RECVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 64 << 10, MAX_READ_BYTES))
                 .route(routes -> routes
                         .put(UPLOAD_PATH, authorized(this::upload))

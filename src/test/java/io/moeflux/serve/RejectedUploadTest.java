@@ -19,6 +19,7 @@ import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Arrays;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -291,6 +292,44 @@ class RejectedUploadTest {
         assertThat(json(r).get("error").asText()).contains("model.safetensors: no room for its").contains("bytes free");
         assertThat(json(r).get("state").asText()).isEqualTo("failed");
         assertNothingWritten();
+    }
+
+    @Test
+    void aConnectionThatNeverCompletesItsRequestHeadersIsClosedAfterTheHeaderTimeout() throws Exception {
+        start(options(Direction.NONE, sinkDir).withTimeouts(Duration.ofMillis(300), Duration.ofSeconds(30)));
+        try (Socket socket = new Socket("127.0.0.1", server.port())) {
+            socket.setSoTimeout(10_000);
+            socket.getOutputStream().write("PUT /v1/checkpoints/slow HTTP/1.1\r\nHost: localhost\r\n"
+                    .getBytes(StandardCharsets.US_ASCII));
+            long start = System.nanoTime();
+
+            assertThat(socket.getInputStream().read()).as("the server closed the connection").isEqualTo(-1);
+            assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(5));
+        }
+        assertNothingWritten();
+    }
+
+    @Test
+    void anUploadWhoseBodyStopsIsAbortedAfterTheIdleTimeoutAndItsIdCanBeSentAgain() throws Exception {
+        start(options(Direction.TO_HF, sinkDir).withTimeouts(Duration.ofSeconds(30), Duration.ofMillis(300)));
+        byte[] whole = nativeBytes();
+        try (Socket socket = new Socket("127.0.0.1", server.port())) {
+            OutputStream out = socket.getOutputStream();
+            byte[] half = Arrays.copyOf(whole, whole.length / 2);
+            out.write(("PUT /v1/checkpoints/stalled?" + MODEL_QUERY + " HTTP/1.1\r\nHost: localhost\r\n"
+                    + "Transfer-Encoding: chunked\r\n\r\n" + Integer.toHexString(half.length) + "\r\n")
+                    .getBytes(StandardCharsets.US_ASCII));
+            out.write(half);
+            out.write("\r\n".getBytes(StandardCharsets.US_ASCII));
+            out.flush();
+
+            // The client stalls and keeps its connection open: the service gives up on it, not the other way round.
+            assertThat(TestServers.awaitEnd(server, "stalled").get("state").asText()).isEqualTo("aborted");
+            assertNothingWritten();
+
+            HttpResponse<String> again = upload("stalled", whole);
+            assertThat(again.statusCode()).as(again.body()).isEqualTo(200);
+        }
     }
 
     private void abortAfter(String id, byte[] bytes) throws Exception {
