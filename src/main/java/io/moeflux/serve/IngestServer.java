@@ -57,8 +57,13 @@ import reactor.netty.http.server.HttpServerResponse;
  * {@code GET /healthz}, {@code GET /metrics} (Prometheus text).
  */
 public final class IngestServer implements AutoCloseable {
-    /** Ids name folders: no separators, no leading dot (so no {@code ..} and no hidden spool names). */
-    private static final Pattern CHECKPOINT_ID = Pattern.compile("[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}");
+    /**
+     * Ids name folders and Kafka checkpoints: no separators; a letter, digit or underscore first (no
+     * {@code ..}, no hidden spool names, nothing a shell takes for an option); then also {@code . : -},
+     * as Kafka checkpoint ids allow.
+     */
+    private static final Pattern CHECKPOINT_ID = Pattern.compile("[A-Za-z0-9_][A-Za-z0-9._:-]{0,199}");
+    private static final Pattern UPLOAD_PATH_PATTERN = Pattern.compile("/v1/checkpoints/[^/]+");
     private static final String UPLOAD_PATH = "/v1/checkpoints/{id}";
     /**
      * Socket reads grow up to this size under load, and body pieces are not split below it: with
@@ -74,7 +79,7 @@ public final class IngestServer implements AutoCloseable {
     private final IngestOptions options;
     private final IngestMetrics metrics = new IngestMetrics();
     private final Map<String, UploadStatus> uploads = new ConcurrentHashMap<>();
-    private final Optional<byte[]> expectedAuthorization;
+    private final Optional<byte[]> expectedToken;
     private final DisposableServer server;
     /** One thread per core: transposing slabs is CPU work, and each thread keeps its kernel's scratch. */
     private final Scheduler slabWorkers = Schedulers.newBoundedElastic(
@@ -91,7 +96,7 @@ public final class IngestServer implements AutoCloseable {
     private IngestServer(IngestOptions options) {
         this.options = options;
         this.headerBudget = new HeaderBudget(2 * options.maxHeaderBytes());
-        this.expectedAuthorization = options.token().map(t -> ("Bearer " + t).getBytes(StandardCharsets.UTF_8));
+        this.expectedToken = options.token().map(t -> t.getBytes(StandardCharsets.UTF_8));
         try {
             Files.createDirectories(options.spoolDir());
         } catch (IOException e) {
@@ -110,7 +115,10 @@ public final class IngestServer implements AutoCloseable {
                         .put(UPLOAD_PATH, authorized(this::upload))
                         .get(UPLOAD_PATH, authorized(this::status))
                         .get("/healthz", authorized((req, res) -> reply(res, HttpResponseStatus.OK, Map.of("status", "ok"))))
-                        .get("/metrics", authorized(this::metrics)))
+                        .head("/healthz", authorized((req, res) -> res.status(HttpResponseStatus.OK)
+                                .header(HttpHeaderNames.CONTENT_LENGTH, "0").send()))
+                        .get("/metrics", authorized(this::metrics))
+                        .route(req -> true, IngestServer::notRouted))
                 .bindNow();
     }
 
@@ -157,9 +165,12 @@ public final class IngestServer implements AutoCloseable {
     private BiFunction<HttpServerRequest, HttpServerResponse, Publisher<Void>> authorized(
             BiFunction<HttpServerRequest, HttpServerResponse, Mono<Void>> handler) {
         return (req, res) -> {
-            if (expectedAuthorization.isPresent()) {
+            if (expectedToken.isPresent()) {
                 String given = req.requestHeaders().get(HttpHeaderNames.AUTHORIZATION, "");
-                if (!MessageDigest.isEqual(expectedAuthorization.get(), given.getBytes(StandardCharsets.UTF_8))) {
+                // The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+                boolean bearer = given.regionMatches(true, 0, "Bearer ", 0, 7);
+                byte[] token = (bearer ? given.substring(7).strip() : "").getBytes(StandardCharsets.UTF_8);
+                if (!MessageDigest.isEqual(expectedToken.get(), token) || !bearer) {
                     res.header(HttpHeaderNames.WWW_AUTHENTICATE, "Bearer");
                     return error(res, HttpResponseStatus.UNAUTHORIZED, "missing or wrong bearer token");
                 }
@@ -171,8 +182,8 @@ public final class IngestServer implements AutoCloseable {
     private Mono<Void> upload(HttpServerRequest req, HttpServerResponse res) {
         String id = req.param("id");
         if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, "invalid checkpoint id: use 1 to 200 of A-Z a-z 0-9 . _ -,"
-                    + " not starting with a dot");
+            return error(res, HttpResponseStatus.BAD_REQUEST, "invalid checkpoint id: use 1 to 200 of A-Z a-z 0-9 . _ : -,"
+                    + " starting with a letter, a digit or _");
         }
         UploadConfig config;
         try {
@@ -216,6 +227,7 @@ public final class IngestServer implements AutoCloseable {
                 .doOnDiscard(TensorEvent.class, TensorEvent::release)
                 .flatMap(summary -> {
                     status.committed(summary);
+                    logEnd(status);
                     return reply(res, HttpResponseStatus.OK, status.toJson());
                 })
                 // The output goes before the status or the response says the upload ended: doFinally runs
@@ -224,10 +236,18 @@ public final class IngestServer implements AutoCloseable {
                     opened.end();
                     if (isClientGone(e)) {
                         status.aborted();
+                        logEnd(status);
                         return Mono.empty();
                     }
                     HttpResponseStatus code = statusFor(e);
+                    if (e instanceof OutputExistsException) {
+                        // Committed before (a folder sink never overwrites): what is on disk stays, and status says so.
+                        status.foundCommitted(committedAlready(id));
+                        logEnd(status);
+                        return error(res, code, committedAlready(id));
+                    }
                     status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
+                    logEnd(status);
                     if (code == HttpResponseStatus.SERVICE_UNAVAILABLE) {
                         res.header(HttpHeaderNames.RETRY_AFTER, "1");
                     }
@@ -236,6 +256,7 @@ public final class IngestServer implements AutoCloseable {
                 .doOnCancel(() -> {
                     opened.end();
                     status.aborted();
+                    logEnd(status);
                 });
     }
 
@@ -288,6 +309,21 @@ public final class IngestServer implements AutoCloseable {
         return sink.write(planned, events);
     }
 
+    private static String committedAlready(String id) {
+        return "checkpoint " + id + " is committed already, and a committed checkpoint is never overwritten";
+    }
+
+    /**
+     * One line on stderr per upload, when it ends: its id, outcome, bytes and time, and why it failed.
+     * Logged once, by whichever end (commit, failure, disconnect, cancel) comes first.
+     */
+    private static void logEnd(UploadStatus status) {
+        status.endLine().ifPresent(line -> {
+            System.err.println("moeflux serve: " + line);
+            System.err.flush();
+        });
+    }
+
     /**
      * A new upload's status, or null while another upload of the same id is running. Statuses of
      * finished uploads are kept for GET until more than {@link #FINISHED_UPLOADS_KEPT} pile up.
@@ -305,6 +341,19 @@ public final class IngestServer implements AutoCloseable {
             return created[0];
         });
         return created[0];
+    }
+
+    /** A known path with a method it does not take is 405 with the methods it does; anything else 404, in JSON. */
+    private static Mono<Void> notRouted(HttpServerRequest req, HttpServerResponse res) {
+        String path = new QueryStringDecoder(req.uri()).path();
+        String allowed = UPLOAD_PATH_PATTERN.matcher(path).matches() ? "GET, PUT"
+                : path.equals("/healthz") ? "GET, HEAD"
+                : path.equals("/metrics") ? "GET" : null;
+        if (allowed == null) {
+            return error(res, HttpResponseStatus.NOT_FOUND, "no endpoint " + path + ": see /v1/checkpoints/{id}, /healthz, /metrics");
+        }
+        res.header(HttpHeaderNames.ALLOW, allowed);
+        return error(res, HttpResponseStatus.METHOD_NOT_ALLOWED, req.method() + " is not allowed on " + path + "; use " + allowed);
     }
 
     private static boolean isClientGone(Throwable e) {

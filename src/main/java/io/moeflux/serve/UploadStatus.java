@@ -4,7 +4,9 @@ import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.Progress;
 import java.time.Duration;
 import java.util.LinkedHashMap;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.atomic.AtomicLong;
 
 /** One upload's state and progress, as {@code GET /v1/checkpoints/{id}} reports it; updated from any thread. */
@@ -28,6 +30,8 @@ final class UploadStatus implements Progress {
     private volatile long endNanos;
     private volatile String error;
     private volatile CommitSummary summary;
+    private boolean endLogged;
+    private volatile String note;
 
     UploadStatus(String id, IngestMetrics metrics) {
         this.id = id;
@@ -75,6 +79,28 @@ final class UploadStatus implements Progress {
         }
     }
 
+    /**
+     * The sink already holds this checkpoint, committed before: it stays, so the checkpoint's state is
+     * committed, and {@code note} says that this upload added nothing to it.
+     */
+    synchronized void foundCommitted(String note) {
+        if (state == State.RECEIVING) {
+            this.note = note;
+            end(State.COMMITTED, "conflict");
+        }
+    }
+
+    /** The line to log for this upload's end, once: empty while it runs and after the first call. */
+    synchronized Optional<String> endLine() {
+        if (state == State.RECEIVING || endLogged) {
+            return Optional.empty();
+        }
+        endLogged = true;
+        return Optional.of(String.format(Locale.ROOT, "upload %s %s: %,d bytes received, %,d written in %.1f s%s", id,
+                state.json(), bytesReceived.get(), bytesWritten.get(), seconds(),
+                error != null ? ": " + error : note != null ? ": " + note : ""));
+    }
+
     synchronized void aborted() {
         if (state == State.RECEIVING) {
             error = "the client went away before the upload completed; nothing was committed";
@@ -83,9 +109,13 @@ final class UploadStatus implements Progress {
     }
 
     private void end(State s) {
+        end(s, s.json());
+    }
+
+    private void end(State s, String outcome) {
         endNanos = System.nanoTime();
         state = s;
-        metrics.uploadEnded(s.json(), Duration.ofNanos(endNanos - startNanos));
+        metrics.uploadEnded(outcome, Duration.ofNanos(endNanos - startNanos));
     }
 
     double seconds() {
@@ -111,6 +141,9 @@ final class UploadStatus implements Progress {
         }
         if (error != null) {
             m.put("error", error);
+        }
+        if (note != null) {
+            m.put("note", note);
         }
         return m;
     }

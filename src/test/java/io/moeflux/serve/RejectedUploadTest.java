@@ -85,7 +85,7 @@ class RejectedUploadTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"..", ".hidden", "a%20b", "..%2F..%2Fetc", "a%2Fb", "%2E%2E"})
+    @ValueSource(strings = {"..", ".hidden", "a%20b", "..%2F..%2Fetc", "a%2Fb", "%2E%2E", "-rf", ":x"})
     void checkpointIdsThatAreNotPlainNamesGet400(String id) throws Exception {
         start(options(Direction.TO_HF, sinkDir));
 

@@ -10,6 +10,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.io.OutputStream;
 import java.net.Socket;
+import java.net.URI;
+import java.net.http.HttpRequest;
 import java.net.http.HttpRequest.BodyPublishers;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
@@ -30,6 +32,55 @@ class ServiceEndpointsTest {
 
             assertThat(r.statusCode()).isEqualTo(200);
             assertThat(json(r).get("status").asText()).isEqualTo("ok");
+        }
+    }
+
+    @Test
+    void healthzAnswersHeadToo() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, sinkDir))) {
+            HttpResponse<Void> r = TestServers.CLIENT.send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/healthz"))
+                    .method("HEAD", HttpRequest.BodyPublishers.noBody()).build(), HttpResponse.BodyHandlers.discarding());
+
+            assertThat(r.statusCode()).isEqualTo(200);
+        }
+    }
+
+    @Test
+    void aKnownPathWithAnotherMethodIs405NamingTheMethodsItTakesAndAnUnknownPathIs404() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, sinkDir))) {
+            HttpResponse<String> post = TestServers.CLIENT.send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/v1/checkpoints/x"))
+                    .POST(HttpRequest.BodyPublishers.noBody()).build(), HttpResponse.BodyHandlers.ofString());
+            HttpResponse<String> delete = TestServers.CLIENT.send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/healthz"))
+                    .DELETE().build(), HttpResponse.BodyHandlers.ofString());
+            HttpResponse<String> unknown = get(server, "/v2/nothing");
+
+            assertThat(post.statusCode()).isEqualTo(405);
+            assertThat(post.headers().firstValue("Allow")).hasValue("GET, PUT");
+            assertThat(json(post).get("error").asText()).contains("POST is not allowed");
+            assertThat(delete.statusCode()).isEqualTo(405);
+            assertThat(delete.headers().firstValue("Allow")).hasValue("GET, HEAD");
+            assertThat(unknown.statusCode()).isEqualTo(404);
+            assertThat(json(unknown).get("error").asText()).contains("no endpoint /v2/nothing");
+        }
+    }
+
+    @Test
+    void theBearerSchemeIsMatchedWhateverItsCase() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, sinkDir).withToken("s3cret"))) {
+            assertThat(get(server, "/healthz", "Authorization", "bearer s3cret").statusCode()).isEqualTo(200);
+            assertThat(get(server, "/healthz", "Authorization", "BEARER s3cret").statusCode()).isEqualTo(200);
+            assertThat(get(server, "/healthz", "Authorization", "Bearer S3CRET").statusCode()).isEqualTo(401);
+            assertThat(get(server, "/healthz", "Authorization", "Basic s3cret").statusCode()).isEqualTo(401);
+        }
+    }
+
+    @Test
+    void idsWithAColonAreAcceptedAsKafkaCheckpointIdsAre() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, sinkDir))) {
+            HttpResponse<String> r = TestServers.put(server, "/v1/checkpoints/run:step-1", BodyPublishers.ofByteArray(Files.readAllBytes(NATIVE_IN)));
+
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            assertThat(sinkDir.resolve("run:step-1")).isDirectory();
         }
     }
 

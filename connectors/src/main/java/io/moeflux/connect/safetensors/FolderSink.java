@@ -108,7 +108,7 @@ final class FolderSink implements PlaceableSink {
             return events
                     .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
                     .flatMap(task -> Mono.fromRunnable(() -> inFlight.run(task, cancelled)).subscribeOn(io)
-                                    .doOnCancel(task::abandonUnstarted),
+                                    .doOnCancel(task::cancel),
                             options.writeThreads(), 1)
                     .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
                     // Below both operators, so tensors they still queue when the write fails are released too.
@@ -149,7 +149,10 @@ final class FolderSink implements PlaceableSink {
     private static final class InFlight {
         private int running;
 
-        /** Runs a task; once the write is cancelled its failures (interrupted I/O) are expected and dropped. */
+        /**
+         * Runs a task; once the write or the task is cancelled its failures (interrupted I/O) are expected
+         * and dropped: nobody waits for them, and Reactor would log each with its stack trace.
+         */
         void run(WriteTask task, AtomicBoolean cancelled) {
             synchronized (this) {
                 running++;
@@ -157,7 +160,7 @@ final class FolderSink implements PlaceableSink {
             try {
                 task.run();
             } catch (RuntimeException e) {
-                if (!cancelled.get()) {
+                if (!cancelled.get() && !task.isCancelled()) {
                     throw e;
                 }
             } finally {
@@ -206,6 +209,7 @@ final class FolderSink implements PlaceableSink {
         private final AtomicInteger remaining;
         private final TensorWritten written;
         private final AtomicBoolean started = new AtomicBoolean();
+        private final AtomicBoolean cancelled = new AtomicBoolean();
 
         WriteTask(TensorEvent event, Tensor.Piece piece, OutputFile target, long fileOffset,
                   AtomicInteger remaining, TensorWritten written) {
@@ -291,6 +295,16 @@ final class FolderSink implements PlaceableSink {
                 pos[0] += chunk.byteSize();
                 options.progress().bytesWritten(chunk.byteSize());
             });
+        }
+
+        /** The write no longer waits for this task: a failure of it is expected, and if it has not run, it never will. */
+        void cancel() {
+            cancelled.set(true);
+            abandonUnstarted();
+        }
+
+        boolean isCancelled() {
+            return cancelled.get();
         }
 
         /** A task cancelled before it ran still owes its tensor a release. */
