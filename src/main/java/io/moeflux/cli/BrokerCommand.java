@@ -18,7 +18,7 @@ import picocli.CommandLine.Model.CommandSpec;
             "Then use kafka://localhost:PORT/TOPIC?checkpoint=ID as the input or output of from-hf, to-hf and copy."
         })
 final class BrokerCommand implements Callable<Integer> {
-    @Option(names = "--port", defaultValue = "9092", description = "Port clients connect to (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--port", converter = Converters.Port.class, defaultValue = "9092", description = "Port clients connect to (default: ${DEFAULT-VALUE}).")
     int port;
 
     @Option(names = "--data-dir", required = true, description = "Where the broker keeps its logs and metadata.")

@@ -5,6 +5,7 @@ import java.time.Duration;
 import java.util.Locale;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import java.util.regex.PatternSyntaxException;
 import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.TypeConversionException;
 
@@ -70,6 +71,35 @@ final class Converters {
                 case "h" -> Duration.ofHours(n);
                 default -> Duration.ofSeconds(n);
             };
+        }
+    }
+
+    /** A TCP port, {@code 0} (any free one) to 65535. */
+    static final class Port implements ITypeConverter<Integer> {
+        @Override
+        public Integer convert(String value) {
+            try {
+                int port = Integer.parseInt(value.trim());
+                if (port >= 0 && port <= 65535) {
+                    return port;
+                }
+            } catch (NumberFormatException e) {
+                // Reported below, with the value.
+            }
+            throw new TypeConversionException("invalid port \"" + value + "\": expected 0 (any free port) to 65535");
+        }
+    }
+
+    /** A regular expression; the error names the problem and where, in one line. */
+    static final class Regex implements ITypeConverter<Pattern> {
+        @Override
+        public Pattern convert(String value) {
+            try {
+                return Pattern.compile(value);
+            } catch (PatternSyntaxException e) {
+                throw new TypeConversionException("invalid regular expression \"" + value + "\": " + e.getDescription()
+                        + (e.getIndex() >= 0 ? " at index " + e.getIndex() : ""));
+            }
         }
     }
 

@@ -2,6 +2,7 @@ package io.moeflux.cli;
 
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
+import io.moeflux.connect.kafka.InvalidEndpointException;
 import io.moeflux.hy3.MissingExpertsException;
 import java.io.IOException;
 import java.io.PrintWriter;
@@ -11,6 +12,9 @@ import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.FileSystemException;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.NotDirectoryException;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
 import java.util.function.BooleanSupplier;
 import picocli.CommandLine;
 import picocli.CommandLine.IExecutionExceptionHandler;
@@ -40,6 +44,9 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
             ex.printStackTrace(err);
         }
         err.flush();
+        if (Arrays.asList(args).contains("--json")) {
+            printJson(cl, ExitCodes.USAGE, String.valueOf(ex.getMessage()));
+        }
         return ExitCodes.USAGE;
     }
 
@@ -54,7 +61,22 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
             cause.printStackTrace(err);
         }
         err.flush();
+        ParseResult leaf = parseResult;
+        while (leaf.hasSubcommand()) {
+            leaf = leaf.subcommand();
+        }
+        if (leaf.hasMatchedOption("--json")) {
+            printJson(cl, failure.exitCode, String.valueOf(failure.message));
+        }
         return failure.exitCode;
+    }
+
+    /** With {@code --json}, a failure is also one JSON document on stdout, where a script reads the result. */
+    private static void printJson(CommandLine cl, int exitCode, String message) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("error", message);
+        m.put("exit_code", exitCode);
+        JsonOutput.print(cl.getOut(), m);
     }
 
     private record Failure(int exitCode, String message) {}
@@ -76,10 +98,12 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
             case MissingExpertsException m -> new Failure(ExitCodes.BAD_INPUT, m.getMessage());
             case InvalidCheckpointException i -> new Failure(ExitCodes.BAD_INPUT, i.getMessage());
             case BadInputException b -> new Failure(ExitCodes.BAD_INPUT, b.getMessage());
+            case InvalidEndpointException i -> new Failure(ExitCodes.USAGE, i.getMessage());
             case NoSuchFileException n -> new Failure(ExitCodes.IO_FAILURE, "no such file or folder: " + n.getFile());
             case AccessDeniedException a -> new Failure(ExitCodes.IO_FAILURE, "permission denied: " + a.getFile());
             case FileSystemException f -> new Failure(ExitCodes.IO_FAILURE, describe(f));
-            case IOException io -> new Failure(ExitCodes.IO_FAILURE, "I/O error: " + io.getMessage());
+            case IOException io -> new Failure(ExitCodes.IO_FAILURE, "I/O error: "
+                    + (io.getMessage() != null ? io.getMessage() : io.getClass().getSimpleName()));
             // The adapter rejects tensors it cannot convert (wrong expert shapes, clashing names) with an
             // IllegalArgumentException naming the tensor; one wrapped in something else is not ours to read.
             case IllegalArgumentException i when outermost -> new Failure(ExitCodes.BAD_INPUT, i.getMessage());

@@ -47,7 +47,7 @@ final class ScaleOutCommand implements Callable<Integer> {
             description = "from-hf: type of the merged expert tensors (default: ${DEFAULT-VALUE}).")
     DType dtype;
 
-    @Option(names = "--exclude-key-regex", paramLabel = "RE", description = "to-hf: drop output keys that start with a match of RE.")
+    @Option(names = "--exclude-key-regex", converter = Converters.Regex.class, paramLabel = "RE", description = "to-hf: drop output keys that start with a match of RE.")
     Pattern excludeKeyRegex;
 
     @Option(names = "--lossy-lora", description = "from-hf: convert expert LoRA adapters exactly as the reference does, also where it drops tensors (an up_proj A that differs from gate_proj's, a layer whose LoRA groups are torn, per-expert LoRA given again in the fused form); without it such inputs are refused.")

@@ -35,7 +35,7 @@ import picocli.CommandLine.Spec;
                 + "Also GET /v1/checkpoints/{id} (progress), "
                 + "GET /healthz and GET /metrics (Prometheus). See README.md, section Live ingest (HTTP).")
 final class ServeCommand implements Callable<Integer> {
-    @Option(names = "--port", required = true, paramLabel = "P", description = "TCP port (0 picks a free one).")
+    @Option(names = "--port", converter = Converters.Port.class, required = true, paramLabel = "P", description = "TCP port (0 picks a free one).")
     int port;
 
     @Option(names = "--bind", defaultValue = "127.0.0.1", paramLabel = "ADDR",
@@ -60,7 +60,7 @@ final class ServeCommand implements Callable<Integer> {
             description = "File holding a token every request must send as 'Authorization: Bearer <token>'.")
     Path tokenFile;
 
-    @Option(names = "--exclude-key-regex", paramLabel = "RE",
+    @Option(names = "--exclude-key-regex", converter = Converters.Regex.class, paramLabel = "RE",
             description = "to-hf: drop output keys that start with a match of RE; an upload's exclude_key_regex "
                     + "query parameter replaces it.")
     Pattern excludeKeyRegex;

@@ -23,7 +23,7 @@ final class ToHfCommand implements Callable<Integer> {
     @Parameters(index = "1", paramLabel = "OUT", description = "Folder to create; must be empty or absent unless --force.")
     String out;
 
-    @Option(names = "--exclude-key-regex", paramLabel = "RE",
+    @Option(names = "--exclude-key-regex", converter = Converters.Regex.class, paramLabel = "RE",
             description = "Drop output keys that start with a match of RE (Python re.match), e.g. '^custom\\.'.")
     Pattern excludeKeyRegex;
 

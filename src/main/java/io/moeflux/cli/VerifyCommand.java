@@ -21,7 +21,7 @@ final class VerifyCommand implements Callable<Integer> {
     @Parameters(index = "1", paramLabel = "B", description = "Checkpoint folder or .safetensors file.")
     String b;
 
-    @Option(names = "--ignore-key-regex", paramLabel = "RE",
+    @Option(names = "--ignore-key-regex", converter = Converters.Regex.class, paramLabel = "RE",
             description = "Leave out keys (on both sides) that start with a match of RE, e.g. '(model\\.)?layers\\.80\\.'.")
     Pattern ignore;
 

@@ -19,8 +19,10 @@ import io.netty.channel.ChannelOption;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.QueryStringDecoder;
+import io.netty.handler.timeout.ReadTimeoutException;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.net.BindException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.security.MessageDigest;
@@ -102,7 +104,7 @@ public final class IngestServer implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create the spool folder " + options.spoolDir(), e);
         }
-        this.server = HttpServer.create()
+        HttpServer http = HttpServer.create()
                 .host(options.bindHost())
                 .port(options.port())
                 .httpRequestDecoder(spec -> spec.maxHeaderSize(MAX_HTTP_HEADER_BYTES).maxChunkSize(MAX_READ_BYTES))
@@ -118,8 +120,25 @@ public final class IngestServer implements AutoCloseable {
                         .head("/healthz", authorized((req, res) -> res.status(HttpResponseStatus.OK)
                                 .header(HttpHeaderNames.CONTENT_LENGTH, "0").send()))
                         .get("/metrics", authorized(this::metrics))
-                        .route(req -> true, IngestServer::notRouted))
-                .bindNow();
+                        .route(req -> true, IngestServer::notRouted));
+        try {
+            this.server = http.bindNow();
+        } catch (RuntimeException e) {
+            slabWorkers.dispose();
+            bodyThreads.shutdown();
+            throw bindFailure(options, e);
+        }
+    }
+
+    /** What a failed bind means for the one who chose the address: a busy port is named as such. */
+    private static RuntimeException bindFailure(IngestOptions options, RuntimeException e) {
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            if (c.getMessage() != null && c.getMessage().contains("Address already in use")) {
+                return new UncheckedIOException(new BindException("port " + options.port() + " on " + options.bindHost()
+                        + " is in use by another process"));
+            }
+        }
+        return e;
     }
 
     /** Binds and starts serving; {@link #close()} stops. */
@@ -234,8 +253,8 @@ public final class IngestServer implements AutoCloseable {
                 // only after them, and a client that then looks must find nothing.
                 .onErrorResume(e -> {
                     opened.end();
-                    if (isClientGone(e)) {
-                        status.aborted();
+                    if (isClientGone(e) || isIdle(e)) {
+                        status.aborted(whyAborted(status));
                         logEnd(status);
                         return Mono.empty();
                     }
@@ -255,7 +274,7 @@ public final class IngestServer implements AutoCloseable {
                 })
                 .doOnCancel(() -> {
                     opened.end();
-                    status.aborted();
+                    status.aborted(whyAborted(status));
                     logEnd(status);
                 });
     }
@@ -354,6 +373,28 @@ public final class IngestServer implements AutoCloseable {
         }
         res.header(HttpHeaderNames.ALLOW, allowed);
         return error(res, HttpResponseStatus.METHOD_NOT_ALLOWED, req.method() + " is not allowed on " + path + "; use " + allowed);
+    }
+
+    /**
+     * Why an upload whose connection went away ended: its body idled past {@code --body-idle-timeout}
+     * (the service closed the connection), or the client left. Which error or cancellation reports the
+     * close depends on timing, so the body's silence decides.
+     */
+    private String whyAborted(UploadStatus status) {
+        return status.sinceLastByte().compareTo(options.bodyIdleTimeout()) >= 0
+                ? "no byte of the body arrived for " + options.bodyIdleTimeout().toMillis()
+                        + " ms (--body-idle-timeout); nothing was committed"
+                : "the client went away before the upload completed; nothing was committed";
+    }
+
+    /** The connection was closed for its body idling past {@code --body-idle-timeout}. */
+    private static boolean isIdle(Throwable e) {
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            if (c instanceof ReadTimeoutException) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static boolean isClientGone(Throwable e) {

@@ -28,6 +28,7 @@ final class UploadStatus implements Progress {
     private final AtomicLong tensorsWritten = new AtomicLong();
     private volatile State state = State.RECEIVING;
     private volatile long endNanos;
+    private volatile long lastByteNanos = startNanos;
     private volatile String error;
     private volatile CommitSummary summary;
     private boolean endLogged;
@@ -44,6 +45,7 @@ final class UploadStatus implements Progress {
     }
 
     void bytesReceived(long n) {
+        lastByteNanos = System.nanoTime();
         bytesReceived.addAndGet(n);
         metrics.bytesReceived.increment(n);
     }
@@ -101,9 +103,9 @@ final class UploadStatus implements Progress {
                 error != null ? ": " + error : note != null ? ": " + note : ""));
     }
 
-    synchronized void aborted() {
+    synchronized void aborted(String why) {
         if (state == State.RECEIVING) {
-            error = "the client went away before the upload completed; nothing was committed";
+            error = why;
             end(State.ABORTED);
         }
     }
@@ -116,6 +118,11 @@ final class UploadStatus implements Progress {
         endNanos = System.nanoTime();
         state = s;
         metrics.uploadEnded(outcome, Duration.ofNanos(endNanos - startNanos));
+    }
+
+    /** How long ago the body's last bytes arrived (or the upload began). */
+    Duration sinceLastByte() {
+        return Duration.ofNanos(System.nanoTime() - lastByteNanos);
     }
 
     double seconds() {

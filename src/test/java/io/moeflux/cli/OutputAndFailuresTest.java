@@ -54,9 +54,9 @@ class OutputAndFailuresTest {
     }
 
     @Test
-    void missingInputIsBadInput() {
+    void missingInputIsAnIoFailure() {
         Cli r = Cli.run("from-hf", dir.resolve("nothing-here"), dir.resolve("out"));
-        assertThat(r.exitCode()).isEqualTo(ExitCodes.BAD_INPUT);
+        assertThat(r.exitCode()).isEqualTo(ExitCodes.IO_FAILURE);
         assertThat(r.err()).contains("nothing-here").doesNotContain("at io.moeflux");
     }
 

@@ -8,6 +8,7 @@ import static io.moeflux.serve.TestServers.options;
 import static io.moeflux.serve.TestServers.put;
 import static org.assertj.core.api.Assertions.assertThat;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -324,7 +325,9 @@ class RejectedUploadTest {
             out.flush();
 
             // The client stalls and keeps its connection open: the service gives up on it, not the other way round.
-            assertThat(TestServers.awaitEnd(server, "stalled").get("state").asText()).isEqualTo("aborted");
+            JsonNode ended = TestServers.awaitEnd(server, "stalled");
+            assertThat(ended.get("state").asText()).isEqualTo("aborted");
+            assertThat(ended.get("error").asText()).contains("--body-idle-timeout");
             assertNothingWritten();
 
             HttpResponse<String> again = upload("stalled", whole);

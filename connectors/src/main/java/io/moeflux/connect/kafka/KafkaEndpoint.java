@@ -57,6 +57,10 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
             if (!HOST_PORT.matcher(hp).matches()) {
                 throw invalid(uri, "'" + hp + "' is not HOST:PORT");
             }
+            int port = Integer.parseInt(hp.substring(hp.lastIndexOf(':') + 1));
+            if (port < 1 || port > 65535) {
+                throw invalid(uri, "port " + port + " of '" + hp + "' is not in [1, 65535]");
+            }
             hosts.add(hp);
         }
         Optional<String> checkpoint = Optional.empty();
@@ -81,8 +85,8 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
         }
     }
 
-    private static IllegalArgumentException invalid(String uri, String why) {
-        return new IllegalArgumentException("invalid Kafka endpoint '" + uri + "': " + why
+    private static InvalidEndpointException invalid(String uri, String why) {
+        return new InvalidEndpointException("invalid Kafka endpoint '" + uri + "': " + why
                 + "; expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]");
     }
 

@@ -2,10 +2,15 @@ package io.moeflux.connect.kafka;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.net.BindException;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.net.ServerSocket;
+import java.nio.channels.FileChannel;
+import java.nio.channels.OverlappingFileLockException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.Properties;
 import kafka.server.KafkaConfig;
@@ -28,12 +33,17 @@ import org.apache.kafka.server.common.MetadataVersion;
 public final class LocalKafkaBroker implements AutoCloseable {
     private static final String CONTROLLER = "CONTROLLER";
 
+    /** Held in the data directory while a broker runs on it: a second broker there would rewrite its quorum state. */
+    private static final String LOCK_FILE = "moeflux-broker.lock";
+
     private final int port;
     private final KafkaRaftServer server;
+    private final FileChannel lock;
 
-    private LocalKafkaBroker(int port, KafkaRaftServer server) {
+    private LocalKafkaBroker(int port, KafkaRaftServer server, FileChannel lock) {
         this.port = port;
         this.server = server;
+        this.lock = lock;
     }
 
     /** Starts a broker listening on {@code localhost:port} (0 picks a free port) with its logs in {@code dataDir}. */
@@ -47,23 +57,57 @@ public final class LocalKafkaBroker implements AutoCloseable {
      */
     public static LocalKafkaBroker start(String host, int port, Path dataDir) {
         try {
+            // Both refusals come before anything is written, so a broker already running keeps its data as it was.
+            if (port != 0) {
+                requireFree(host, port);
+            }
             Files.createDirectories(dataDir);
-            int brokerPort = port == 0 ? freePort() : port;
-            // The controller port only matters inside this process, but KRaft pins it in the data
-            // directory's quorum state, so a restart on the same directory must find it again.
-            Path controllerPortFile = dataDir.resolve("moeflux-controller-port");
-            int controllerPort = Files.exists(controllerPortFile)
-                    ? Integer.parseInt(Files.readString(controllerPortFile).trim())
-                    : freePort();
-            Files.writeString(controllerPortFile, Integer.toString(controllerPort));
-            Path logDir = dataDir.resolve("logs");
-            KafkaConfig config = new KafkaConfig(config(host, brokerPort, controllerPort, logDir), false);
-            format(logDir);
-            KafkaRaftServer server = new KafkaRaftServer(config, Time.SYSTEM);
-            server.startup();
-            return new LocalKafkaBroker(brokerPort, server);
+            FileChannel lock = lock(dataDir);
+            try {
+                int brokerPort = port == 0 ? freePort() : port;
+                // The controller port only matters inside this process, but KRaft pins it in the data
+                // directory's quorum state, so a restart on the same directory must find it again.
+                Path controllerPortFile = dataDir.resolve("moeflux-controller-port");
+                int controllerPort = Files.exists(controllerPortFile)
+                        ? Integer.parseInt(Files.readString(controllerPortFile).trim())
+                        : freePort();
+                Files.writeString(controllerPortFile, Integer.toString(controllerPort));
+                Path logDir = dataDir.resolve("logs");
+                KafkaConfig config = new KafkaConfig(config(host, brokerPort, controllerPort, logDir), false);
+                format(logDir);
+                KafkaRaftServer server = new KafkaRaftServer(config, Time.SYSTEM);
+                server.startup();
+                return new LocalKafkaBroker(brokerPort, server, lock);
+            } catch (IOException | RuntimeException e) {
+                lock.close();
+                throw e;
+            }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot start a Kafka broker in " + dataDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Locks {@code dataDir} for this broker, or says that another one (in this process or another) holds it. */
+    private static FileChannel lock(Path dataDir) throws IOException {
+        FileChannel channel = FileChannel.open(dataDir.resolve(LOCK_FILE), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+        try {
+            if (channel.tryLock() != null) {
+                return channel;
+            }
+        } catch (OverlappingFileLockException sameProcess) {
+            // Another broker of this process holds it.
+        }
+        channel.close();
+        throw new IOException("the data folder " + dataDir + " is in use by another broker");
+    }
+
+    /** Fails, naming the port, when something already listens on it (Kafka would log dozens of lines instead). */
+    private static void requireFree(String host, int port) throws IOException {
+        try (ServerSocket s = new ServerSocket()) {
+            s.setReuseAddress(true);
+            s.bind(new InetSocketAddress(listenHost(host), port));
+        } catch (BindException e) {
+            throw new BindException("port " + port + " is in use by another process");
         }
     }
 
@@ -147,5 +191,10 @@ public final class LocalKafkaBroker implements AutoCloseable {
     public void close() {
         server.shutdown();
         server.awaitShutdown();
+        try {
+            lock.close();
+        } catch (IOException e) {
+            // Closing the channel releases the lock either way; the process may exit next.
+        }
     }
 }

@@ -1,5 +1,6 @@
 package io.moeflux.connect.safetensors;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.moeflux.connect.InvalidCheckpointException;
@@ -24,6 +25,8 @@ public final class ModelConfigJson {
         JsonNode root;
         try {
             root = JSON.readTree(configJson);
+        } catch (JsonProcessingException e) {
+            throw new InvalidCheckpointException(where + ": not valid JSON: " + SafetensorsFormat.problem(e));
         } catch (IOException e) {
             throw new InvalidCheckpointException(where + ": not valid JSON: " + e.getMessage());
         }

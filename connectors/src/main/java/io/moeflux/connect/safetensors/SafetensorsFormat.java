@@ -202,7 +202,7 @@ public final class SafetensorsFormat {
         int advice = m.indexOf(": enable ");
         return (advice > 0 ? m.substring(0, advice) : m.lines().findFirst().orElse(m))
                 + (e.getLocation() != null && e.getLocation().getByteOffset() >= 0
-                        ? " (at header byte " + e.getLocation().getByteOffset() + ")" : "");
+                        ? " (at byte " + e.getLocation().getByteOffset() + ")" : "");
     }
 
     private static Entry entry(String name, JsonNode v, String where) {

@@ -9,6 +9,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
@@ -27,7 +28,7 @@ public final class SafetensorsSource {
      */
     public static CheckpointSource open(Path path) throws IOException {
         if (!Files.exists(path)) {
-            throw new InvalidCheckpointException(path + ": no such file or folder");
+            throw new NoSuchFileException(path.toString());
         }
         List<Path> files = Files.isDirectory(path) ? shardFiles(path) : List.of(path);
         List<Shard> shards = new ArrayList<>(files.size());

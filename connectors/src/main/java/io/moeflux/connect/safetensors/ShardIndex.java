@@ -32,7 +32,7 @@ record ShardIndex(Map<String, String> weightMap, long totalSize) {
         try {
             root = JSON.readTree(Files.readAllBytes(file));
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new InvalidCheckpointException(file + ": not valid JSON: " + e.getOriginalMessage());
+            throw new InvalidCheckpointException(file + ": not valid JSON: " + SafetensorsFormat.problem(e));
         }
         if (root == null || !root.isObject() || !root.path("weight_map").isObject()) {
             throw new InvalidCheckpointException(file + ": no weight_map object");
