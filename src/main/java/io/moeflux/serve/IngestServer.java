@@ -404,7 +404,9 @@ public final class IngestServer implements AutoCloseable {
     private static HttpResponseStatus statusFor(Throwable e) {
         // The sink wraps what the file system says (UncheckedIOException and the like).
         for (Throwable c = e; c != null; c = c.getCause()) {
-            if (c instanceof InsufficientSpaceException) {
+            // Reserved up front (a planned checkpoint), or found out by a write or the spool (ENOSPC).
+            if (c instanceof InsufficientSpaceException
+                    || (c instanceof IOException && c.getMessage() != null && c.getMessage().contains("No space left on device"))) {
                 return HttpResponseStatus.INSUFFICIENT_STORAGE;
             }
         }
