@@ -61,7 +61,8 @@ final class DemoCommand implements Callable<Integer> {
 
         int layers = ModelConfigJson.read(Path.of(hf)).numHiddenLayers();
         CheckpointComparison.Report report = Transfer.awaitCancellingOnExit(CheckpointComparison.compare(
-                Endpoints.source(hf), Endpoints.source(roundTrip), key -> !Hy3Keys.isMtpKey(key, layers)));
+                Endpoints.source(hf), Endpoints.source(roundTrip), key -> !Hy3Keys.isMtpKey(key, layers)), "demo",
+                spec.commandLine().getErr());
         if (report.identical()) {
             out.println("round trip: bit-exact (" + Human.count(report.equalTensors()) + " tensors, "
                     + Human.count(report.equalBytes()) + " bytes equal to the input less its MTP layer)");

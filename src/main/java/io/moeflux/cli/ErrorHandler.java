@@ -15,6 +15,7 @@ import java.nio.file.NotDirectoryException;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.concurrent.CancellationException;
 import java.util.function.BooleanSupplier;
 import picocli.CommandLine;
 import picocli.CommandLine.IExecutionExceptionHandler;
@@ -53,6 +54,10 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
     @Override
     public int handleExecutionException(Exception ex, CommandLine cl, ParseResult parseResult) {
         Throwable cause = Exceptions.unwrap(ex);
+        if (cause instanceof CancellationException) {
+            // Ctrl-C came before the work began: the shutdown hook has said so already.
+            return ExitCodes.CANCELLED;
+        }
         Failure failure = classify(cause);
         PrintWriter err = cl.getErr();
         // Messages name tensors and paths from the input: a control character in one must not reach the terminal.

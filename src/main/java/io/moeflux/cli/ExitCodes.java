@@ -24,6 +24,8 @@ public final class ExitCodes {
     public static final int OUTPUT_EXISTS = 5;
     /** A bug in moeflux; {@code --debug} prints the stack trace. */
     public static final int INTERNAL_ERROR = 70;
+    /** Ctrl-C (SIGINT), as shells report a process it ended: 128 + 2. Nothing half-written is left. */
+    public static final int CANCELLED = 130;
 
     /** The table as {@code --help} shows it, code (right-aligned, as picocli lays it out) to meaning. */
     static Map<String, String> helpTable() {
@@ -35,6 +37,7 @@ public final class ExitCodes {
         table.put(" " + IO_FAILURE, "I/O failure");
         table.put(" " + OUTPUT_EXISTS, "output exists and is not empty (use --force)");
         table.put(String.valueOf(INTERNAL_ERROR), "internal error (rerun with --debug for the stack trace)");
+        table.put(String.valueOf(CANCELLED), "cancelled (Ctrl-C); nothing half-written is left");
         return table;
     }
 }

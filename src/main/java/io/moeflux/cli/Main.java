@@ -1,10 +1,13 @@
 package io.moeflux.cli;
 
+import java.util.Arrays;
 import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicBoolean;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.ScopeType;
+import reactor.core.publisher.Hooks;
 
 /** The {@code moeflux} command: converts, inspects, verifies and generates Mixture-of-Experts checkpoints. */
 @Command(
@@ -36,7 +39,33 @@ public final class Main implements Callable<Integer> {
     CommandLine.Model.CommandSpec spec;
 
     public static void main(String[] args) {
-        System.exit(commandLine().execute(args));
+        CommandLine cl = commandLine();
+        // An error that arrives after its stream was cancelled has nobody to go to (a read or write cut
+        // short by Ctrl-C or by a client that left); Reactor would log each with its stack trace.
+        Hooks.onErrorDropped(e -> {
+            if (debugRequested(args)) {
+                e.printStackTrace();
+            }
+        });
+        AtomicBoolean finished = new AtomicBoolean();
+        // Ctrl-C before a write began (reading headers, planning, comparing) gets its line here; a write
+        // in progress is cancelled, cleaned up and announced by its own hook (Transfer).
+        Thread announce = new Thread(() -> {
+            if (!finished.get() && Transfer.announceCancel()) {
+                String command = cl.getParseResult() != null && cl.getParseResult().hasSubcommand()
+                        ? " " + cl.getParseResult().subcommand().commandSpec().name() : "";
+                cl.getErr().println("moeflux" + command + ": cancelled; nothing was committed");
+                cl.getErr().flush();
+            }
+        }, "moeflux-announce-cancel");
+        Runtime.getRuntime().addShutdownHook(announce);
+        int code = cl.execute(args);
+        finished.set(true);
+        System.exit(code);
+    }
+
+    private static boolean debugRequested(String[] args) {
+        return Arrays.asList(args).contains("--debug") || "1".equals(System.getenv("MOEFLUX_DEBUG"));
     }
 
     /** The configured command line: exit-code table, error handling. Tests run exactly this. */

@@ -83,7 +83,7 @@ final class ScaleOutCommand implements Callable<Integer> {
                             .map(infos -> described.withTensors(whole.planFromHf(infos))).orElse(described), part::fromHf)
                     : new KafkaGroupConversion.Plan(described.tensors()
                             .map(infos -> described.withTensors(whole.planToHf(infos))).orElse(described), part::toHf);
-        }));
+        }), "scale-out", spec.commandLine().getErr());
         spec.commandLine().getOut().println("scale-out " + conversion.name().toLowerCase(java.util.Locale.ROOT).replace('_', '-')
                 + ": " + Human.count(committed.tensors()) + " tensors (" + Human.bytes(committed.bytes())
                 + ") committed by the group -> " + committed.location());

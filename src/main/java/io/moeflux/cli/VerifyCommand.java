@@ -35,7 +35,8 @@ final class VerifyCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         Predicate<String> include = ignore == null ? key -> true : key -> !ignore.matcher(key).lookingAt();
         CheckpointComparison.Report report = Transfer.awaitCancellingOnExit(
-                CheckpointComparison.compare(Endpoints.source(a), Endpoints.source(b), include));
+                CheckpointComparison.compare(Endpoints.source(a), Endpoints.source(b), include), "verify",
+                spec.commandLine().getErr());
         Reports.printComparison(spec.commandLine().getOut(), a, b, report, json.enabled);
         return report.identical() ? ExitCodes.OK : ExitCodes.DIFFERENT;
     }

@@ -107,22 +107,34 @@ final class FolderSink implements PlaceableSink {
         public Mono<CommitSummary> write(Flux<TensorEvent> events) {
             return events
                     .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
-                    .flatMap(task -> Mono.fromRunnable(() -> inFlight.run(task, cancelled)).subscribeOn(io)
+                    .flatMap(task -> onIo(Mono.fromRunnable(() -> inFlight.run(task, cancelled)))
                                     .doOnCancel(task::cancel),
                             options.writeThreads(), 1)
                     .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
                     // Below both operators, so tensors they still queue when the write fails are released too.
                     .doOnDiscard(TensorEvent.class, TensorEvent::release)
-                    .then(Mono.fromCallable(() -> {
+                    .then(onIo(Mono.fromCallable(() -> {
                         ShardLayout layout = placer.finish(options.maxShardSize());
                         writeSidecars(staging.dir(), layout, planned);
                         staging.commit();
                         return new CommitSummary(options.output().toString(), layout.tensorCount(),
                                 layout.totalBytes(), layout.shards().size());
-                    }).subscribeOn(io))
-                    .onErrorResume(e -> Mono.fromRunnable(this::cleanup).then(Mono.error(e)))
+                    })))
+                    .onErrorResume(e -> {
+                        cancelled.set(true);
+                        return Mono.fromRunnable(this::cleanup).then(Mono.error(e));
+                    })
                     .doOnSuccess(summary -> cleanup())
                     .doOnCancel(this::abort);
+        }
+
+        /**
+         * {@code work} on the writer threads. Once the write is cancelled or failed, cleanup disposes them
+         * while a racing subscription may still try to schedule there; that rejection is expected and
+         * dropped rather than logged, as any failure after the end is.
+         */
+        private <T> Mono<T> onIo(Mono<T> work) {
+            return work.subscribeOn(io).onErrorResume(e -> cancelled.get() ? Mono.empty() : Mono.error(e));
         }
 
         @Override
