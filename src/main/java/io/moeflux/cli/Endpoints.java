@@ -12,8 +12,10 @@ import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.Progress;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import picocli.CommandLine;
 import picocli.CommandLine.ParameterException;
 
@@ -70,10 +72,24 @@ final class Endpoints {
         return existing == null ? absolute : existing.toRealPath().resolve(existing.relativize(absolute));
     }
 
+    /** How long the first look at a Kafka broker waits for it to answer: the clients would retry for minutes. */
+    static final Duration BROKER_PROBE_TIMEOUT = Duration.ofSeconds(5);
+
+    /** A {@code kafka://} location whose broker answers now, or an I/O error naming the address and why not. */
+    static KafkaEndpoint reachable(String location) throws IOException {
+        KafkaEndpoint endpoint = KafkaEndpoint.parse(location);
+        endpoint.requireReachable(BROKER_PROBE_TIMEOUT);
+        return endpoint;
+    }
+
     /** Opens a checkpoint for reading; a file checkpoint's headers are validated here, before any data flows. */
     static CheckpointSource source(String location) throws IOException {
         if (KafkaEndpoint.isKafka(location)) {
-            return KafkaCheckpointSource.create(KafkaSourceOptions.from(KafkaEndpoint.parse(location)));
+            return KafkaCheckpointSource.create(KafkaSourceOptions.from(reachable(location))
+                    .withWaiting(what -> {
+                        System.err.println("moeflux: " + what);
+                        System.err.flush();
+                    }));
         }
         return SafetensorsSource.open(Path.of(location));
     }
@@ -81,8 +97,11 @@ final class Endpoints {
     /** A sink that commits to {@code location}; a non-empty folder is refused at write time unless {@code overwrite}. */
     static CheckpointSink sink(String location, SinkSettings settings) {
         if (KafkaEndpoint.isKafka(location)) {
-            return KafkaCheckpointSink.create(KafkaSinkOptions.to(KafkaEndpoint.parse(location))
-                    .withProgress(settings.progress()));
+            try {
+                return KafkaCheckpointSink.create(KafkaSinkOptions.to(reachable(location)).withProgress(settings.progress()));
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
         }
         return SafetensorsSink.create(SafetensorsSinkOptions.to(Path.of(location))
                 .withMaxShardSize(settings.maxShardSize())

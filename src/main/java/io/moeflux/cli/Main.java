@@ -39,6 +39,11 @@ public final class Main implements Callable<Integer> {
     CommandLine.Model.CommandSpec spec;
 
     public static void main(String[] args) {
+        if (debugRequested(args)) {
+            // The Kafka clients' retries and warnings, silenced in simplelogger.properties, speak up with --debug.
+            System.setProperty("org.slf4j.simpleLogger.log.org.apache.kafka.clients", "warn");
+            System.setProperty("org.slf4j.simpleLogger.log.reactor.kafka", "warn");
+        }
         CommandLine cl = commandLine();
         // An error that arrives after its stream was cancelled has nobody to go to (a read or write cut
         // short by Ctrl-C or by a client that left); Reactor would log each with its stack trace.

@@ -1,6 +1,5 @@
 package io.moeflux.cli;
 
-import io.moeflux.connect.kafka.KafkaEndpoint;
 import io.moeflux.connect.kafka.KafkaGroupConversion;
 import io.moeflux.connect.kafka.KafkaSinkOptions;
 import io.moeflux.connect.kafka.KafkaSourceOptions;
@@ -9,6 +8,7 @@ import io.moeflux.hy3.Hy3Config;
 import io.moeflux.hy3.Hy3Options;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.tensor.DType;
+import java.io.IOException;
 import java.util.concurrent.Callable;
 import java.util.function.Function;
 import java.util.regex.Pattern;
@@ -60,10 +60,10 @@ final class ScaleOutCommand implements Callable<Integer> {
     CommandSpec spec;
 
     @Override
-    public Integer call() {
+    public Integer call() throws IOException {
         KafkaGroupConversion member = new KafkaGroupConversion(
-                KafkaSourceOptions.from(KafkaEndpoint.parse(source)),
-                KafkaSinkOptions.to(KafkaEndpoint.parse(destination)),
+                KafkaSourceOptions.from(Endpoints.reachable(source)),
+                KafkaSinkOptions.to(Endpoints.reachable(destination)),
                 group);
         CommitSummary committed = Transfer.awaitCancellingOnExit(member.run(described -> {
             Hy3Options options = Hy3Options.DEFAULTS.withTargetDtype(dtype).withLossyLora(lossyLora);

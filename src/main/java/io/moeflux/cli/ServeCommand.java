@@ -125,6 +125,7 @@ final class ServeCommand implements Callable<Integer> {
         Path defaultSpool;
         if (KafkaEndpoint.isKafka(sink)) {
             KafkaEndpoint topic = kafkaTopic();
+            topic.requireReachable(Endpoints.BROKER_PROBE_TIMEOUT);
             sinks = (id, progress) -> KafkaCheckpointSink.create(KafkaSinkOptions.to(
                     new KafkaEndpoint(topic.bootstrapServers(), topic.topic(), Optional.of(id))).withProgress(progress));
             defaultSpool = Path.of(System.getProperty("java.io.tmpdir"), "moeflux-spool");

@@ -54,7 +54,7 @@ class BackpressureTest {
                     .PUT(HttpRequest.BodyPublishers.fromPublisher(JdkFlowAdapter.publisherToFlowPublisher(body())))
                     .build();
             CompletableFuture<HttpResponse<String>> response =
-                    TestServers.CLIENT.sendAsync(request, HttpResponse.BodyHandlers.ofString());
+                    TestServers.client(server).sendAsync(request, HttpResponse.BodyHandlers.ofString());
 
             AtomicLong maxLag = new AtomicLong();
             long maxDirect = 0;

@@ -149,10 +149,10 @@ class ReferenceUploadTest {
                 IngestServer fromHf = IngestServer.start(options(Direction.FROM_HF, sinkDir.resolve("native")).withConfigJson(config))) {
             List<CompletableFuture<HttpResponse<String>>> responses = new ArrayList<>();
             for (int i = 0; i < 4; i++) {
-                responses.add(TestServers.CLIENT.sendAsync(java.net.http.HttpRequest.newBuilder(
+                responses.add(TestServers.client(toHf).sendAsync(java.net.http.HttpRequest.newBuilder(
                                 java.net.URI.create(toHf.baseUri() + "/v1/checkpoints/c" + i + "?" + MODEL_QUERY + excludeQuery()))
                         .PUT(chunked(NATIVE_IN)).build(), HttpResponse.BodyHandlers.ofString()));
-                responses.add(TestServers.CLIENT.sendAsync(java.net.http.HttpRequest.newBuilder(
+                responses.add(TestServers.client(fromHf).sendAsync(java.net.http.HttpRequest.newBuilder(
                                 java.net.URI.create(fromHf.baseUri() + "/v1/checkpoints/c" + i))
                         .PUT(chunked(hfShards())).build(), HttpResponse.BodyHandlers.ofString()));
             }

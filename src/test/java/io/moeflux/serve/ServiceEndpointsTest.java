@@ -38,7 +38,7 @@ class ServiceEndpointsTest {
     @Test
     void healthzAnswersHeadToo() throws Exception {
         try (IngestServer server = IngestServer.start(options(Direction.NONE, sinkDir))) {
-            HttpResponse<Void> r = TestServers.CLIENT.send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/healthz"))
+            HttpResponse<Void> r = TestServers.client(server).send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/healthz"))
                     .method("HEAD", HttpRequest.BodyPublishers.noBody()).build(), HttpResponse.BodyHandlers.discarding());
 
             assertThat(r.statusCode()).isEqualTo(200);
@@ -48,9 +48,9 @@ class ServiceEndpointsTest {
     @Test
     void aKnownPathWithAnotherMethodIs405NamingTheMethodsItTakesAndAnUnknownPathIs404() throws Exception {
         try (IngestServer server = IngestServer.start(options(Direction.NONE, sinkDir))) {
-            HttpResponse<String> post = TestServers.CLIENT.send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/v1/checkpoints/x"))
+            HttpResponse<String> post = TestServers.client(server).send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/v1/checkpoints/x"))
                     .POST(HttpRequest.BodyPublishers.noBody()).build(), HttpResponse.BodyHandlers.ofString());
-            HttpResponse<String> delete = TestServers.CLIENT.send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/healthz"))
+            HttpResponse<String> delete = TestServers.client(server).send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/healthz"))
                     .DELETE().build(), HttpResponse.BodyHandlers.ofString());
             HttpResponse<String> unknown = get(server, "/v2/nothing");
 

@@ -15,14 +15,25 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.List;
+import java.util.Map;
+import java.util.WeakHashMap;
 import java.util.stream.Stream;
 
 /** Servers writing real checkpoint folders, and a JDK HTTP client talking to them. */
 final class TestServers {
     static final Path VECTORS = Path.of("../pipeline/src/test/resources/reference-vectors");
     static final ObjectMapper JSON = new ObjectMapper();
-    static final HttpClient CLIENT = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+    /**
+     * A client per server: a client shared by every test would keep connections to servers already
+     * closed, and a later server given the same ephemeral port could be sent a request down one of them.
+     */
+    private static final Map<IngestServer, HttpClient> CLIENTS = Collections.synchronizedMap(new WeakHashMap<>());
+
+    static HttpClient client(IngestServer server) {
+        return CLIENTS.computeIfAbsent(server, s -> HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build());
+    }
 
     private TestServers() {}
 
@@ -50,15 +61,15 @@ final class TestServers {
         if (headers.length > 0) {
             b.headers(headers);
         }
-        return CLIENT.send(b.build(), HttpResponse.BodyHandlers.ofString());
+        return client(server).send(b.build(), HttpResponse.BodyHandlers.ofString());
     }
 
     static HttpResponse<String> get(IngestServer server, String path, String... headers) throws IOException, InterruptedException {
-        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(server.baseUri() + path)).GET();
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(server.baseUri() + path)).GET().timeout(Duration.ofSeconds(60));
         if (headers.length > 0) {
             b.headers(headers);
         }
-        return CLIENT.send(b.build(), HttpResponse.BodyHandlers.ofString());
+        return client(server).send(b.build(), HttpResponse.BodyHandlers.ofString());
     }
 
     static JsonNode json(HttpResponse<String> response) throws IOException {

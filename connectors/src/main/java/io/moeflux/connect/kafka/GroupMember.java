@@ -46,7 +46,7 @@ final class GroupMember {
 
     Mono<CommitSummary> run() {
         TopicScanner scanner = new TopicScanner(source.bootstrapServers(), source.topic(), source.consumerProperties(),
-                source.stallTimeout());
+                source.stallTimeout(), source.waiting());
         Mono<Integer> sourcePartitions = Topics.partitions(source.bootstrapServers(), source.topic())
                 .map(p -> p.orElseThrow(() -> new KafkaCheckpointException("topic " + source.topic() + " does not exist")));
         Mono<KafkaGroupConversion.Plan> plan = scanner.manifest(sourceId)

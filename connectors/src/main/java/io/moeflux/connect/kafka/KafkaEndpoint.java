@@ -1,8 +1,16 @@
 package io.moeflux.connect.kafka;
 
+import java.io.IOException;
+import java.net.ConnectException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
 import java.net.URLDecoder;
 import java.net.URLEncoder;
+import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
@@ -88,6 +96,33 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
     private static InvalidEndpointException invalid(String uri, String why) {
         return new InvalidEndpointException("invalid Kafka endpoint '" + uri + "': " + why
                 + "; expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]");
+    }
+
+    /**
+     * Fails within {@code timeout} per server, naming the address and the cause (unknown host,
+     * connection refused, no answer), when none of the bootstrap servers accepts a TCP connection. The
+     * Kafka clients would retry such a broker for a minute or more, logging as they go.
+     */
+    public void requireReachable(Duration timeout) throws IOException {
+        List<String> failures = new ArrayList<>();
+        for (String server : bootstrapServers.split(",")) {
+            int colon = server.lastIndexOf(':');
+            String host = server.substring(0, colon).replace("[", "").replace("]", "");
+            int port = Integer.parseInt(server.substring(colon + 1));
+            try (Socket s = new Socket()) {
+                s.connect(new InetSocketAddress(InetAddress.getByName(host), port), Math.toIntExact(timeout.toMillis()));
+                return;
+            } catch (UnknownHostException e) {
+                failures.add(server + ": unknown host");
+            } catch (ConnectException e) {
+                failures.add(server + ": connection refused");
+            } catch (SocketTimeoutException e) {
+                failures.add(server + ": no answer within " + timeout.toSeconds() + " s");
+            } catch (IOException e) {
+                failures.add(server + ": " + e.getMessage());
+            }
+        }
+        throw new IOException("cannot reach the Kafka broker at " + String.join("; ", failures));
     }
 
     @Override

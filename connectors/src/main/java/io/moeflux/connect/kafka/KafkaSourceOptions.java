@@ -5,6 +5,7 @@ import java.time.Duration;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.function.Consumer;
 
 /**
  * How a checkpoint is read back from a topic.
@@ -25,9 +26,13 @@ import java.util.Optional;
  * @param spill              where tensors are reassembled: large ones in unlinked temporary files (page
  *                           cache, evictable), small ones off-heap
  * @param consumerProperties further consumer settings, applied last
+ * @param waiting            told, once, what the reader waits for when a manifest or commit record it
+ *                           looks for is still not there a few seconds in (it keeps looking for up to
+ *                           {@code stallTimeout}): for a message to whoever is waiting too
  */
 public record KafkaSourceOptions(String bootstrapServers, String topic, Optional<String> checkpointId,
-        long maxReassemblyBytes, Duration stallTimeout, SpillArea spill, Map<String, Object> consumerProperties) {
+        long maxReassemblyBytes, Duration stallTimeout, SpillArea spill, Map<String, Object> consumerProperties,
+        Consumer<String> waiting) {
 
     public static final long DEFAULT_MAX_REASSEMBLY_BYTES = 256L << 20;
     public static final Duration DEFAULT_STALL_TIMEOUT = Duration.ofMinutes(2);
@@ -43,37 +48,43 @@ public record KafkaSourceOptions(String bootstrapServers, String topic, Optional
             throw new IllegalArgumentException("stallTimeout must be positive, got " + stallTimeout);
         }
         Objects.requireNonNull(spill, "spill");
+        Objects.requireNonNull(waiting, "waiting");
         consumerProperties = Map.copyOf(consumerProperties);
     }
 
     /** Reads from {@code endpoint}: its checkpoint, or the newest complete one. */
     public static KafkaSourceOptions from(KafkaEndpoint endpoint) {
         return new KafkaSourceOptions(endpoint.bootstrapServers(), endpoint.topic(), endpoint.checkpoint(),
-                DEFAULT_MAX_REASSEMBLY_BYTES, DEFAULT_STALL_TIMEOUT, SpillArea.inTempDir(), Map.of());
+                DEFAULT_MAX_REASSEMBLY_BYTES, DEFAULT_STALL_TIMEOUT, SpillArea.inTempDir(), Map.of(), message -> {});
     }
 
     public KafkaSourceOptions withCheckpointId(String id) {
         return new KafkaSourceOptions(bootstrapServers, topic, Optional.of(id), maxReassemblyBytes, stallTimeout, spill,
-                consumerProperties);
+                consumerProperties, waiting);
     }
 
     public KafkaSourceOptions withMaxReassemblyBytes(long bytes) {
         return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, bytes, stallTimeout, spill,
-                consumerProperties);
+                consumerProperties, waiting);
     }
 
     public KafkaSourceOptions withStallTimeout(Duration timeout) {
         return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, timeout, spill,
-                consumerProperties);
+                consumerProperties, waiting);
     }
 
     public KafkaSourceOptions withConsumerProperties(Map<String, Object> properties) {
         return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, stallTimeout, spill,
-                properties);
+                properties, waiting);
+    }
+
+    public KafkaSourceOptions withWaiting(Consumer<String> listener) {
+        return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, stallTimeout, spill,
+                consumerProperties, listener);
     }
 
     public KafkaSourceOptions withSpill(SpillArea area) {
         return new KafkaSourceOptions(bootstrapServers, topic, checkpointId, maxReassemblyBytes, stallTimeout, area,
-                consumerProperties);
+                consumerProperties, waiting);
     }
 }

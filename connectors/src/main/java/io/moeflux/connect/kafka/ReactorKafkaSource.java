@@ -38,7 +38,7 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
     ReactorKafkaSource(KafkaSourceOptions options) {
         this.options = options;
         this.scanner = new TopicScanner(options.bootstrapServers(), options.topic(), options.consumerProperties(),
-                options.stallTimeout());
+                options.stallTimeout(), options.waiting());
         this.checkpointId = options.checkpointId().map(Mono::just).orElseGet(() -> scanner.newestCommitted().cache());
         this.manifest = checkpointId.flatMap(scanner::manifest).cache();
     }

@@ -5,6 +5,8 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.Consumer;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -27,35 +29,57 @@ final class TopicScanner {
     private final String topic;
     private final Map<String, Object> overrides;
     private final Duration waitForRecords;
+    private final Consumer<String> waiting;
 
     /**
      * @param waitForRecords how long to keep looking for a manifest or commit record that is not
      *                       visible yet: a reader may start before the publisher, and a transactional
      *                       publish becomes visible to {@code read_committed} readers only once its
      *                       markers are written, shortly after the publisher's commit returns
+     * @param waiting        told once what it waits for, when that takes a while
      */
-    TopicScanner(String bootstrapServers, String topic, Map<String, Object> overrides, Duration waitForRecords) {
+    TopicScanner(String bootstrapServers, String topic, Map<String, Object> overrides, Duration waitForRecords,
+            Consumer<String> waiting) {
         this.bootstrapServers = bootstrapServers;
         this.topic = topic;
         this.overrides = overrides;
         this.waitForRecords = waitForRecords;
+        this.waiting = waiting;
     }
 
     /** Not there (yet): retried until {@code waitForRecords} has passed, then reported. */
     private static final class NotVisibleYet extends KafkaCheckpointException {
-        NotVisibleYet(String message) {
+        /** What the reader waits for, in words for whoever waits with it. */
+        final String waitingFor;
+
+        NotVisibleYet(String message, String waitingFor) {
             super(message);
+            this.waitingFor = waitingFor;
         }
     }
 
+    /**
+     * Scans again until what it looks for is there or {@code waitForRecords} has passed since the
+     * first scan, however long each scan takes (a deadline, not a count of tries); says once what it
+     * waits for when that takes longer than {@link #SAY_AFTER}.
+     */
     private <T> Mono<T> retryUntilVisible(Mono<T> scan) {
-        long attempts = Math.max(1, waitForRecords.toMillis() / RETRY_DELAY.toMillis());
-        return scan.retryWhen(Retry.fixedDelay(attempts, RETRY_DELAY)
-                .filter(NotVisibleYet.class::isInstance)
-                .onRetryExhaustedThrow((spec, signal) -> signal.failure()));
+        return Mono.defer(() -> {
+            long start = System.nanoTime();
+            AtomicBoolean said = new AtomicBoolean();
+            return scan.retryWhen(Retry.fixedDelay(Long.MAX_VALUE, RETRY_DELAY)
+                    .filter(e -> e instanceof NotVisibleYet && System.nanoTime() - start < waitForRecords.toNanos())
+                    .doBeforeRetry(signal -> {
+                        if (System.nanoTime() - start > SAY_AFTER.toNanos() && said.compareAndSet(false, true)) {
+                            waiting.accept("waiting for " + ((NotVisibleYet) signal.failure()).waitingFor + " on topic " + topic
+                                    + " (up to " + waitForRecords.toSeconds() + " s)");
+                        }
+                    }));
+        });
     }
 
     private static final Duration RETRY_DELAY = Duration.ofMillis(250);
+    private static final Duration SAY_AFTER = Duration.ofSeconds(3);
 
     static Map<String, Object> consumerProperties(String bootstrapServers, Map<String, Object> overrides) {
         Map<String, Object> p = new HashMap<>();
@@ -84,7 +108,8 @@ final class TopicScanner {
                 return false;
             });
             if (newest[0] == null) {
-                throw new NotVisibleYet("topic " + topic + " holds no complete checkpoint (no commit record)");
+                throw new NotVisibleYet("topic " + topic + " holds no complete checkpoint (no commit record)",
+                        "a complete checkpoint (a commit record)");
             }
             return newest[0];
         }).subscribeOn(Schedulers.boundedElastic()).transform(this::retryUntilVisible);
@@ -126,7 +151,8 @@ final class TopicScanner {
                 return false;
             });
             if (found[0] == null) {
-                throw new NotVisibleYet("topic " + topic + " holds no manifest of checkpoint " + checkpoint);
+                throw new NotVisibleYet("topic " + topic + " holds no manifest of checkpoint " + checkpoint,
+                        "the manifest of checkpoint " + checkpoint);
             }
             return found[0];
         }).subscribeOn(Schedulers.boundedElastic()).transform(this::retryUntilVisible);

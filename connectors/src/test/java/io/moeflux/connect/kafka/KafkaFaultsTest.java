@@ -61,6 +61,24 @@ class KafkaFaultsTest {
     }
 
     @Test
+    void aMissingCheckpointIsReportedWhenTheStallTimeoutHasPassedNotMinutesLaterAndTheWaitIsSaid() {
+        RawPublisher p = raw("absent");
+        p.send(p.records("present", INFOS, 1));
+        List<String> said = new java.util.concurrent.CopyOnWriteArrayList<>();
+        KafkaCheckpointSource absent = KafkaCheckpointSource.create(KafkaSourceOptions.from(KAFKA.endpoint("absent", "missing"))
+                .withStallTimeout(Duration.ofSeconds(5)).withWaiting(said::add));
+        long start = System.nanoTime();
+
+        assertThatThrownBy(() -> absent.describe().block())
+                .isInstanceOf(KafkaCheckpointException.class)
+                .hasMessageContaining("holds no manifest of checkpoint missing");
+
+        // Each scan builds a consumer and reads the partition, so counting tries overran the timeout by minutes.
+        assertThat(Duration.ofNanos(System.nanoTime() - start)).isBetween(Duration.ofSeconds(5), Duration.ofSeconds(12));
+        assertThat(said).singleElement().asString().contains("the manifest of checkpoint missing").contains("absent");
+    }
+
+    @Test
     void aCorruptedChunkFailsNamingTheTensor() {
         RawPublisher p = raw("corrupt");
         List<ProducerRecord<byte[], byte[]>> records = p.records("c", INFOS, 1);
