@@ -33,7 +33,13 @@ final class ConsoleProgress implements Progress, AutoCloseable {
      */
     static ConsoleProgress start(PrintWriter err, String label, long totalTensors, long totalBytes) {
         var console = System.console();
-        return new ConsoleProgress(err, label, totalTensors, totalBytes, console != null && console.isTerminal());
+        return new ConsoleProgress(err, label, totalTensors, totalBytes,
+                redraws(console != null && console.isTerminal(), System.getenv("TERM")));
+    }
+
+    /** A line redrawn in place needs a terminal that understands the erase-line escape, which {@code TERM=dumb} does not. */
+    static boolean redraws(boolean terminal, String term) {
+        return terminal && !"dumb".equals(term);
     }
 
     /** {@code show}: redraw on a timer; otherwise only count. */

@@ -20,8 +20,20 @@ final class Human {
         return String.format(Locale.ROOT, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, units[u]);
     }
 
+    /** GB/s for conversions at disk speed, MB/s or kB/s for small ones, so a rate is never shown as 0.00. */
     static String rate(double bytesPerSecond) {
-        return String.format(Locale.ROOT, "%.2f GB/s", bytesPerSecond / 1e9);
+        if (bytesPerSecond >= 1e9) {
+            return String.format(Locale.ROOT, "%.2f GB/s", bytesPerSecond / 1e9);
+        }
+        if (bytesPerSecond >= 1e6) {
+            return String.format(Locale.ROOT, "%.1f MB/s", bytesPerSecond / 1e6);
+        }
+        return String.format(Locale.ROOT, "%.1f kB/s", bytesPerSecond / 1e3);
+    }
+
+    /** {@code 1 tensor}, {@code 2 tensors}, {@code 1,024 files}. */
+    static String count(long n, String noun) {
+        return count(n) + " " + noun + (n == 1 ? "" : "s");
     }
 
     static String duration(double seconds) {

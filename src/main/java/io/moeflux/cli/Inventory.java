@@ -100,7 +100,7 @@ record Inventory(List<TensorInfo> tensors, Map<Long, Total> byLayer, Total outsi
             layers.add(e);
         });
         m.put("layers", layers);
-        m.put("outsideLayers", outsideLayers);
+        m.put("outside_layers", outsideLayers);
         Map<String, Total> dtypes = new LinkedHashMap<>();
         byDtype.forEach((d, total) -> dtypes.put(d.name(), total));
         m.put("dtypes", dtypes);

@@ -28,10 +28,10 @@ final class Reports {
             m.put("a", a);
             m.put("b", b);
             m.put("identical", report.identical());
-            m.put("tensorsA", report.tensorsA());
-            m.put("tensorsB", report.tensorsB());
-            m.put("equalTensors", report.equalTensors());
-            m.put("equalBytes", report.equalBytes());
+            m.put("tensors_a", report.tensorsA());
+            m.put("tensors_b", report.tensorsB());
+            m.put("equal_tensors", report.equalTensors());
+            m.put("equal_bytes", report.equalBytes());
             List<Map<String, String>> diffs = report.differences().stream().map(d -> {
                 Map<String, String> e = new LinkedHashMap<>();
                 e.put("tensor", d.tensor());

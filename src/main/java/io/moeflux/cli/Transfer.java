@@ -46,11 +46,12 @@ final class Transfer {
 
         String line() {
             String in = inputTensors >= 0
-                    ? Human.count(inputTensors) + " tensors (" + Human.bytes(inputBytes) + ") -> "
+                    ? Human.count(inputTensors, "tensor") + " (" + Human.bytes(inputBytes) + ") -> "
                     : "";
-            return command + ": " + in + Human.count(committed.tensors()) + " tensors (" + Human.bytes(committed.bytes())
-                    + ") in " + committed.files() + (committed.files() == 1 ? " file" : " files") + ", "
-                    + Human.duration(seconds) + ", " + Human.rate(committed.bytes() / Math.max(seconds, 1e-9))
+            // A topic has no files: a Kafka destination is named, not counted in files.
+            String files = KafkaEndpoint.isKafka(committed.location()) ? "" : " in " + Human.count(committed.files(), "file");
+            return command + ": " + in + Human.count(committed.tensors(), "tensor") + " (" + Human.bytes(committed.bytes())
+                    + ")" + files + ", " + Human.duration(seconds) + ", " + Human.rate(committed.bytes() / Math.max(seconds, 1e-9))
                     + " -> " + committed.location();
         }
 
@@ -60,14 +61,14 @@ final class Transfer {
             m.put("input", input);
             m.put("output", committed.location());
             if (inputTensors >= 0) {
-                m.put("inputTensors", inputTensors);
-                m.put("inputBytes", inputBytes);
+                m.put("input_tensors", inputTensors);
+                m.put("input_bytes", inputBytes);
             }
             m.put("tensors", committed.tensors());
             m.put("bytes", committed.bytes());
             m.put("files", committed.files());
             m.put("seconds", seconds);
-            m.put("gigabytesPerSecond", gigabytesPerSecond());
+            m.put("gigabytes_per_second", gigabytesPerSecond());
             return m;
         }
     }

@@ -18,7 +18,7 @@ class ConsoleProgressTest {
         progress.redraw();
         assertThat(err.toString())
                 .startsWith("\r\033[Kfrom-hf: 2/10 tensors, 500 B of 1.00 kB (50%), ")
-                .contains(" GB/s")
+                .containsPattern(" [kMG]B/s")
                 .contains("ETA ")
                 .doesNotContain("\n");
     }
@@ -31,5 +31,13 @@ class ConsoleProgressTest {
             progress.bytesWritten(1);
         }
         assertThat(err.toString()).isEmpty();
+    }
+
+    @Test
+    void progressIsRedrawnOnlyOnATerminalThatIsNotDumb() {
+        assertThat(ConsoleProgress.redraws(true, "xterm-256color")).isTrue();
+        assertThat(ConsoleProgress.redraws(true, null)).isTrue();
+        assertThat(ConsoleProgress.redraws(true, "dumb")).isFalse();
+        assertThat(ConsoleProgress.redraws(false, "xterm")).isFalse();
     }
 }

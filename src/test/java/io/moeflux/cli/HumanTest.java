@@ -25,4 +25,13 @@ class HumanTest {
     void countsGroupThousands() {
         assertThat(Human.count(47_138)).isEqualTo("47,138");
     }
+
+    @Test
+    void ratesAndCountsReadAsPeopleWriteThem() {
+        assertThat(Human.rate(1.6e9)).isEqualTo("1.60 GB/s");
+        assertThat(Human.rate(1.64e6)).isEqualTo("1.6 MB/s");
+        assertThat(Human.rate(2500)).isEqualTo("2.5 kB/s");
+        assertThat(Human.count(1, "tensor")).isEqualTo("1 tensor");
+        assertThat(Human.count(1024, "file")).isEqualTo("1,024 files");
+    }
 }

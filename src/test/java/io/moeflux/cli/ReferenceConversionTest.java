@@ -96,7 +96,7 @@ class ReferenceConversionTest {
         assertThat(r.exitCode()).isZero();
         var json = r.json();
         assertThat(json.get("command").asText()).isEqualTo("from-hf");
-        assertThat(json.get("inputTensors").asLong()).isEqualTo(129);
+        assertThat(json.get("input_tensors").asLong()).isEqualTo(129);
         assertThat(json.get("tensors").asLong()).isEqualTo(44);
         assertThat(json.get("files").asInt()).isEqualTo(1);
         assertThat(r.err()).isEmpty();

@@ -85,7 +85,11 @@ final class Staging {
      * over; anything else (with {@code overwrite}) is swapped with the staging folder in one step, so
      * that the name never goes missing, and deleted once the swap is on disk.
      */
-    void commit() throws IOException {
+    synchronized void commit() throws IOException {
+        if (finished.get()) {
+            // Aborted (a cancel raced the commit): the staging folder is gone or going, and must not take the name.
+            throw new IOException("the checkpoint was cancelled before its commit");
+        }
         checkReplaceable(output, overwrite);
         calls.syncFolder(dir);
         boolean replacing = Files.exists(output, LinkOption.NOFOLLOW_LINKS) && !isEmptyFolder(output);
@@ -116,7 +120,11 @@ final class Staging {
         }
     }
 
-    void abort() {
+    /**
+     * Deletes the staging folder unless it was committed. Exclusive with {@link #commit()}: a cancel
+     * that races the commit either comes first, and the commit then refuses, or finds it done.
+     */
+    synchronized void abort() {
         if (finished.compareAndSet(false, true)) {
             try {
                 deleteTree(dir);
@@ -126,7 +134,7 @@ final class Staging {
         }
     }
 
-    void abortIfNotCommitted() {
+    synchronized void abortIfNotCommitted() {
         if (!committed.get()) {
             abort();
         }
