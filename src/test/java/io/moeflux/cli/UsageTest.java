@@ -69,10 +69,14 @@ class UsageTest {
 
     @Test
     void everyCommandsHelpListsTheExitCodes() {
-        for (String command : new String[] {"from-hf", "to-hf", "copy", "inspect", "verify", "generate", "demo"}) {
+        // Every subcommand, read from the command line itself, so a new one cannot be left out.
+        var commands = Main.commandLine().getSubcommands().keySet().stream().filter(c -> !c.equals("help")).toList();
+        assertThat(commands).contains("from-hf", "to-hf", "copy", "inspect", "verify", "generate", "demo", "broker", "serve",
+                "scale-out");
+        for (String command : commands) {
             Cli r = Cli.run(command, "--help");
-            assertThat(r.exitCode()).isEqualTo(ExitCodes.OK);
-            assertThat(r.out()).as(command).contains("Exit codes:").contains("output exists");
+            assertThat(r.exitCode()).as(command).isEqualTo(ExitCodes.OK);
+            assertThat(r.out()).as(command).contains("Exit codes:").contains("output exists").contains("cancelled (Ctrl-C)");
         }
     }
 }
