@@ -10,6 +10,7 @@ import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.common.TopicPartition;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -84,16 +85,22 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
                             TopicScanner.consumerProperties(options.bootstrapServers(), options.consumerProperties()))
                     .assignment(assignment)
                     .addAssignListener(assigned -> assigned.forEach(p -> p.seek(start.get(p.topicPartition().partition()))));
-            return KafkaReceiver.create(receiverOptions)
-                    .receive(RECEIVE_PREFETCH)
-                    .transform(watchdog::guard)
-                    .concatMap(reassembler::onRecord, 1)
-                    .takeWhile(step -> step instanceof Reassembler.Emit)
-                    .map(step -> ((Reassembler.Emit) step).event())
-                    .doFinally(signal -> {
-                        reassembler.releaseAll();
-                        peakReassemblyBytes.accumulateAndGet(budget.peakBytes(), Math::max);
-                    });
+            return reassembled(KafkaReceiver.create(receiverOptions).receive(RECEIVE_PREFETCH).transform(watchdog::guard),
+                    reassembler)
+                    .doFinally(signal -> peakReassemblyBytes.accumulateAndGet(budget.peakBytes(), Math::max));
         }));
+    }
+
+    /**
+     * The checkpoint's tensors out of its records: each record goes through the reassembler, one at a
+     * time, until the commit record ends the checkpoint; whatever is half reassembled when the stream
+     * ends, fails or is cancelled is released.
+     */
+    static Flux<TensorEvent> reassembled(Flux<? extends ConsumerRecord<byte[], byte[]>> records, Reassembler reassembler) {
+        return records
+                .concatMap(reassembler::onRecord, 1)
+                .takeWhile(step -> step instanceof Reassembler.Emit)
+                .map(step -> ((Reassembler.Emit) step).event())
+                .doFinally(signal -> reassembler.releaseAll());
     }
 }

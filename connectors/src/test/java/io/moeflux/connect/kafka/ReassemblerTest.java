@@ -48,12 +48,9 @@ class ReassemblerTest {
         return consumed;
     }
 
+    /** The source's own wiring of the reassembler, fed records from a list instead of a broker. */
     Flux<TensorEvent> reassemble(Reassembler reassembler, List<ConsumerRecord<byte[], byte[]>> records) {
-        return Flux.fromIterable(records)
-                .concatMap(reassembler::onRecord, 1)
-                .takeWhile(step -> step instanceof Reassembler.Emit)
-                .map(step -> ((Reassembler.Emit) step).event())
-                .doFinally(s -> reassembler.releaseAll());
+        return ReactorKafkaSource.reassembled(Flux.fromIterable(records), reassembler);
     }
 
     @Test
