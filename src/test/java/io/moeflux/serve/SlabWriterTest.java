@@ -100,7 +100,10 @@ class SlabWriterTest {
                 assertThat(slab.getShort((c * 2 * ROWS + ROWS + r) * 2)).as("up^T[%d][%d]", c, r).isEqualTo(element(2, r, c));
             }
         }
-        assertThat(out.size()).as("slab 0 is not written yet").isEqualTo(place.offset() + 2 * slabBytes);
+        assertThat(out.size()).as("nothing is written past expert 1's slab").isEqualTo(place.offset() + 2 * slabBytes);
+        ByteBuffer slab0 = ByteBuffer.allocate((int) slabBytes);
+        out.read(slab0, place.offset());
+        assertThat(slab0.array()).as("expert 0's slab is not written yet: a hole, all zeros").containsOnly((byte) 0);
         assertThat(slabs.finish()).isEmpty();
     }
 
