@@ -1,5 +1,6 @@
 package io.moeflux.connect.safetensors;
 
+import com.fasterxml.jackson.core.JsonFactory;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.JsonToken;
@@ -57,8 +58,16 @@ public final class SafetensorsFormat {
     public static final Comparator<TensorInfo> FILE_ORDER =
             Comparator.comparing(TensorInfo::dtype, Comparator.reverseOrder()).thenComparing(TensorInfo::name);
 
-    private static final ObjectMapper JSON =
-            JsonMapper.builder().enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION).build();
+    /**
+     * Tensor names are the header's field names, every one different: the parser's table of field
+     * names, made for the few names a document repeats, would only grow (to hundreds of MB of
+     * humongous arrays for the 47,138 names of Hy3-preview), so it is off.
+     */
+    private static final ObjectMapper JSON = JsonMapper.builder(JsonFactory.builder()
+                    .disable(JsonFactory.Feature.CANONICALIZE_FIELD_NAMES)
+                    .disable(JsonFactory.Feature.INTERN_FIELD_NAMES)
+                    .build())
+            .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION).build();
 
     /** One tensor of a header: data bytes {@code [begin, end)} of the data section. */
     public record Entry(String name, DType dtype, long[] shape, long begin, long end) {
@@ -216,12 +225,7 @@ public final class SafetensorsFormat {
         if (dtypeNode == null || !dtypeNode.isTextual()) {
             throw new InvalidCheckpointException(at + ": missing or non-string dtype");
         }
-        DType dtype;
-        try {
-            dtype = DType.parse(dtypeNode.asText());
-        } catch (IllegalArgumentException e) {
-            throw new InvalidCheckpointException(at + ": " + e.getMessage());
-        }
+        dtype(dtypeNode.asText(), at);
         if (shapeNode == null || !shapeNode.isArray()) {
             throw new InvalidCheckpointException(at + ": missing or non-array shape");
         }
@@ -238,8 +242,20 @@ public final class SafetensorsFormat {
                 || !offsetsNode.get(0).canConvertToLong() || !offsetsNode.get(1).canConvertToLong()) {
             throw new InvalidCheckpointException(at + ": data_offsets must be two integers");
         }
-        long begin = offsetsNode.get(0).asLong();
-        long end = offsetsNode.get(1).asLong();
+        return entry(name, dtypeNode.asText(), shape, offsetsNode.get(0).asLong(), offsetsNode.get(1).asLong(), at);
+    }
+
+    private static DType dtype(String name, String at) {
+        try {
+            return DType.parse(name);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidCheckpointException(at + ": " + e.getMessage());
+        }
+    }
+
+    /** The checks every entry gets once its fields have the right types; {@code at} names the tensor. */
+    private static Entry entry(String name, String dtypeName, long[] shape, long begin, long end, String at) {
+        DType dtype = dtype(dtypeName, at);
         if (begin < 0 || end < begin) {
             throw new InvalidCheckpointException(at + ": data_offsets [" + begin + ", " + end + "] are invalid");
         }
