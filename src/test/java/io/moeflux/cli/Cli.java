@@ -6,12 +6,25 @@ import java.io.IOException;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.io.UncheckedIOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.stream.Stream;
 import picocli.CommandLine;
 
 /** Runs the configured command line as {@code main} does, capturing stdout and stderr. */
 record Cli(int exitCode, String out, String err) {
     static final Path REFERENCE_VECTORS = Path.of("../pipeline/src/test/resources/reference-vectors");
+
+    /** A private copy of the reference vector {@code hy3-tiny/hf} in {@code to}: a test may break it, or check it is untouched. */
+    static Path copyOfTinyHf(Path to) throws IOException {
+        Files.createDirectories(to);
+        try (Stream<Path> files = Files.list(REFERENCE_VECTORS.resolve("hy3-tiny/hf"))) {
+            for (Path f : files.toList()) {
+                Files.copy(f, to.resolve(f.getFileName()));
+            }
+        }
+        return to;
+    }
 
     static Cli run(Object... args) {
         StringWriter out = new StringWriter();

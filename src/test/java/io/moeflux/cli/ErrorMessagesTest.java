@@ -7,7 +7,6 @@ import java.net.InetAddress;
 import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -42,12 +41,7 @@ class ErrorMessagesTest {
 
     @Test
     void aConfigThatIsNotJsonSaysWhereWithoutTheParsersInternals() throws IOException {
-        Path in = Files.createDirectories(dir.resolve("hf"));
-        try (Stream<Path> files = Files.list(TINY_HF)) {
-            for (Path f : files.toList()) {
-                Files.copy(f, in.resolve(f.getFileName()));
-            }
-        }
+        Path in = Cli.copyOfTinyHf(dir.resolve("hf"));
         Files.writeString(in.resolve("config.json"), "{\"num_experts\": NaN}");
 
         Cli r = Cli.run("from-hf", in, dir.resolve("out"));

@@ -31,12 +31,7 @@ class ModelFactsTest {
 
     @Test
     void anExpertWidthUnlikeTheConfigsIsRefusedBeforeAnythingIsWritten() throws IOException {
-        Path in = Files.createDirectories(dir.resolve("hf"));
-        try (Stream<Path> files = Files.list(TINY_HF)) {
-            for (Path f : files.toList()) {
-                Files.copy(f, in.resolve(f.getFileName()));
-            }
-        }
+        Path in = Cli.copyOfTinyHf(dir.resolve("hf"));
         String config = Files.readString(in.resolve("config.json"));
         Files.writeString(in.resolve("config.json"), config.replaceFirst("\"moe_intermediate_size\":\\s*16", "\"moe_intermediate_size\": 24"));
 

@@ -115,13 +115,7 @@ class OutputAndFailuresTest {
 
     /** A private copy of the reference input, so that a command that wrongly replaced it would be seen. */
     private Path copyOfTinyHf(Path to) throws Exception {
-        Files.createDirectories(to);
-        try (var files = Files.list(TINY_HF)) {
-            for (Path f : files.toList()) {
-                Files.copy(f, to.resolve(f.getFileName()));
-            }
-        }
-        return to;
+        return Cli.copyOfTinyHf(to);
     }
 
     @Test

@@ -17,20 +17,13 @@ import org.junit.jupiter.api.io.TempDir;
  * with exit 3 and one line naming the file, and nothing is written.
  */
 class SilentlyEmptyInputTest {
-    private static final Path TINY_HF = Cli.REFERENCE_VECTORS.resolve("hy3-tiny/hf");
     private static final String INDEX = "model.safetensors.index.json";
 
     @TempDir
     Path dir;
 
     private Path copyOfTinyHf() throws IOException {
-        Path copy = Files.createDirectories(dir.resolve("hf"));
-        try (Stream<Path> files = Files.list(TINY_HF)) {
-            for (Path f : files.toList()) {
-                Files.copy(f, copy.resolve(f.getFileName()));
-            }
-        }
-        return copy;
+        return Cli.copyOfTinyHf(dir.resolve("hf"));
     }
 
     /** from-hf of {@code in} is refused as bad input, in one line containing {@code named}, and writes nothing. */
