@@ -17,6 +17,7 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.CancellationException;
 import java.util.function.BooleanSupplier;
+import java.util.regex.Pattern;
 import picocli.CommandLine;
 import picocli.CommandLine.IExecutionExceptionHandler;
 import picocli.CommandLine.IParameterExceptionHandler;
@@ -61,7 +62,7 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
         Failure failure = classify(cause);
         PrintWriter err = cl.getErr();
         // Messages name tensors and paths from the input: a control character in one must not reach the terminal.
-        err.println(cl.getCommandSpec().qualifiedName() + ": " + Human.printable(String.valueOf(failure.message)));
+        err.println(cl.getCommandSpec().qualifiedName() + ": " + Human.printable(asTheUserNamesIt(String.valueOf(failure.message))));
         if (debug.getAsBoolean()) {
             cause.printStackTrace(err);
         }
@@ -71,9 +72,20 @@ final class ErrorHandler implements IExecutionExceptionHandler, IParameterExcept
             leaf = leaf.subcommand();
         }
         if (leaf.hasMatchedOption("--json")) {
-            printJson(cl, failure.exitCode, String.valueOf(failure.message));
+            printJson(cl, failure.exitCode, asTheUserNamesIt(String.valueOf(failure.message)));
         }
         return failure.exitCode;
+    }
+
+    /** A file of the hidden staging folder an output is written in ({@code DIR/.NAME.partial-XXXX/FILE}). */
+    private static final Pattern STAGED = Pattern.compile("/\\.([^/]+)\\.partial-[0-9a-z]+(?=/|\\b)");
+
+    /**
+     * The message with staging paths named as the output they were to become: the staging folder is
+     * internal, and the user knows the output by the name they gave ({@code OUT/FILE}).
+     */
+    static String asTheUserNamesIt(String message) {
+        return STAGED.matcher(message).replaceAll("/$1");
     }
 
     /** With {@code --json}, a failure is also one JSON document on stdout, where a script reads the result. */

@@ -1,6 +1,7 @@
 package io.moeflux.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
 import java.net.InetAddress;
@@ -80,6 +81,30 @@ class ErrorMessagesTest {
             Cli r = Cli.run("serve", "--port", taken.getLocalPort(), "--sink", dir.resolve("sink"), "--direction", "none");
 
             assertOneLine(r, ExitCodes.IO_FAILURE, "port " + taken.getLocalPort() + " on 127.0.0.1 is in use");
+        }
+    }
+
+    @Test
+    void errorsNameTheOutputNotItsHiddenStagingFolder() {
+        assertThat(ErrorHandler.asTheUserNamesIt("I/O error on /data/ckpt/.native.partial-1pqvkuy5pcbwy/model.safetensors: no room"))
+                .isEqualTo("I/O error on /data/ckpt/native/model.safetensors: no room");
+        assertThat(ErrorHandler.asTheUserNamesIt("cannot rename /d/.out.partial-x9 to /d/out")).isEqualTo("cannot rename /d/out to /d/out");
+        assertThat(ErrorHandler.asTheUserNamesIt("/d/.hidden/file and /d/a.partial-b")).isEqualTo("/d/.hidden/file and /d/a.partial-b");
+    }
+
+    @Test
+    void aDiskTooSmallForTheOutputIsNamedAsTheOutput() throws Exception {
+        Path small = Files.createDirectories(dir.resolve("small"));
+        Process mount = new ProcessBuilder("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small.toString())
+                .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        assumeTrue(mount.waitFor() == 0, "mounting a tmpfs needs root");
+        try {
+            Cli r = Cli.run("generate", small.resolve("gen"), "--preset", "hy3-keys");
+
+            assertOneLine(r, ExitCodes.IO_FAILURE, small.resolve("gen").resolve("model.safetensors").toString(), "no room");
+            assertThat(r.err()).doesNotContain(".partial-");
+        } finally {
+            new ProcessBuilder("umount", small.toString()).start().waitFor();
         }
     }
 }

@@ -22,6 +22,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -114,6 +115,11 @@ final class FolderSink implements PlaceableSink {
                     // Below both operators, so tensors they still queue when the write fails are released too.
                     .doOnDiscard(TensorEvent.class, TensorEvent::release)
                     .then(onIo(Mono.fromCallable(() -> {
+                        // A cancel runs abort() before it reaches the writes upstream, and writes that fail after
+                        // it end quietly, so the writes can all "end" with tensors missing: never commit then.
+                        if (cancelled.get()) {
+                            throw new CancellationException("the write was cancelled before its commit");
+                        }
                         ShardLayout layout = placer.finish(options.maxShardSize());
                         writeSidecars(staging.dir(), layout, planned);
                         staging.commit();
