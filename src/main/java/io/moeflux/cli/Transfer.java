@@ -1,10 +1,10 @@
 package io.moeflux.cli;
 
+import io.moeflux.connect.kafka.KafkaEndpoint;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
-import io.moeflux.connect.kafka.KafkaEndpoint;
 import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
