@@ -246,7 +246,6 @@ public final class IngestServer implements AutoCloseable {
                 .doOnDiscard(TensorEvent.class, TensorEvent::release)
                 .flatMap(summary -> {
                     status.committed(summary);
-                    logEnd(status);
                     return reply(res, HttpResponseStatus.OK, status.toJson());
                 })
                 // The output goes before the status or the response says the upload ended: doFinally runs
@@ -255,18 +254,15 @@ public final class IngestServer implements AutoCloseable {
                     opened.end();
                     if (isClientGone(e) || isIdle(e)) {
                         status.aborted(whyAborted(status));
-                        logEnd(status);
-                        return Mono.empty();
+                            return Mono.empty();
                     }
                     HttpResponseStatus code = statusFor(e);
                     if (e instanceof OutputExistsException) {
                         // Committed before (a folder sink never overwrites): what is on disk stays, and status says so.
                         status.foundCommitted(committedAlready(id));
-                        logEnd(status);
-                        return error(res, code, committedAlready(id));
+                            return error(res, code, committedAlready(id));
                     }
                     status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
-                    logEnd(status);
                     if (code == HttpResponseStatus.SERVICE_UNAVAILABLE) {
                         res.header(HttpHeaderNames.RETRY_AFTER, "1");
                     }
@@ -275,7 +271,6 @@ public final class IngestServer implements AutoCloseable {
                 .doOnCancel(() -> {
                     opened.end();
                     status.aborted(whyAborted(status));
-                    logEnd(status);
                 });
     }
 
@@ -330,17 +325,6 @@ public final class IngestServer implements AutoCloseable {
 
     private static String committedAlready(String id) {
         return "checkpoint " + id + " is committed already, and a committed checkpoint is never overwritten";
-    }
-
-    /**
-     * One line on stderr per upload, when it ends: its id, outcome, bytes and time, and why it failed.
-     * Logged once, by whichever end (commit, failure, disconnect, cancel) comes first.
-     */
-    private static void logEnd(UploadStatus status) {
-        status.endLine().ifPresent(line -> {
-            System.err.println("moeflux serve: " + line);
-            System.err.flush();
-        });
     }
 
     /**

@@ -6,7 +6,6 @@ import java.time.Duration;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Optional;
 import java.util.concurrent.atomic.AtomicLong;
 
 /** One upload's state and progress, as {@code GET /v1/checkpoints/{id}} reports it; updated from any thread. */
@@ -31,7 +30,6 @@ final class UploadStatus implements Progress {
     private volatile long lastByteNanos = startNanos;
     private volatile String error;
     private volatile CommitSummary summary;
-    private boolean endLogged;
     private volatile String note;
 
     UploadStatus(String id, IngestMetrics metrics) {
@@ -92,17 +90,6 @@ final class UploadStatus implements Progress {
         }
     }
 
-    /** The line to log for this upload's end, once: empty while it runs and after the first call. */
-    synchronized Optional<String> endLine() {
-        if (state == State.RECEIVING || endLogged) {
-            return Optional.empty();
-        }
-        endLogged = true;
-        return Optional.of(String.format(Locale.ROOT, "upload %s %s: %,d bytes received, %,d written in %.1f s%s", id,
-                state.json(), bytesReceived.get(), bytesWritten.get(), seconds(),
-                error != null ? ": " + error : note != null ? ": " + note : ""));
-    }
-
     synchronized void aborted(String why) {
         if (state == State.RECEIVING) {
             error = why;
@@ -114,10 +101,18 @@ final class UploadStatus implements Progress {
         end(s, s.json());
     }
 
+    /**
+     * Ends the upload, once (every caller checks it is still receiving): counted in the metrics, and one
+     * line on stderr with its id, outcome, bytes and time, and why it failed.
+     */
     private void end(State s, String outcome) {
         endNanos = System.nanoTime();
         state = s;
         metrics.uploadEnded(outcome, Duration.ofNanos(endNanos - startNanos));
+        System.err.println(String.format(Locale.ROOT, "moeflux serve: upload %s %s: %,d bytes received, %,d written in %.1f s%s",
+                id, state.json(), bytesReceived.get(), bytesWritten.get(), seconds(),
+                error != null ? ": " + error : note != null ? ": " + note : ""));
+        System.err.flush();
     }
 
     /** How long ago the body's last bytes arrived (or the upload began). */

@@ -375,8 +375,7 @@ final class FolderSink implements PlaceableSink {
         try {
             written.run();
         } catch (IOException e) {
-            // Named by where it will be, not by the hidden staging folder the user never sees.
-            throw new UncheckedIOException("syncing " + target.path().getFileName() + " of the checkpoint: " + e.getMessage(), e);
+            throw new UncheckedIOException("syncing " + target.path() + ": " + e.getMessage(), e);
         }
     }
 

@@ -30,7 +30,9 @@ public final class SafetensorsSource {
         if (!Files.exists(path)) {
             throw new NoSuchFileException(path.toString());
         }
-        List<Path> files = Files.isDirectory(path) ? shardFiles(path) : List.of(path);
+        Optional<ShardIndex> index = Files.isDirectory(path) ? index(path) : Optional.empty();
+        List<Path> files = index.isPresent() ? index.get().shardFiles().stream().map(path::resolve).toList()
+                : Files.isDirectory(path) ? unindexedShards(path) : List.of(path);
         List<Shard> shards = new ArrayList<>(files.size());
         java.util.Map<String, Path> seen = new java.util.HashMap<>();
         for (Path f : files) {
@@ -43,12 +45,10 @@ public final class SafetensorsSource {
             }
             shards.add(s);
         }
-        if (Files.isDirectory(path)) {
-            Path index = path.resolve(ShardIndex.FILE_NAME);
-            if (Files.isRegularFile(index)) {
-                ShardIndex.read(index).checkAgainst(shards, index);
-                refuseUnindexed(path, files, index);
-            }
+        if (index.isPresent()) {
+            Path indexFile = path.resolve(ShardIndex.FILE_NAME);
+            index.get().checkAgainst(shards, indexFile);
+            refuseUnindexed(path, files, indexFile);
         }
         Optional<byte[]> config = ModelConfigJson.readBytes(path);
         List<TensorInfo> infos = shards.stream().flatMap(s -> s.header().entries().stream()).map(SafetensorsFormat.Entry::info).toList();
@@ -59,15 +59,17 @@ public final class SafetensorsSource {
         return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), config));
     }
 
-    /** The shards of a folder: those its index names, else every {@code *.safetensors} in name order. */
-    private static List<Path> shardFiles(Path folder) throws IOException {
+    /** A folder's index, when it has one; an index that is not a file is refused rather than passed over. */
+    private static Optional<ShardIndex> index(Path folder) throws IOException {
         Path index = folder.resolve(ShardIndex.FILE_NAME);
         if (Files.exists(index, LinkOption.NOFOLLOW_LINKS) && !Files.isRegularFile(index)) {
             throw new InvalidCheckpointException(index + ": not a file");
         }
-        if (Files.isRegularFile(index)) {
-            return ShardIndex.read(index).shardFiles().stream().map(folder::resolve).toList();
-        }
+        return Files.isRegularFile(index) ? Optional.of(ShardIndex.read(index)) : Optional.empty();
+    }
+
+    /** The shards of a folder without an index: every {@code *.safetensors}, in name order. */
+    private static List<Path> unindexedShards(Path folder) throws IOException {
         List<Path> files = safetensorsFiles(folder);
         if (files.isEmpty()) {
             throw new InvalidCheckpointException(folder + ": no *.safetensors files");
