@@ -80,6 +80,7 @@ public final class Main implements Callable<Integer> {
         ErrorHandler errors = new ErrorHandler(() -> main.debug || "1".equals(System.getenv("MOEFLUX_DEBUG")));
         cl.setExecutionExceptionHandler(errors);
         cl.setParameterExceptionHandler(errors);
+        cl.setHelpFactory(SpaceWrappingHelp.FACTORY);
         cl.setUsageHelpAutoWidth(true);
         applyExitCodeTable(cl);
         return cl;

@@ -3,8 +3,11 @@ package io.moeflux.cli;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
 
 class UsageTest {
     @Test
@@ -77,6 +80,27 @@ class UsageTest {
             Cli r = Cli.run(command, "--help");
             assertThat(r.exitCode()).as(command).isEqualTo(ExitCodes.OK);
             assertThat(r.out()).as(command).contains("Exit codes:").contains("output exists").contains("cancelled (Ctrl-C)");
+        }
+    }
+
+    @Test
+    void helpWrapsAtSpacesSoFileNamesAndAddressesStayWhole() {
+        // Picocli's own wrapping broke 'config.json' after the dot and 'kafka://HOST:PORT' after a colon. From 80
+        // columns on, every word of every description fits its column, so each must appear whole.
+        for (int width : new int[] {80, 91, 100}) {
+            for (CommandLine command : Main.commandLine().getSubcommands().values()) {
+                command.setUsageHelpWidth(width);
+                String help = command.getUsageMessage(CommandLine.Help.Ansi.OFF);
+                var spec = command.getCommandSpec();
+                var texts = new ArrayList<>(List.of(spec.usageMessage().description()));
+                spec.args().forEach(arg -> texts.addAll(List.of(arg.description())));
+                for (String text : texts) {
+                    for (String word : String.format(text).split("\\s+")) {
+                        assertThat(help).as("%s at width %d", spec.name(), width).contains(word);
+                    }
+                }
+                assertThat(help.lines()).allSatisfy(line -> assertThat(line.length()).isLessThanOrEqualTo(width));
+            }
         }
     }
 }
