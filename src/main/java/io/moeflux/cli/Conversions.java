@@ -2,6 +2,7 @@ package io.moeflux.cli;
 
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.hy3.Hy3Options;
+import io.moeflux.hy3.MergedOutput;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.Stages;
@@ -26,7 +27,9 @@ final class Conversions {
         CheckpointDescriptor planned = described.tensors()
                 .map(infos -> described.withTensors(adapter.planFromHf(infos)))
                 .orElse(described);
-        return Transfer.run("from-hf", in, described, out, settings, planned, adapter.fromHf(source.tensors()), err);
+        // A sink that places pieces gets each expert's slab as soon as its weights are in, not whole layers.
+        return Transfer.run("from-hf", in, described, out, settings, planned,
+                sink -> adapter.fromHf(source.tensors(), sink.placesPieces() ? MergedOutput.SLAB_PIECES : MergedOutput.WHOLE), err);
     }
 
     /**
@@ -46,19 +49,19 @@ final class Conversions {
                 ? Stages.releaseOnDiscard(source.tensors().transform(adapter.toHfInputCheck())
                         .concatMapIterable(e -> adapter.convertSingleTensorToHf(e.fqn(), e.tensor()), 1))
                 : adapter.toHf(source.tensors());
-        return Transfer.run("to-hf", in, described, out, settings, planned, events, err);
+        return Transfer.run("to-hf", in, described, out, settings, planned, sink -> events, err);
     }
 
     static Transfer.Summary copy(String from, String to, Endpoints.SinkSettings settings, PrintWriter err) throws IOException {
         CheckpointSource source = Endpoints.source(from);
         CheckpointDescriptor described = source.describe().block();
-        return Transfer.run("copy", from, described, to, settings, described, source.tensors(), err);
+        return Transfer.run("copy", from, described, to, settings, described, sink -> source.tensors(), err);
     }
 
     static Transfer.Summary generate(SyntheticHy3 checkpoint, String presetName, String out,
             Endpoints.SinkSettings settings, PrintWriter err) {
         CheckpointDescriptor described = checkpoint.describe().block();
         return Transfer.run("generate", "preset " + presetName, CheckpointDescriptor.UNKNOWN, out, settings, described,
-                checkpoint.tensors(), err);
+                sink -> checkpoint.tensors(), err);
     }
 }

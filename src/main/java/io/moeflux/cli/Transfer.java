@@ -2,6 +2,7 @@ package io.moeflux.cli;
 
 import io.moeflux.connect.kafka.KafkaEndpoint;
 import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
@@ -19,6 +20,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Function;
 import java.util.function.Supplier;
 import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
@@ -79,9 +81,11 @@ final class Transfer {
      * @param input           the source's location, for the summary
      * @param inputDescriptor what the source described (its tensors are counted in the summary)
      * @param planned         what the sink is told to expect (its tensors size the progress display)
+     * @param events          the stream for the sink, which may depend on it (whether it places pieces)
      */
     static Summary run(String command, String input, CheckpointDescriptor inputDescriptor, String output,
-            Endpoints.SinkSettings settings, CheckpointDescriptor planned, Flux<TensorEvent> events, PrintWriter err) {
+            Endpoints.SinkSettings settings, CheckpointDescriptor planned, Function<CheckpointSink, Flux<TensorEvent>> events,
+            PrintWriter err) {
         List<TensorInfo> in = inputDescriptor.tensors().orElse(null);
         List<TensorInfo> out = planned.tensors().orElse(List.of());
         long start = System.nanoTime();
@@ -93,7 +97,8 @@ final class Transfer {
                     : !KafkaEndpoint.isKafka(output) && Files.exists(Path.of(output))
                             ? "moeflux " + command + ": cancelled after " + output + " was committed"
                             : "moeflux " + command + ": cancelled; nothing was committed";
-            committed = awaitCancellingOnExit(Endpoints.sink(output, settings.withProgress(progress)).write(planned, events)
+            CheckpointSink sink = Endpoints.sink(output, settings.withProgress(progress));
+            committed = awaitCancellingOnExit(sink.write(planned, events.apply(sink))
                     .doOnSuccess(c -> OUTPUT_COMMITTED.set(true)), cancelled, err);
         }
         double seconds = (System.nanoTime() - start) / 1e9;

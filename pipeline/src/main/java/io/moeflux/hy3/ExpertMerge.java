@@ -5,10 +5,12 @@ import io.moeflux.hy3.Hy3Keys.Projection;
 import io.moeflux.hy3.Hy3Options.ExpertRange;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Box;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
+import io.moeflux.tensor.TensorInfo;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
@@ -26,15 +28,25 @@ import reactor.core.publisher.Mono;
 import reactor.core.publisher.SynchronousSink;
 
 /**
- * The windowed per-layer expert merge of from-hf.
+ * The per-layer expert merge of from-hf: a keyed accumulator of per-expert weights.
  *
- * <p>Per-expert {@code gate_proj}/{@code up_proj}/{@code down_proj} keys collect in a window per merged
- * tensor ({@code {prefix}layers.L.mlp.experts.gate_and_up_projs} and {@code ...down_projs}). A window
- * holds only references to the arriving tensors (slices of mapped shards, or buffers a network source
- * filled) and closes the moment its last expert arrives: it then emits one lazy
- * {@link StackedTransposeTensor} that transposes and casts the parts while the sink writes it. So input
- * order is free (layers may interleave, experts may straddle shards), and what a window holds is
- * exactly one open layer's parts. Other keys pass straight through.
+ * <p>Per-expert {@code gate_proj}/{@code up_proj}/{@code down_proj} weights become
+ * {@code {prefix}layers.L.mlp.experts.gate_and_up_projs [n, hidden, 2*inter]} and {@code ...down_projs
+ * [n, inter, hidden]}, each expert's slab the transpose of its weights (gate and up side by side). What the
+ * accumulator holds are references to the arriving tensors (slices of mapped shards, or buffers a network
+ * source filled); the transposition and cast run lazily, in a {@link StackedTransposeTensor}, while the sink
+ * writes. Input order is free: layers may interleave, experts may straddle shards. Other keys pass straight
+ * through.
+ *
+ * <ul>
+ *   <li>{@link MergedOutput#SLAB_PIECES}: keyed by expert (and by the box of a weight that arrives in
+ *       pieces). An expert's slab goes out as a piece of the merged tensor as soon as its weights are in:
+ *       down at once, gate once up is in too (and the other way round), so what is held is at most a gate
+ *       waiting for its up. A piece of a weight that spans only some of its rows cannot share a slab row
+ *       with its partner and goes out alone, as a strided box.</li>
+ *   <li>{@link MergedOutput#WHOLE}: keyed by merged tensor. The accumulator holds a layer's weights until its
+ *       last expert arrives and emits the whole merged tensor, for sinks that take whole tensors only.</li>
+ * </ul>
  *
  * <p>At the end every layer that had expert keys must have had all of this rank's experts, as the
  * reference's {@code _validate_expert_availability}; the error names the first five missing keys.
@@ -48,8 +60,9 @@ final class ExpertMerge {
     private final int inter;
     /** 0 when the model facts do not say. */
     private final int hidden;
+    private final MergedOutput output;
 
-    ExpertMerge(Hy3Config config, Hy3Options options) {
+    ExpertMerge(Hy3Config config, Hy3Options options, MergedOutput output) {
         this.numExperts = config.numExperts();
         this.inter = config.moeIntermediateSize();
         this.hidden = config.hiddenSize();
@@ -57,6 +70,7 @@ final class ExpertMerge {
         this.targetDtype = options.targetDtype();
         this.epSize = options.epSize();
         this.epRank = options.epRank();
+        this.output = output;
     }
 
     /**
@@ -86,26 +100,29 @@ final class ExpertMerge {
         }));
     }
 
-    /** One grouped tensor being assembled: per expert in range, its parts in concatenation order. */
-    private final class Window {
+    private static int slot(Projection p) {
+        return p == Projection.UP ? 1 : 0;
+    }
+
+    private static Projection[] projectionsOf(String mergedName) {
+        return mergedName.endsWith("down_projs") ? new Projection[] {Projection.DOWN}
+                : new Projection[] {Projection.GATE, Projection.UP};
+    }
+
+    /** One merged tensor of {@link MergedOutput#WHOLE}: per expert in range, its weights in concatenation order. */
+    private final class PendingMerged {
         final String mergedName;
-        final Projection[] projections;
+        final int partsPerSlab;
         final Map<Integer, Tensor[]> experts = new HashMap<>();
-        long[] partShape;
-        String firstKey;
         int received;
 
-        Window(String mergedName, Projection[] projections) {
+        PendingMerged(String mergedName) {
             this.mergedName = mergedName;
-            this.projections = projections;
-        }
-
-        int slot(Projection p) {
-            return p == Projection.UP ? 1 : 0;
+            this.partsPerSlab = projectionsOf(mergedName).length;
         }
 
         boolean complete() {
-            return received == range.size() * projections.length;
+            return received == range.size() * partsPerSlab;
         }
 
         TensorEvent merge() {
@@ -118,23 +135,27 @@ final class ExpertMerge {
         }
 
         void release() {
-            experts.values().forEach(parts -> {
-                for (Tensor t : parts) {
-                    if (t != null) {
-                        t.release();
-                    }
-                }
-            });
+            experts.values().forEach(ExpertMerge::releaseAll);
             experts.clear();
         }
     }
 
+    /** A gate (or up) weight, or a piece of it spanning all its rows, waiting for its partner under the same box. */
+    private record PairKey(String mergedName, long expert, Box box) {}
+
+    /** What arrived of one expert's weight of one projection, in elements: it must end up whole, once. */
+    private record PartKey(String mergedName, long expert, Projection projection) {}
+
     private record Layer(String prefix, String layer) {}
 
     private final class State {
-        private final Map<String, Window> open = new HashMap<>();
-        /** Every (prefix, layer) with expert keys, and which grouped tensors of it were emitted. */
-        private final Map<Layer, List<String>> layersSeen = new HashMap<>();
+        private final Map<String, PendingMerged> collecting = new HashMap<>();
+        private final Map<PairKey, Tensor[]> pairs = new HashMap<>();
+        private final Map<PartKey, Long> covered = new HashMap<>();
+        /** The first weight of each merged tensor: every other must have its shape. */
+        private final Map<String, TensorInfo> firstWeight = new HashMap<>();
+        /** Every (prefix, layer) with expert keys, with the merged tensors it has keys of. */
+        private final Map<Layer, Set<String>> layersSeen = new HashMap<>();
         private final UnmergedPrefix unmergedPrefix = new UnmergedPrefix();
 
         synchronized void onNext(TensorEvent event, SynchronousSink<TensorEvent> sink) {
@@ -145,7 +166,7 @@ final class ExpertMerge {
                 return;
             }
             ExpertKey key = parsed.get();
-            layersSeen.computeIfAbsent(new Layer(key.prefix(), key.layer()), l -> new ArrayList<>());
+            Set<String> mergedOfLayer = layersSeen.computeIfAbsent(new Layer(key.prefix(), key.layer()), l -> new HashSet<>());
             long expert = key.expert();
             if (expert < 0 || expert >= numExperts) {
                 event.release();
@@ -157,52 +178,88 @@ final class ExpertMerge {
                 event.release();
                 return;
             }
-            Tensor tensor = event.tensor();
-            long[] shape = tensor.shape();
-            if (shape.length != 2) {
+            long[] shape = event.wholeShape();
+            String problem = shapeProblem(event, key, shape);
+            if (problem != null) {
                 event.release();
-                sink.error(new IllegalArgumentException("expert weight " + event.fqn() + " must be 2-D, got "
-                        + Shapes.format(shape)));
-                return;
-            }
-            String fact = contradictedFact(key.projection(), shape);
-            if (fact != null) {
-                event.release();
-                sink.error(new IllegalArgumentException("expert weight " + event.fqn() + " has shape " + Shapes.format(shape)
-                        + ", but " + fact + " (config.json or the flags): the merged tensor would not convert back"));
+                sink.error(new IllegalArgumentException(problem));
                 return;
             }
             String mergedName = key.mergedName();
-            if (layersSeen.get(new Layer(key.prefix(), key.layer())).contains(mergedName)) {
+            mergedOfLayer.add(mergedName);
+            PartKey part = new PartKey(mergedName, expert, key.projection());
+            long before = covered.getOrDefault(part, 0L);
+            if (before + event.box().numel() > Shapes.numel(shape) || (before == Shapes.numel(shape) && event.isWhole())) {
                 event.release();
-                sink.error(new IllegalArgumentException("duplicate tensor " + event.fqn() + " (its layer was already merged)"));
+                sink.error(new IllegalArgumentException("duplicate tensor " + event.fqn()
+                        + (event.isWhole() ? "" : ": piece " + event.box() + " is more than its weight still lacked")));
                 return;
             }
-            Window w = open.computeIfAbsent(mergedName, n -> key.projection() == Projection.DOWN
-                    ? new Window(n, new Projection[] {Projection.DOWN})
-                    : new Window(n, new Projection[] {Projection.GATE, Projection.UP}));
-            if (w.partShape == null) {
-                w.partShape = shape;
-                w.firstKey = event.fqn();
-            } else if (!Arrays.equals(w.partShape, shape)) {
-                event.release();
-                sink.error(new IllegalArgumentException("expert weight " + event.fqn() + " has shape "
-                        + Shapes.format(shape) + " but " + w.firstKey + " has " + Shapes.format(w.partShape)));
-                return;
+            covered.put(part, before + event.box().numel());
+            if (output == MergedOutput.WHOLE) {
+                addToWindow(event, key, mergedName, sink);
+            } else {
+                addToPair(event, key, mergedName, sink);
             }
-            Tensor[] parts = w.experts.computeIfAbsent((int) expert, e -> new Tensor[w.projections.length]);
-            int slot = w.slot(key.projection());
-            if (parts[slot] != null) {
-                event.release();
-                sink.error(new IllegalArgumentException("duplicate tensor " + event.fqn()));
-                return;
+        }
+
+        /** Why the weight cannot be merged as it is, or null. */
+        private String shapeProblem(TensorEvent event, ExpertKey key, long[] shape) {
+            if (shape.length != 2) {
+                return "expert weight " + event.fqn() + " must be 2-D, got " + Shapes.format(shape);
             }
-            parts[slot] = tensor;
+            String fact = contradictedFact(key.projection(), shape);
+            if (fact != null) {
+                return "expert weight " + event.fqn() + " has shape " + Shapes.format(shape) + ", but " + fact
+                        + " (config.json or the flags): the merged tensor would not convert back";
+            }
+            TensorInfo first = firstWeight.putIfAbsent(key.mergedName(), event.wholeInfo());
+            if (first != null && !Arrays.equals(first.shape(), shape)) {
+                return "expert weight " + event.fqn() + " has shape " + Shapes.format(shape) + " but " + first.name()
+                        + " has " + Shapes.format(first.shape());
+            }
+            if (output == MergedOutput.WHOLE && !event.isWhole()) {
+                return "expert weight " + event.fqn() + " arrived in pieces (" + event.box() + " of "
+                        + Shapes.format(shape) + "), which this destination cannot take: write to a folder";
+            }
+            return null;
+        }
+
+        private void addToWindow(TensorEvent event, ExpertKey key, String mergedName, SynchronousSink<TensorEvent> sink) {
+            PendingMerged w = collecting.computeIfAbsent(mergedName, PendingMerged::new);
+            w.experts.computeIfAbsent((int) key.expert(), e -> new Tensor[w.partsPerSlab])[slot(key.projection())] = event.tensor();
             w.received++;
             if (w.complete()) {
-                open.remove(mergedName);
-                layersSeen.get(new Layer(key.prefix(), key.layer())).add(mergedName);
+                collecting.remove(mergedName);
                 sink.next(w.merge());
+            }
+        }
+
+        /**
+         * A weight (or a piece of it) of {@code [rows, cols]} lands transposed in its expert's slab of the merged
+         * tensor {@code [n, cols, width]}: its rows {@code [r0, r1)} become slab columns (after gate's
+         * {@code inter} for up), its columns {@code [c0, c1)} slab rows.
+         */
+        private void addToPair(TensorEvent event, ExpertKey key, String mergedName, SynchronousSink<TensorEvent> sink) {
+            Box box = event.box();
+            long[] shape = event.wholeShape();
+            int slab = (int) (key.expert() - range.start());
+            long[] merged = {range.size(), shape[1], key.projection() == Projection.DOWN ? shape[0] : 2L * shape[0]};
+            boolean allRows = box.offset(0) == 0 && box.size(0) == shape[0];
+            if (key.projection() == Projection.DOWN || !allRows) {
+                long column = box.offset(0) + (key.projection() == Projection.UP ? shape[0] : 0);
+                sink.next(TensorEvent.piece(mergedName, merged, new long[] {slab, box.offset(1), column},
+                        new StackedTransposeTensor(List.of(List.of(event.tensor())), targetDtype)));
+                return;
+            }
+            PairKey pairKey = new PairKey(mergedName, key.expert(), new Box(new long[] {0, box.offset(1)},
+                    new long[] {shape[0], box.size(1)}));
+            Tensor[] parts = pairs.computeIfAbsent(pairKey, k -> new Tensor[2]);
+            parts[slot(key.projection())] = event.tensor();
+            if (parts[0] != null && parts[1] != null) {
+                pairs.remove(pairKey);
+                sink.next(TensorEvent.piece(mergedName, merged, new long[] {slab, box.offset(1), 0},
+                        new StackedTransposeTensor(List.of(Arrays.asList(parts)), targetDtype)));
             }
         }
 
@@ -213,22 +270,14 @@ final class ExpertMerge {
             layers.sort(Comparator.comparingInt((Layer l) -> parseLayer(l.layer())).thenComparing(Layer::prefix));
             for (Layer layer : layers) {
                 layerNumbers.add(parseLayer(layer.layer()));
-                Window gateUp = open.get(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.gate_and_up_projs");
-                Window down = open.get(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.down_projs");
-                List<String> done = layersSeen.get(layer);
-                boolean gateUpDone = done.contains(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.gate_and_up_projs");
-                boolean downDone = done.contains(layer.prefix() + "layers." + layer.layer() + ".mlp.experts.down_projs");
+                String experts = layer.prefix() + "layers." + layer.layer() + ".mlp.experts.";
                 for (int e = range.start(); e < range.end(); e++) {
                     for (Projection p : Projection.values()) {
-                        boolean isDown = p == Projection.DOWN;
-                        if (isDown ? downDone : gateUpDone) {
-                            continue;
-                        }
-                        Window w = isDown ? down : gateUp;
-                        Tensor[] parts = w == null ? null : w.experts.get(e);
-                        if (parts == null || parts[w.slot(p)] == null) {
-                            missing.add(layer.prefix() + "layers." + layer.layer() + ".mlp.experts." + e + "."
-                                    + p.keyPart() + ".weight");
+                        String mergedName = experts + (p == Projection.DOWN ? "down_projs" : "gate_and_up_projs");
+                        TensorInfo weight = firstWeight.get(mergedName);
+                        long have = covered.getOrDefault(new PartKey(mergedName, e, p), 0L);
+                        if (weight == null || have < Shapes.numel(weight.shape())) {
+                            missing.add(experts + e + "." + p.keyPart() + ".weight");
                         }
                     }
                 }
@@ -249,8 +298,18 @@ final class ExpertMerge {
         }
 
         synchronized void releaseAll() {
-            open.values().forEach(Window::release);
-            open.clear();
+            collecting.values().forEach(PendingMerged::release);
+            collecting.clear();
+            pairs.values().forEach(ExpertMerge::releaseAll);
+            pairs.clear();
+        }
+    }
+
+    private static void releaseAll(Tensor[] tensors) {
+        for (Tensor t : tensors) {
+            if (t != null) {
+                t.release();
+            }
         }
     }
 

@@ -5,6 +5,7 @@ import io.moeflux.hy3.Hy3Keys.LoraLayer;
 import io.moeflux.hy3.Hy3Keys.LoraMatrix;
 import io.moeflux.hy3.Hy3Keys.Projection;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Box;
 import io.moeflux.tensor.RefCounted;
 import io.moeflux.tensor.Releasable;
 import io.moeflux.tensor.Shapes;
@@ -34,8 +35,7 @@ final class ExpertSplit {
     /** The split of {@code event}, or the event itself when it is not a grouped expert tensor. */
     List<TensorEvent> split(TensorEvent event) {
         String fqn = event.fqn();
-        Tensor tensor = event.tensor();
-        long[] shape = tensor.shape();
+        long[] shape = event.wholeShape();
         boolean gateUp = Hy3Keys.isGroupedGateUp(fqn);
         boolean down = !gateUp && Hy3Keys.isGroupedDown(fqn) && shape.length == 3 && shape[1] == inter;
         if (!gateUp && !down) {
@@ -66,7 +66,7 @@ final class ExpertSplit {
                 slices.add(new Slice(Hy3Keys.splitExpertKey(layer, e, Projection.DOWN), e, 0, shape[2]));
             }
         }
-        return cut(tensor, slices);
+        return cut(event, slices);
     }
 
     /**
@@ -76,8 +76,7 @@ final class ExpertSplit {
      * {@code B[e][:, inter:]^T}; the down pair is {@code dA[e]^T} and {@code dB[e]^T}. No type changes.
      */
     private List<TensorEvent> splitLora(TensorEvent event, Hy3Keys.GroupedLoraKey key) {
-        Tensor tensor = event.tensor();
-        long[] shape = tensor.shape();
+        long[] shape = event.wholeShape();
         if (shape.length != 3) {
             event.release();
             throw new IllegalArgumentException("grouped expert LoRA tensor " + event.fqn() + " has shape " + Shapes.format(shape)
@@ -109,20 +108,39 @@ final class ExpertSplit {
                 case DOWN_B -> slices.add(new Slice(layer.perExpert(e, Projection.DOWN, LoraMatrix.B), e, 0, shape[2]));
             }
         }
-        return cut(tensor, slices);
+        return cut(event, slices);
     }
 
     /** {@code grouped[expert][:, colStart:colStart+colCount]^T} under {@code name}. */
     private record Slice(String name, int expert, long colStart, long colCount) {}
 
-    /** Lazy views of the slices, sharing {@code grouped}: it is freed when the last of them is released. */
-    private static List<TensorEvent> cut(Tensor grouped, List<Slice> slices) {
+    /**
+     * Lazy views of what {@code event} holds of each slice, sharing its tensor: it is freed when the last of
+     * them is released. A piece of the grouped tensor (a range of experts, rows or columns) gives the pieces
+     * of the per-expert weights it covers: rows {@code [r0, r1)} and columns {@code [c0, c1)} of expert
+     * {@code e} are columns {@code [r0, r1)} and rows {@code [c0, c1)} of the weights transposed from it.
+     */
+    private static List<TensorEvent> cut(TensorEvent event, List<Slice> slices) {
+        Tensor grouped = event.tensor();
+        Box box = event.box();
+        long rows = event.wholeShape()[1];
         RefCounted shared = RefCounted.onLastRelease(grouped::release);
         Releasable ownerHandle = shared.retain();
-        List<TensorEvent> out = new ArrayList<>(slices.size());
+        List<TensorEvent> out = new ArrayList<>();
         try {
             for (Slice s : slices) {
-                out.add(new TensorEvent(s.name(), new TransposedSliceTensor(grouped, shared.retain(), s.expert(), s.colStart(), s.colCount())));
+                if (s.expert() < box.offset(0) || s.expert() >= box.end(0)) {
+                    continue;
+                }
+                long c0 = Math.max(s.colStart(), box.offset(2));
+                long c1 = Math.min(s.colStart() + s.colCount(), box.end(2));
+                if (c1 <= c0 && s.colCount() > 0) {
+                    continue;
+                }
+                Tensor view = new TransposedSliceTensor(grouped, shared.retain(), s.expert() - box.offset(0), c0 - box.offset(2),
+                        Math.max(0, c1 - c0));
+                out.add(TensorEvent.piece(s.name(), new long[] {s.colCount(), rows}, new long[] {c0 - s.colStart(), box.offset(1)},
+                        view));
             }
         } catch (RuntimeException ex) {
             out.forEach(TensorEvent::release);

@@ -64,9 +64,9 @@ public final class Hy3Adapter {
         return Stages.rename(Hy3Keys::nativeToHf);
     }
 
-    /** The windowed per-layer expert merge (with this adapter's target dtype and expert range). */
-    public Function<Flux<TensorEvent>, Flux<TensorEvent>> expertMerge() {
-        return new ExpertMerge(config, options).stage();
+    /** The per-layer expert merge (with this adapter's target dtype and expert range). */
+    public Function<Flux<TensorEvent>, Flux<TensorEvent>> expertMerge(MergedOutput output) {
+        return new ExpertMerge(config, options, output).stage();
     }
 
     /** The regrouping of per-expert and fused expert LoRA adapters of from-hf. */
@@ -86,8 +86,13 @@ public final class Hy3Adapter {
                 .orElse(Function.identity());
     }
 
-    /** On-disk Hy3 to native. */
+    /** On-disk Hy3 to native, with whole merged tensors. */
     public Flux<TensorEvent> fromHf(Flux<TensorEvent> hf) {
+        return fromHf(hf, MergedOutput.WHOLE);
+    }
+
+    /** On-disk Hy3 to native; {@code merged} says whether merged tensors go out whole or an expert slab at a time. */
+    public Flux<TensorEvent> fromHf(Flux<TensorEvent> hf, MergedOutput merged) {
         return hf.transform(mtpFilter())
                 .transform(renameToNative())
                 .transform(Stages.filter(key -> !Hy3Keys.isScaleInv(key)))
@@ -95,7 +100,7 @@ public final class Hy3Adapter {
                         "from-hf: no tensor is a per-expert weight of the on-disk layout (layers.L.mlp.experts.E.gate_proj.weight"
                                 + " and so on), so nothing would be converted: is this a native checkpoint (to-hf converts those)?"
                                 + " --allow-no-experts converts it anyway"))
-                .transform(expertMerge())
+                .transform(expertMerge(merged))
                 .transform(expertLoraMerge());
     }
 

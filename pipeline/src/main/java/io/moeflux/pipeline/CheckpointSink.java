@@ -13,4 +13,12 @@ public interface CheckpointSink {
      *                an event that is not in the plan is an error), and the config to store
      */
     Mono<CommitSummary> write(CheckpointDescriptor planned, Flux<TensorEvent> events);
+
+    /**
+     * Whether {@link #write} takes pieces of tensors ({@link TensorEvent#box()}), placing each where it
+     * belongs; a sink that does not takes whole tensors only, and a converter feeding it keeps them whole.
+     */
+    default boolean placesPieces() {
+        return false;
+    }
 }

@@ -5,11 +5,15 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.hy3.Hy3Config;
 import io.moeflux.hy3.Hy3Options;
+import io.moeflux.hy3.MergedOutput;
+import io.moeflux.tensor.Box;
 import io.moeflux.tensor.DType;
+import io.moeflux.testing.Pieces;
 import io.moeflux.testing.SyntheticHy3;
 import io.moeflux.testing.TrackedTensors;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Function;
 import java.util.stream.Stream;
@@ -35,27 +39,41 @@ class StagesReactiveTest {
         assertThat(t.live()).as("unreleased tensors").isZero();
     }
 
-    /** A stage under test and whether it takes the native layout (grouped expert tensors) rather than the on-disk one. */
-    record NamedStage(String name, Function<Flux<TensorEvent>, Flux<TensorEvent>> stage, boolean takesNative) {
-        NamedStage(String name, Function<Flux<TensorEvent>, Flux<TensorEvent>> stage) {
-            this(name, stage, false);
-        }
+    /** What a stage under test is fed. */
+    enum Input {
+        /** The on-disk layout, tensors whole. */
+        HF,
+        /** The on-disk layout, expert weights and a dense weight in pieces of some of their columns or rows. */
+        HF_PIECES,
+        /** The native layout, made by from-hf. */
+        NATIVE,
+        /** The native layout, grouped tensors in pieces: ranges of experts, and of an expert's rows. */
+        NATIVE_PIECES
+    }
 
+    record NamedStage(String name, Function<Flux<TensorEvent>, Flux<TensorEvent>> stage, Input input) {
         @Override
         public String toString() {
-            return name;
+            return name + " on " + input;
         }
     }
 
     static Stream<NamedStage> stages() {
         return Stream.of(
-                new NamedStage("mtp filter", ADAPTER.mtpFilter()),
-                new NamedStage("rename", ADAPTER.renameToNative()),
-                new NamedStage("expert merge", ADAPTER.expertMerge()),
-                new NamedStage("expert split", ADAPTER.expertSplit(), true),
-                new NamedStage("key exclusion", ADAPTER.keyExclusion()),
-                new NamedStage("from-hf", ADAPTER::fromHf),
-                new NamedStage("to-hf", ADAPTER::toHf, true));
+                new NamedStage("mtp filter", ADAPTER.mtpFilter(), Input.HF),
+                new NamedStage("mtp filter", ADAPTER.mtpFilter(), Input.HF_PIECES),
+                new NamedStage("rename", ADAPTER.renameToNative(), Input.HF),
+                new NamedStage("rename", ADAPTER.renameToNative(), Input.HF_PIECES),
+                new NamedStage("expert merge, whole", ADAPTER.expertMerge(MergedOutput.WHOLE), Input.HF),
+                new NamedStage("expert merge, slab pieces", ADAPTER.expertMerge(MergedOutput.SLAB_PIECES), Input.HF),
+                new NamedStage("expert merge, slab pieces", ADAPTER.expertMerge(MergedOutput.SLAB_PIECES), Input.HF_PIECES),
+                new NamedStage("expert split", ADAPTER.expertSplit(), Input.NATIVE),
+                new NamedStage("expert split", ADAPTER.expertSplit(), Input.NATIVE_PIECES),
+                new NamedStage("key exclusion", ADAPTER.keyExclusion(), Input.HF_PIECES),
+                new NamedStage("from-hf", ADAPTER::fromHf, Input.HF),
+                new NamedStage("from-hf, slab pieces", hf -> ADAPTER.fromHf(hf, MergedOutput.SLAB_PIECES), Input.HF_PIECES),
+                new NamedStage("to-hf", ADAPTER::toHf, Input.NATIVE),
+                new NamedStage("to-hf", ADAPTER::toHf, Input.NATIVE_PIECES));
     }
 
     List<TensorEvent> input() {
@@ -63,17 +81,60 @@ class StagesReactiveTest {
     }
 
     /**
-     * What {@code s} converts: the on-disk layout, or for the split stages the native one, made by
-     * from-hf (its grouped tensors are views of tracked tensors, so nothing they hold can leak unseen).
+     * What {@code s} converts. The native layout is made by from-hf (its grouped tensors are views of
+     * tracked tensors, so nothing they hold can leak unseen); pieces are tracked copies.
      */
     List<TensorEvent> input(NamedStage s) {
-        if (!s.takesNative()) {
-            return input();
+        return input(s.input());
+    }
+
+    List<TensorEvent> input(Input kind) {
+        return input(kind, t);
+    }
+
+    /** The same tensors for the same seed of {@code t}. */
+    static List<TensorEvent> input(Input kind, TrackedTensors t) {
+        return switch (kind) {
+            case HF -> SyntheticHy3.hf(t, 3, 4, 8, 6, DType.BF16);
+            case HF_PIECES -> input(Input.HF, t).stream().flatMap(e -> {
+                if (e.fqn().contains(".mlp.experts.") && e.fqn().endsWith("_proj.weight")) {
+                    return Pieces.cut(t, e, 1, 2).stream();
+                }
+                return e.fqn().equals("model.embed_tokens.weight") ? Pieces.cut(t, e, 0, 3).stream() : Stream.of(e);
+            }).toList();
+            case NATIVE -> {
+                List<TensorEvent> nativeEvents = ADAPTER.fromHf(Flux.fromIterable(input(Input.HF, t))).collectList().block();
+                assertThat(nativeEvents).anyMatch(e -> e.fqn().endsWith(".mlp.experts.gate_and_up_projs"))
+                        .anyMatch(e -> e.fqn().endsWith(".mlp.experts.down_projs"));
+                yield nativeEvents;
+            }
+            case NATIVE_PIECES -> input(Input.NATIVE, t).stream().flatMap(e -> {
+                if (e.fqn().endsWith(".mlp.experts.gate_and_up_projs")) {
+                    return Pieces.cut(t, e, 0, 3).stream();
+                }
+                return e.fqn().endsWith(".mlp.experts.down_projs") ? Pieces.cut(t, e, 1, 4).stream() : Stream.of(e);
+            }).toList();
+        };
+    }
+
+    @ParameterizedTest
+    @MethodSource("stages")
+    void piecesComeOutAsTheWholeTensorsWould(NamedStage s) {
+        Input whole = s.input() == Input.HF_PIECES ? Input.HF : s.input() == Input.NATIVE_PIECES ? Input.NATIVE : s.input();
+        Function<Flux<TensorEvent>, Flux<TensorEvent>> wholeStage = s.name().contains("slab pieces")
+                ? (s.name().startsWith("from-hf") ? ADAPTER::fromHf : ADAPTER.expertMerge(MergedOutput.WHOLE))
+                : s.stage();
+        TrackedTensors forExpected = new TrackedTensors(7);
+        TrackedTensors forActual = new TrackedTensors(7);
+        Map<String, byte[]> expected = Pieces.assemble(Flux.fromIterable(input(whole, forExpected)).transform(wholeStage).collectList().block());
+        List<TensorEvent> out = Flux.fromIterable(input(s.input(), forActual)).transform(s.stage()).collectList().block();
+        if (s.input() != whole || s.name().contains("slab pieces")) {
+            assertThat(out).as("pieces among the output").anyMatch(e -> !e.isWhole());
         }
-        List<TensorEvent> nativeEvents = ADAPTER.fromHf(Flux.fromIterable(input())).collectList().block();
-        assertThat(nativeEvents).anyMatch(e -> e.fqn().endsWith(".mlp.experts.gate_and_up_projs"))
-                .anyMatch(e -> e.fqn().endsWith(".mlp.experts.down_projs"));
-        return nativeEvents;
+        Map<String, byte[]> actual = Pieces.assemble(out);
+        assertThat(actual.keySet()).containsExactlyInAnyOrderElementsOf(expected.keySet());
+        expected.forEach((name, bytes) -> assertThat(actual.get(name)).as(name).isEqualTo(bytes));
+        assertThat(forExpected.live() + forActual.live()).as("unreleased tensors").isZero();
     }
 
     @ParameterizedTest
@@ -180,14 +241,14 @@ class StagesReactiveTest {
     }
 
     @org.junit.jupiter.api.Test
-    void mergeWindowEmitsWhenItsLastExpertArrivesAndReleasesOpenWindowsOnCancel() {
+    void wholeMergeEmitsWhenItsLastExpertArrivesAndReleasesWhatItHoldsOnCancel() {
         List<TensorEvent> in = input();
         List<TensorEvent> gateUp = in.stream().filter(e -> e.fqn().startsWith("model.layers.1.mlp.experts.")
                 && !e.fqn().endsWith("down_proj.weight")).toList();
         List<TensorEvent> downs = in.stream().filter(e -> e.fqn().startsWith("model.layers.1.mlp.experts.")
                 && e.fqn().endsWith("down_proj.weight")).toList();
         TestPublisher<TensorEvent> source = TestPublisher.create();
-        StepVerifier.create(source.flux().transform(ADAPTER.expertMerge()).doOnNext(TensorEvent::release))
+        StepVerifier.create(source.flux().transform(ADAPTER.expertMerge(MergedOutput.WHOLE)).doOnNext(TensorEvent::release))
                 .then(() -> gateUp.subList(0, gateUp.size() - 1).forEach(source::next))
                 .then(() -> downs.subList(0, downs.size() - 1).forEach(source::next))
                 .expectNoEvent(Duration.ofMillis(50))
@@ -195,8 +256,62 @@ class StagesReactiveTest {
                 .expectNextMatches(e -> e.fqn().equals("model.layers.1.mlp.experts.gate_and_up_projs"))
                 .thenCancel()
                 .verify(Duration.ofSeconds(10));
-        // The three downs of the still-open window were released by the cancel.
+        // The three downs still held were released by the cancel.
         in.stream().filter(e -> !gateUp.contains(e) && !downs.subList(0, downs.size() - 1).contains(e)).forEach(TensorEvent::release);
+    }
+
+    @org.junit.jupiter.api.Test
+    void slabPieceMergeEmitsAnExpertsSlabOnceItsWeightsAreInAndReleasesAWaitingGateOnCancel() {
+        List<TensorEvent> in = input();
+        TensorEvent gate0 = find(in, "model.layers.1.mlp.experts.0.gate_proj.weight");
+        TensorEvent up0 = find(in, "model.layers.1.mlp.experts.0.up_proj.weight");
+        TensorEvent down0 = find(in, "model.layers.1.mlp.experts.0.down_proj.weight");
+        TensorEvent gate1 = find(in, "model.layers.1.mlp.experts.1.gate_proj.weight");
+        TestPublisher<TensorEvent> source = TestPublisher.create();
+        StepVerifier.create(source.flux().transform(ADAPTER.expertMerge(MergedOutput.SLAB_PIECES)).doOnNext(TensorEvent::release))
+                .then(() -> source.next(gate0))
+                .expectNoEvent(Duration.ofMillis(50))
+                .then(() -> source.next(up0))
+                .assertNext(e -> {
+                    assertThat(e.fqn()).isEqualTo("model.layers.1.mlp.experts.gate_and_up_projs");
+                    assertThat(e.wholeShape()).containsExactly(4, 8, 12);
+                    assertThat(e.box()).isEqualTo(new Box(new long[] {0, 0, 0}, new long[] {1, 8, 12}));
+                })
+                .then(() -> source.next(down0))
+                .assertNext(e -> assertThat(e.box()).isEqualTo(new Box(new long[] {0, 0, 0}, new long[] {1, 6, 8})))
+                .then(() -> source.next(gate1))
+                .expectNoEvent(Duration.ofMillis(50))
+                .thenCancel()
+                .verify(Duration.ofSeconds(10));
+        assertThat(isReleased(gate1)).as("the gate waiting for its up, released by the cancel").isTrue();
+        in.stream().filter(e -> !List.of(gate0, up0, down0, gate1).contains(e)).forEach(TensorEvent::release);
+    }
+
+    @org.junit.jupiter.api.Test
+    void aPieceOfAnExpertWeightThatWasAlreadyWholeIsADuplicate() {
+        List<TensorEvent> in = input();
+        TensorEvent gate0 = find(in, "model.layers.1.mlp.experts.0.gate_proj.weight");
+        TensorEvent again = TensorEvent.piece(gate0.fqn(), gate0.wholeShape(), new long[] {0, 4}, t.random(DType.BF16, 6, 4));
+        StepVerifier.create(Flux.just(gate0, again).transform(ADAPTER.expertMerge(MergedOutput.SLAB_PIECES)).doOnNext(TensorEvent::release))
+                .verifyErrorMatches(e -> e.getMessage().contains("duplicate tensor " + gate0.fqn()) && e.getMessage().contains("[0:6, 4:8]"));
+        in.stream().filter(e -> e != gate0).forEach(TensorEvent::release);
+    }
+
+    @org.junit.jupiter.api.Test
+    void aWholeMergeRefusesPiecesOfExpertWeights() {
+        List<TensorEvent> pieces = input(Input.HF_PIECES);
+        StepVerifier.create(Flux.fromIterable(pieces).transform(ADAPTER.expertMerge(MergedOutput.WHOLE)).doOnNext(TensorEvent::release))
+                .thenConsumeWhile(e -> true)
+                .verifyErrorMatches(e -> e.getMessage().contains("arrived in pieces"));
+        pieces.forEach(e -> {
+            if (!isReleased(e)) {
+                e.release();
+            }
+        });
+    }
+
+    private static TensorEvent find(List<TensorEvent> events, String name) {
+        return events.stream().filter(e -> e.fqn().equals(name)).findFirst().orElseThrow();
     }
 
     private static boolean isReleased(TensorEvent e) {

@@ -37,6 +37,11 @@ public final class TrackedTensors {
                 }
             }
         }
+        return tracked(dtype, shape, bytes);
+    }
+
+    /** A tensor of these bytes, counted until released. */
+    public DenseTensor tracked(DType dtype, long[] shape, byte[] bytes) {
         DenseTensor plain = Tensors.of(dtype, shape, bytes);
         live.incrementAndGet();
         AtomicInteger counter = live;

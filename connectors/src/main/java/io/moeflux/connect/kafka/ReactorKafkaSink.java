@@ -6,6 +6,7 @@ import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.TensorInfo;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -154,6 +155,12 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
         }
 
         private void checkPlanned(TensorEvent event) {
+            if (!event.isWhole()) {
+                // The wire format carries whole tensors; a converter asks the sink (placesPieces) before it cuts any.
+                throw new IllegalArgumentException("tensor " + event.fqn() + " arrived as a piece (" + event.box()
+                        + " of " + Shapes.format(event.wholeShape()) + "), but a Kafka destination"
+                        + " takes whole tensors only");
+            }
             if (!written.add(event.fqn())) {
                 throw new IllegalArgumentException("tensor " + event.fqn() + " arrived twice for checkpoint "
                         + options.checkpointId());

@@ -4,6 +4,7 @@ import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Box;
 import io.moeflux.tensor.FileRegion;
 import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.Tensor;
@@ -17,25 +18,33 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
-import java.util.Set;
 import java.util.concurrent.CancellationException;
-import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.ReentrantLock;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.publisher.SignalType;
 import reactor.core.scheduler.Scheduler;
 import reactor.core.scheduler.Schedulers;
 
 /**
- * The folder sink (see {@link SafetensorsSink}). Events become write tasks, one per piece of a tensor
- * (a whole dense tensor, or one expert slab of a merged one); at most {@code writeThreads} tasks run at
- * once, which is also how far ahead of the disk the sink asks upstream for tensors.
+ * The folder sink (see {@link SafetensorsSink}), the only writer of its files. Each arriving tensor, or
+ * piece of one, is given its place: a slot of the whole tensor in a shard file (planned up front, or in a
+ * spool file in arrival order), where the piece's box lands at its offset, as one contiguous range or,
+ * for a box that is not contiguous in the file, as strided writes of its rows. Each slot counts what has
+ * arrived of its tensor and refuses a piece that overlaps an earlier one; the commit refuses unless every
+ * tensor is covered exactly once, naming a region that never arrived.
+ *
+ * <p>Events become write tasks (one per range a tensor can be written in concurrently, see
+ * {@link Tensor#pieces()}); at most {@code writeThreads} run at once, which is also how far ahead of the
+ * disk the sink asks upstream for tensors.
  */
 final class FolderSink implements PlaceableSink {
     /**
@@ -65,6 +74,11 @@ final class FolderSink implements PlaceableSink {
             }
             return run.write(events);
         });
+    }
+
+    @Override
+    public boolean placesPieces() {
+        return true;
     }
 
     @Override
@@ -107,15 +121,14 @@ final class FolderSink implements PlaceableSink {
         @Override
         public Mono<CommitSummary> write(Flux<TensorEvent> events) {
             return events
-                    .concatMap(event -> Flux.fromIterable(placer.tasks(event)), 1)
-                    .flatMap(task -> onIo(Mono.fromRunnable(() -> inFlight.run(task, cancelled)))
-                                    .doOnCancel(task::cancel),
+                    .concatMap(event -> Flux.fromIterable(tasks(event)), 1)
+                    .flatMap(task -> onIo(Mono.fromRunnable(() -> run(task))).doOnCancel(task::cancel),
                             options.writeThreads(), 1)
                     .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
                     // Below both operators, so tensors they still queue when the write fails are released too.
                     .doOnDiscard(TensorEvent.class, TensorEvent::release)
                     .then(onIo(Mono.fromCallable(() -> {
-                        // A cancel runs abort() before it reaches the writes upstream, and writes that fail after
+                        // A cancel marks the run before it reaches the writes upstream, and writes that fail after
                         // it end quietly, so the writes can all "end" with tensors missing: never commit then.
                         if (cancelled.get()) {
                             throw new CancellationException("the write was cancelled before its commit");
@@ -126,12 +139,19 @@ final class FolderSink implements PlaceableSink {
                         return new CommitSummary(options.output().toString(), layout.tensorCount(),
                                 layout.totalBytes(), layout.shards().size());
                     })))
+                    // Tasks still running stop at their next write; the staging folder goes once they have.
                     .onErrorResume(e -> {
                         cancelled.set(true);
-                        return Mono.fromRunnable(this::cleanup).then(Mono.error(e));
+                        return Mono.fromFuture(inFlight.close(), true).then(Mono.fromRunnable(this::cleanup)).then(Mono.error(e));
                     })
                     .doOnSuccess(summary -> cleanup())
-                    .doOnCancel(this::abort);
+                    .doOnCancel(() -> cancelled.set(true))
+                    // After the cancel has reached the source (so nothing a task waits for is still coming).
+                    .doFinally(signal -> {
+                        if (signal == SignalType.CANCEL) {
+                            abort();
+                        }
+                    });
         }
 
         /**
@@ -143,62 +163,120 @@ final class FolderSink implements PlaceableSink {
             return work.subscribeOn(io).onErrorResume(e -> cancelled.get() ? Mono.empty() : Mono.error(e));
         }
 
-        @Override
-        public void abort() {
-            cancelled.set(true);
-            cleanup();
-        }
-
         /**
-         * Tasks already running finish their piece (and release their tensor) before the staging
-         * folder goes, so a failed write leaves neither files nor held memory behind. Runs once.
+         * Runs a task unless the run has ended; once the run or the task is cancelled, its failures
+         * (a write stopped half-way) are expected and dropped: nobody waits for them, and Reactor would
+         * log each with its stack trace.
          */
-        private void cleanup() {
-            if (cleanedUp.compareAndSet(false, true)) {
-                inFlight.awaitIdle();
-                placer.close();
-                io.dispose();
-                staging.abortIfNotCommitted();
-            }
-        }
-    }
-
-    /** Counts running write tasks so that cleanup can wait for them. */
-    private static final class InFlight {
-        private int running;
-
-        /**
-         * Runs a task; once the write or the task is cancelled its failures (interrupted I/O) are expected
-         * and dropped: nobody waits for them, and Reactor would log each with its stack trace.
-         */
-        void run(WriteTask task, AtomicBoolean cancelled) {
-            synchronized (this) {
-                running++;
+        private void run(WriteTask task) {
+            if (!inFlight.enter()) {
+                task.abandonUnstarted();
+                return;
             }
             try {
-                task.run();
+                task.run(cancelled);
             } catch (RuntimeException e) {
                 if (!cancelled.get() && !task.isCancelled()) {
                     throw e;
                 }
             } finally {
-                synchronized (this) {
-                    running--;
-                    notifyAll();
-                }
+                inFlight.exit();
             }
         }
 
-        synchronized void awaitIdle() {
-            long deadline = System.nanoTime() + 30_000_000_000L;
-            while (running > 0 && System.nanoTime() < deadline) {
-                try {
-                    wait(100);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    return;
-                }
+        /**
+         * Removes the staging folder once no write runs any more; a write stops at its next system call
+         * once the run is cancelled, so this waits for one call at most. Blocks the cancelling thread for
+         * that long: a Ctrl-C must not let the process exit before the folder is gone.
+         */
+        @Override
+        public void abort() {
+            cancelled.set(true);
+            inFlight.close().join();
+            cleanup();
+        }
+
+        /** Releases the files and threads and removes the staging folder unless committed. Runs once. */
+        private void cleanup() {
+            if (cleanedUp.compareAndSet(false, true)) {
+                placer.close();
+                io.dispose();
+                staging.abortIfNotCommitted();
             }
+        }
+
+        /** The write tasks of one arriving tensor or piece, after its slot has taken it. */
+        private List<WriteTask> tasks(TensorEvent event) {
+            Slot slot;
+            try {
+                slot = placer.slot(event);
+                slot.take(event);
+            } catch (RuntimeException e) {
+                event.release();
+                throw e;
+            }
+            Box box = event.box();
+            long[] whole = slot.info().shape();
+            long elementBytes = slot.info().dtype().byteSize();
+            if (box.isEmpty()) {
+                event.release();
+                slot.written(0);
+                return List.of();
+            }
+            int partial = Layouts.lastPartialDim(box, whole);
+            if (Layouts.isContiguous(box, whole, partial)) {
+                long at = slot.fileOffset() + Layouts.firstElement(box, whole) * elementBytes;
+                List<Tensor.Piece> ranges = event.tensor().pieces();
+                AtomicInteger remaining = new AtomicInteger(ranges.size());
+                List<WriteTask> tasks = new ArrayList<>(ranges.size());
+                for (Tensor.Piece range : ranges) {
+                    tasks.add(new WriteTask(event, slot, range, at + range.offset(), null, remaining));
+                }
+                return tasks;
+            }
+            Tensor.Piece all = new Tensor.Piece(0, event.tensor().byteSize(), event.tensor()::writeTo);
+            return List.of(new WriteTask(event, slot, all, slot.fileOffset(), new Layouts.Strided(box, whole, elementBytes),
+                    new AtomicInteger(1)));
+        }
+    }
+
+    /**
+     * Counts running write tasks, so that the staging folder goes only after the last of them: once
+     * closed, no task starts and {@link #close()}'s future completes when the running ones have ended.
+     */
+    private static final class InFlight {
+        private final CompletableFuture<Void> drained = new CompletableFuture<>();
+        private int running;
+        private boolean closed;
+
+        synchronized boolean enter() {
+            if (closed) {
+                return false;
+            }
+            running++;
+            return true;
+        }
+
+        void exit() {
+            boolean last;
+            synchronized (this) {
+                last = --running == 0 && closed;
+            }
+            if (last) {
+                drained.complete(null);
+            }
+        }
+
+        CompletableFuture<Void> close() {
+            boolean idle;
+            synchronized (this) {
+                closed = true;
+                idle = running == 0;
+            }
+            if (idle) {
+                drained.complete(null);
+            }
+            return drained;
         }
     }
 
@@ -218,42 +296,47 @@ final class FolderSink implements PlaceableSink {
         }
     }
 
-    /** One piece of one tensor, to be written at a file offset; the tensor is released after its last piece. */
+    /**
+     * One byte range of one arriving tensor or piece, written at a file offset (or, for a box that is not
+     * contiguous in the file, through {@code strided}); the event is released after its last range, and
+     * the slot told how many bytes went in.
+     */
     private final class WriteTask {
         private final TensorEvent event;
-        private final Tensor.Piece piece;
-        private final OutputFile target;
+        private final Slot slot;
+        private final Tensor.Piece range;
         private final long fileOffset;
+        private final Layouts.Strided strided;
         private final AtomicInteger remaining;
-        private final TensorWritten written;
         private final AtomicBoolean started = new AtomicBoolean();
         private final AtomicBoolean cancelled = new AtomicBoolean();
 
-        WriteTask(TensorEvent event, Tensor.Piece piece, OutputFile target, long fileOffset,
-                  AtomicInteger remaining, TensorWritten written) {
+        WriteTask(TensorEvent event, Slot slot, Tensor.Piece range, long fileOffset, Layouts.Strided strided,
+                  AtomicInteger remaining) {
             this.event = event;
-            this.piece = piece;
-            this.target = target;
+            this.slot = slot;
+            this.range = range;
             this.fileOffset = fileOffset;
+            this.strided = strided;
             this.remaining = remaining;
-            this.written = written;
         }
 
-        void run() {
+        void run(AtomicBoolean runCancelled) {
             if (!started.compareAndSet(false, true)) {
                 return;
             }
-            long[] pos = {fileOffset + piece.offset()};
+            OutputFile target = slot.file();
+            long wrote;
             try {
                 var region = event.tensor().fileRegion();
-                if (region.isPresent() && isInPlace(region.get(), pos[0])) {
+                if (strided == null && region.isPresent() && isInPlace(region.get(), target)) {
                     // A source that was handed this tensor's placement wrote it there already.
-                    pos[0] += piece.byteSize();
-                    options.progress().bytesWritten(piece.byteSize());
-                } else if (region.isPresent() && piece.byteSize() == region.get().size()) {
-                    pos[0] += copyInKernel(region.get(), pos[0]);
+                    wrote = range.byteSize();
+                    options.progress().bytesWritten(wrote);
+                } else if (strided == null && region.isPresent() && range.byteSize() == region.get().size()) {
+                    wrote = copyInKernel(region.get(), target, runCancelled);
                 } else {
-                    writeThroughMemory(pos);
+                    wrote = writeThroughMemory(target, runCancelled);
                 }
             } catch (IOException e) {
                 abandon();
@@ -262,20 +345,18 @@ final class FolderSink implements PlaceableSink {
                 abandon();
                 throw e;
             }
-            if (pos[0] != fileOffset + piece.offset() + piece.byteSize()) {
+            if (wrote != range.byteSize()) {
                 abandon();
-                throw new IllegalStateException(event.fqn() + " produced " + (pos[0] - fileOffset - piece.offset())
-                        + " bytes for a piece of " + piece.byteSize());
+                throw new IllegalStateException(event.fqn() + " produced " + wrote + " bytes for a range of " + range.byteSize());
             }
             if (remaining.decrementAndGet() == 0) {
                 event.release();
-                options.progress().tensorWritten(event.fqn());
-                afterTensor(written, target);
             }
+            slot.written(wrote);
         }
 
-        private boolean isInPlace(FileRegion region, long at) {
-            return region.channel() == target.channel() && region.position() == at && region.size() == piece.byteSize();
+        private boolean isInPlace(FileRegion region, OutputFile target) {
+            return region.channel() == target.channel() && region.position() == fileOffset && region.size() == range.byteSize();
         }
 
         /**
@@ -283,12 +364,13 @@ final class FolderSink implements PlaceableSink {
          * copies, through a channel of this task's own: the transfer writes at the target channel's
          * position, which concurrent tasks must not share.
          */
-        private long copyInKernel(FileRegion region, long at) throws IOException {
+        private long copyInKernel(FileRegion region, OutputFile target, AtomicBoolean runCancelled) throws IOException {
             try (FileChannel out = FileChannel.open(target.path(), StandardOpenOption.WRITE)) {
-                out.position(at);
+                out.position(fileOffset);
                 long from = region.position();
                 long left = region.size();
                 while (left > 0) {
+                    stopIfCancelled(runCancelled);
                     long n;
                     target.writeLock().lock();
                     try {
@@ -307,12 +389,27 @@ final class FolderSink implements PlaceableSink {
             }
         }
 
-        private void writeThroughMemory(long[] pos) throws IOException {
-            piece.writer().writeTo(chunk -> {
-                FileWrites.write(target.channel(), chunk.asByteBuffer(), pos[0], target.writeLock());
-                pos[0] += chunk.byteSize();
+        private long writeThroughMemory(OutputFile target, AtomicBoolean runCancelled) throws IOException {
+            long[] produced = {0};
+            range.writer().writeTo(chunk -> {
+                stopIfCancelled(runCancelled);
+                if (strided == null) {
+                    FileWrites.write(target.channel(), chunk.asByteBuffer(), fileOffset + produced[0], target.writeLock());
+                } else {
+                    strided.write(chunk, produced[0], (bytes, at) -> FileWrites.write(target.channel(), bytes,
+                            fileOffset + at, target.writeLock()));
+                }
+                produced[0] += chunk.byteSize();
                 options.progress().bytesWritten(chunk.byteSize());
             });
+            return produced[0];
+        }
+
+        /** A cancelled run's writes stop at their next system call, so that its cleanup never waits long. */
+        private void stopIfCancelled(AtomicBoolean runCancelled) {
+            if (runCancelled.get() || cancelled.get()) {
+                throw new CancellationException("the write was cancelled");
+            }
         }
 
         /** The write no longer waits for this task: a failure of it is expected, and if it has not run, it never will. */
@@ -351,9 +448,94 @@ final class FolderSink implements PlaceableSink {
         }
     }
 
-    /** Decides where each arriving tensor's bytes go, and lays the shards out at the end. */
+    /**
+     * One tensor's place in a file, and what has arrived of it. A piece is taken (checked and counted)
+     * when it arrives, before any byte of it is written, so an overlap is refused before it can
+     * overwrite anything; {@link #written} counts bytes on file, and the last of them runs
+     * {@code whenWhole}.
+     */
+    private final class Slot {
+        private final TensorInfo info;
+        private final OutputFile file;
+        private final long fileOffset;
+        private final TensorWritten whenWhole;
+        private final List<Box> arrived = new ArrayList<>();
+        private long arrivedElements;
+        private boolean seen;
+        private final AtomicLong unwrittenBytes;
+        private final AtomicBoolean whole = new AtomicBoolean();
+
+        Slot(TensorInfo info, OutputFile file, long fileOffset, TensorWritten whenWhole) {
+            this.info = info;
+            this.file = file;
+            this.fileOffset = fileOffset;
+            this.whenWhole = whenWhole;
+            this.unwrittenBytes = new AtomicLong(info.byteSize());
+        }
+
+        TensorInfo info() {
+            return info;
+        }
+
+        OutputFile file() {
+            return file;
+        }
+
+        long fileOffset() {
+            return fileOffset;
+        }
+
+        synchronized void take(TensorEvent event) {
+            TensorInfo actual = event.wholeInfo();
+            if (!info.equals(actual)) {
+                throw new InvalidCheckpointException("tensor " + event.fqn() + " arrived as " + actual.dtype()
+                        + Shapes.format(actual.shape()) + (event.isWhole() ? "" : " (piece " + event.box() + ")")
+                        + " but is " + info.dtype() + Shapes.format(info.shape()) + " in this checkpoint");
+            }
+            Box box = event.box();
+            for (Box earlier : arrived) {
+                if (box.overlaps(earlier)) {
+                    throw new InvalidCheckpointException(event.isWhole() && earlier.covers(info.shape())
+                            ? "duplicate tensor " + event.fqn()
+                            : "tensor " + event.fqn() + ": region " + box.intersection(earlier) + " arrived twice (pieces "
+                                    + earlier + " and " + box + ")");
+                }
+            }
+            seen = true;
+            if (!box.isEmpty()) {
+                arrived.add(box);
+                arrivedElements += box.numel();
+            }
+        }
+
+        /** Nothing arrived of it, not even an empty piece. */
+        synchronized boolean isAbsent() {
+            return !seen;
+        }
+
+        synchronized boolean isCovered() {
+            return seen && arrivedElements == Shapes.numel(info.shape());
+        }
+
+        /** Why the tensor is not complete: what never arrived of it. */
+        synchronized String missing() {
+            return "tensor " + info.name() + ": region " + Layouts.firstGap(arrived, info.shape()) + " of "
+                    + Shapes.format(info.shape()) + " never arrived (" + arrived.size() + " pieces did)";
+        }
+
+        void written(long bytes) {
+            // Empty pieces report 0 bytes, also after the last bytes: the tensor is whole once.
+            if (unwrittenBytes.addAndGet(-bytes) == 0 && whole.compareAndSet(false, true)) {
+                options.progress().tensorWritten(info.name());
+                afterTensor(whenWhole, file);
+            }
+        }
+    }
+
+    /** Gives each arriving tensor its slot, and lays the shards out at the end. */
     private interface Placer {
-        List<WriteTask> tasks(TensorEvent event);
+        /** The slot of the tensor {@code event} is (a piece of); throws when it has none. */
+        Slot slot(TensorEvent event);
 
         /** Where a planned tensor's bytes go; empty without a plan. */
         Optional<Placement> placement(String tensorName);
@@ -379,18 +561,21 @@ final class FolderSink implements PlaceableSink {
         }
     }
 
-    private List<WriteTask> tasksAt(TensorEvent event, OutputFile target, long fileOffset, TensorWritten written) {
-        List<Tensor.Piece> pieces = event.tensor().pieces();
-        AtomicInteger remaining = new AtomicInteger(pieces.size());
-        List<WriteTask> tasks = new ArrayList<>(pieces.size());
-        for (Tensor.Piece p : pieces) {
-            tasks.add(new WriteTask(event, p, target, fileOffset, remaining, written));
+    /**
+     * Fails unless every slot's tensor is covered: tensors that never arrived are counted and the first
+     * named; else the first tensor with a region that never arrived is named with that region.
+     */
+    private static void requireCovered(List<Slot> slots) {
+        List<Slot> absent = slots.stream().filter(Slot::isAbsent).toList();
+        if (!absent.isEmpty()) {
+            throw new InvalidCheckpointException(absent.size() + " planned tensors never arrived, the first being "
+                    + absent.getFirst().info().name());
         }
-        if (pieces.isEmpty()) {
-            event.release();
-            afterTensor(written, target);
+        for (Slot slot : slots) {
+            if (!slot.isCovered()) {
+                throw new InvalidCheckpointException(slot.missing());
+            }
         }
-        return tasks;
     }
 
     /**
@@ -401,8 +586,7 @@ final class FolderSink implements PlaceableSink {
     private final class PlannedPlacer implements Placer {
         private final ShardLayout layout;
         private final List<OutputFile> targets = new ArrayList<>();
-        private final List<AtomicInteger> unwrittenPerShard = new ArrayList<>();
-        private final Set<String> written = ConcurrentHashMap.newKeySet();
+        private final Map<String, Slot> slots = new HashMap<>();
 
         PlannedPlacer(Path dir, ShardLayout layout) throws IOException {
             this.layout = layout;
@@ -411,12 +595,21 @@ final class FolderSink implements PlaceableSink {
                     Path file = dir.resolve(s.fileName());
                     FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW,
                             StandardOpenOption.WRITE, StandardOpenOption.READ);
-                    targets.add(new OutputFile(file, ch));
-                    unwrittenPerShard.add(new AtomicInteger(s.tensors().size()));
+                    OutputFile target = new OutputFile(file, ch);
+                    targets.add(target);
                     Preallocation.reserve(file, s.fileBytes());
                     ByteBuffer header = ByteBuffer.wrap(s.header());
                     while (header.hasRemaining()) {
                         ch.write(header, header.position());
+                    }
+                    AtomicInteger unwritten = new AtomicInteger(s.tensors().size());
+                    TensorWritten syncWhenLast = () -> {
+                        if (unwritten.decrementAndGet() == 0) {
+                            calls.syncFile(target.path(), target.channel());
+                        }
+                    };
+                    for (TensorInfo t : s.tensors()) {
+                        slots.put(t.name(), new Slot(t, target, layout.placement(t.name()).fileOffset(), syncWhenLast));
                     }
                 }
             } catch (IOException | RuntimeException e) {
@@ -427,49 +620,24 @@ final class FolderSink implements PlaceableSink {
 
         @Override
         public Optional<Placement> placement(String tensorName) {
-            ShardLayout.Placement p = layout.placement(tensorName);
-            if (p == null) {
-                return Optional.empty();
-            }
-            OutputFile target = targets.get(p.shard());
-            return Optional.of(new Placement(target.channel(), p.fileOffset(), p.info().byteSize(), target.writeLock()));
+            Slot slot = slots.get(tensorName);
+            return slot == null ? Optional.empty() : Optional.of(new Placement(slot.file().channel(), slot.fileOffset(),
+                    slot.info().byteSize(), slot.file().writeLock()));
         }
 
         @Override
-        public List<WriteTask> tasks(TensorEvent event) {
-            ShardLayout.Placement p = layout.placement(event.fqn());
-            TensorInfo actual = event.tensor().info(event.fqn());
-            if (p == null) {
-                event.release();
-                throw new InvalidCheckpointException("tensor " + actual + " was not in the planned checkpoint");
+        public Slot slot(TensorEvent event) {
+            Slot slot = slots.get(event.fqn());
+            if (slot == null) {
+                throw new InvalidCheckpointException("tensor " + event.wholeInfo() + " was not in the planned checkpoint");
             }
-            if (!p.info().equals(actual)) {
-                event.release();
-                throw new InvalidCheckpointException("tensor " + event.fqn() + " arrived as " + actual.dtype()
-                        + Shapes.format(actual.shape()) + " but was planned as " + p.info().dtype()
-                        + Shapes.format(p.info().shape()));
-            }
-            if (!written.add(event.fqn())) {
-                event.release();
-                throw new InvalidCheckpointException("duplicate tensor " + event.fqn());
-            }
-            OutputFile target = targets.get(p.shard());
-            AtomicInteger unwritten = unwrittenPerShard.get(p.shard());
-            return tasksAt(event, target, p.fileOffset(), () -> {
-                if (unwritten.decrementAndGet() == 0) {
-                    calls.syncFile(target.path(), target.channel());
-                }
-            });
+            return slot;
         }
 
         @Override
         public ShardLayout finish(long maxShardSize) {
-            if (written.size() != layout.tensorCount()) {
-                String firstMissing = layout.shards().stream().flatMap(s -> s.tensors().stream())
-                        .map(TensorInfo::name).filter(n -> !written.contains(n)).findFirst().orElse("?");
-                throw new InvalidCheckpointException((layout.tensorCount() - written.size())
-                        + " planned tensors never arrived, the first being " + firstMissing);
-            }
+            List<Slot> inOrder = layout.shards().stream().flatMap(s -> s.tensors().stream()).map(t -> slots.get(t.name())).toList();
+            requireCovered(inOrder);
             close();
             return layout;
         }
@@ -480,16 +648,16 @@ final class FolderSink implements PlaceableSink {
         }
     }
 
-    /** Appends tensors to a spool file as they come and lays the shards out from it at the end. */
+    /**
+     * Without a plan: each tensor gets its slot in a spool file when its first piece arrives (a piece
+     * says its whole tensor's shape), and the shards are laid out from the spool at the end.
+     */
     private final class SpoolPlacer implements Placer {
-        private record Spooled(TensorInfo info, long offset) {}
-
         private final Path dir;
         private final Path spoolPath;
         private final FileChannel spool;
         private final OutputFile spoolTarget;
-        private final List<Spooled> spooled = new ArrayList<>();
-        private final Set<String> names = new HashSet<>();
+        private final Map<String, Slot> slots = new LinkedHashMap<>();
         private long end;
         private final List<FileChannel> shardChannels = new ArrayList<>();
 
@@ -507,23 +675,21 @@ final class FolderSink implements PlaceableSink {
         }
 
         @Override
-        public synchronized List<WriteTask> tasks(TensorEvent event) {
-            if (!names.add(event.fqn())) {
-                event.release();
-                throw new InvalidCheckpointException("duplicate tensor " + event.fqn());
+        public synchronized Slot slot(TensorEvent event) {
+            Slot slot = slots.get(event.fqn());
+            if (slot == null) {
+                TensorInfo info = event.wholeInfo();
+                slot = new Slot(info, spoolTarget, end, TensorWritten.NOTHING);
+                end += info.byteSize();
+                slots.put(event.fqn(), slot);
             }
-            TensorInfo info = event.tensor().info(event.fqn());
-            long at = end;
-            end += info.byteSize();
-            spooled.add(new Spooled(info, at));
-            return tasksAt(event, spoolTarget, at, TensorWritten.NOTHING);
+            return slot;
         }
 
         @Override
         public ShardLayout finish(long maxShardSize) throws IOException {
-            ShardLayout layout = ShardLayout.plan(spooled.stream().map(Spooled::info).toList(), maxShardSize);
-            Map<String, Long> spoolOffsets = new HashMap<>();
-            spooled.forEach(s -> spoolOffsets.put(s.info().name(), s.offset()));
+            requireCovered(List.copyOf(slots.values()));
+            ShardLayout layout = ShardLayout.plan(slots.values().stream().map(Slot::info).toList(), maxShardSize);
             for (ShardLayout.Shard s : layout.shards()) {
                 Path file = dir.resolve(s.fileName());
                 FileChannel out = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
@@ -534,7 +700,7 @@ final class FolderSink implements PlaceableSink {
                     out.write(header);
                 }
                 for (TensorInfo t : s.tensors()) {
-                    long from = spoolOffsets.get(t.name());
+                    long from = slots.get(t.name()).fileOffset();
                     long left = t.byteSize();
                     while (left > 0) {
                         long n = spool.transferTo(from, left, out);
