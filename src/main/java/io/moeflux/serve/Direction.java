@@ -2,6 +2,7 @@ package io.moeflux.serve;
 
 import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.hy3.Hy3Adapter;
+import io.moeflux.hy3.MergedOutput;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
 import java.util.LinkedHashMap;
@@ -14,7 +15,7 @@ import reactor.core.publisher.Flux;
 public enum Direction {
     /** Native (Automodel) tensors in, on-disk Hy3 out: each tensor converts on its own as it arrives. */
     TO_HF,
-    /** On-disk Hy3 tensors in, native out: experts are merged per layer once a layer's last expert arrives. */
+    /** On-disk Hy3 tensors in, native out: each expert's weights merge into its slab of the layer's grouped tensors. */
     FROM_HF,
     /** Tensors are stored as uploaded. */
     NONE;
@@ -24,10 +25,10 @@ public enum Direction {
         return this != NONE;
     }
 
-    Flux<TensorEvent> convert(Flux<TensorEvent> events, Hy3Adapter adapter) {
+    Flux<TensorEvent> convert(Flux<TensorEvent> events, Hy3Adapter adapter, boolean placesPieces) {
         return switch (this) {
             case TO_HF -> adapter.toHf(events);
-            case FROM_HF -> adapter.fromHf(events);
+            case FROM_HF -> adapter.fromHf(events, placesPieces ? MergedOutput.SLAB_PIECES : MergedOutput.WHOLE);
             case NONE -> events;
         };
     }
@@ -45,7 +46,7 @@ public enum Direction {
     static ConversionLayout unchanged(List<TensorInfo> uploaded) {
         Map<String, String> names = new LinkedHashMap<>();
         uploaded.forEach(t -> names.put(t.name(), t.name()));
-        return new ConversionLayout(uploaded, names, Map.of(), Map.of());
+        return new ConversionLayout(uploaded, names);
     }
 
     /** Parses the CLI spelling: {@code to-hf}, {@code from-hf}, {@code none}. */

@@ -6,13 +6,12 @@ import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.connect.InsufficientSpaceException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
-import io.moeflux.connect.safetensors.PlaceableSink;
+import io.moeflux.connect.http.UploadSource;
+import io.moeflux.connect.http.UploadSourceOptions;
 import io.moeflux.hy3.MissingExpertsException;
-import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
-import io.moeflux.pipeline.TensorEvent;
-import io.moeflux.tensor.TensorInfo;
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.AdaptiveRecvByteBufAllocator;
 import io.netty.channel.ChannelOption;
@@ -31,14 +30,11 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.CancellationException;
 import java.util.concurrent.Executor;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
-import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BiFunction;
-import java.util.function.Function;
-import java.util.function.Supplier;
+import java.util.function.Predicate;
 import java.util.regex.Pattern;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
@@ -83,9 +79,6 @@ public final class IngestServer implements AutoCloseable {
     private final Map<String, UploadStatus> uploads = new ConcurrentHashMap<>();
     private final Optional<byte[]> expectedToken;
     private final DisposableServer server;
-    /** One thread per core: transposing slabs is CPU work, and each thread keeps its kernel's scratch. */
-    private final Scheduler slabWorkers = Schedulers.newBoundedElastic(
-            Runtime.getRuntime().availableProcessors(), Integer.MAX_VALUE, "moeflux-slab");
     /** Where bodies are spooled: one thread per upload while it has chunks to take (see {@link #bodyReader}). */
     private final ExecutorService bodyThreads = Executors.newCachedThreadPool(
             Thread.ofPlatform().name("moeflux-body-", 0).daemon().factory());
@@ -124,7 +117,6 @@ public final class IngestServer implements AutoCloseable {
         try {
             this.server = http.bindNow();
         } catch (RuntimeException e) {
-            slabWorkers.dispose();
             bodyThreads.shutdown();
             throw bindFailure(options, e);
         }
@@ -164,7 +156,6 @@ public final class IngestServer implements AutoCloseable {
     @Override
     public void close() {
         server.disposeNow();
-        slabWorkers.dispose();
         bodyThreads.shutdown();
     }
 
@@ -223,44 +214,38 @@ public final class IngestServer implements AutoCloseable {
         }
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(bodyReader, BODY_PREFETCH);
-        AtomicReference<List<TensorInfo>> firstBlob = new AtomicReference<>();
-        OpenedLayout opened = new OpenedLayout();
-        Function<List<TensorInfo>, BlobSpool.Placements> onFirstHeader = uploaded -> {
-            firstBlob.set(uploaded);
-            return config.singleBlob() && sink instanceof PlaceableSink placeable
-                    ? opened.open(() -> InPlaceLayout.open(placeable, config, uploaded, options.slabStagingBytes()))
-                    : BlobSpool.Placements.NONE;
-        };
-        var settings = new BlobSpool.Settings(options.spoolDir(), options.maxHeaderBytes(), config.singleBlob(),
-                options.slabStagingBytes(), task -> slabWorkers.schedule(task), headerBudget);
-        Flux<TensorEvent> converted = config.convert(BlobSpool.decode(body, settings, onFirstHeader, status));
-        Mono<CommitSummary> commit = config.singleBlob()
-                ? converted.switchOnFirst((first, events) -> opened.get() != null
-                        ? opened.get().checkpoint().write(events.map(opened.get()::substitute))
-                        : writePlanned(sink, config, firstBlob.get(), events)).single()
-                : sink.write(config.descriptor(), converted);
+        UploadSource source = UploadSource.create(body, new UploadSourceOptions(options.spoolDir(), options.maxHeaderBytes(),
+                config.singleBlob(), headerBudget::reserve, status));
+        // The same composition as a file conversion: the source describes (a single blob's header plans the
+        // output), the conversion runs over its tensors, the sink writes them.
+        Mono<CommitSummary> commit = source.describe().flatMap(described -> {
+            boolean pieces = sink.placesPieces();
+            if (described.tensors().isEmpty()) {
+                return sink.write(config.descriptor(), config.convert(source.tensors(name -> false, pieces), pieces));
+            }
+            ConversionLayout layout = config.layout(described.tensors().get());
+            // What passes through unchanged goes from the socket straight into its place in the output.
+            Predicate<String> streamed = pieces ? layout.passThrough()::containsKey : name -> false;
+            return sink.write(config.descriptor().withTensors(layout.planned()),
+                    config.convert(source.tensors(streamed, pieces), pieces));
+        });
         return commit
-                // An upload that fails before its events reach the opened checkpoint must still remove it.
-                .doFinally(signal -> opened.end())
-                // Events held by operators between the spool and the sink's own hooks (switchOnFirst's first) are released too.
-                .doOnDiscard(TensorEvent.class, TensorEvent::release)
+                .doFinally(signal -> source.close())
                 .flatMap(summary -> {
                     status.committed(summary);
                     return reply(res, HttpResponseStatus.OK, status.toJson());
                 })
-                // The output goes before the status or the response says the upload ended: doFinally runs
-                // only after them, and a client that then looks must find nothing.
                 .onErrorResume(e -> {
-                    opened.end();
+                    source.close();
                     if (isClientGone(e) || isIdle(e)) {
                         status.aborted(whyAborted(status));
-                            return Mono.empty();
+                        return Mono.empty();
                     }
                     HttpResponseStatus code = statusFor(e);
                     if (e instanceof OutputExistsException) {
                         // Committed before (a folder sink never overwrites): what is on disk stays, and status says so.
                         status.foundCommitted(committedAlready(id));
-                            return error(res, code, committedAlready(id));
+                        return error(res, code, committedAlready(id));
                     }
                     status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
                     if (code == HttpResponseStatus.SERVICE_UNAVAILABLE) {
@@ -268,59 +253,7 @@ public final class IngestServer implements AutoCloseable {
                     }
                     return reply(res, code, status.toJson());
                 })
-                .doOnCancel(() -> {
-                    opened.end();
-                    status.aborted(whyAborted(status));
-                });
-    }
-
-    /**
-     * The checkpoint a single-blob upload opened from its header, if it did. The header is read on a
-     * worker thread, so an upload can end (the client gone) while its output is being laid out: whichever
-     * comes second, opening or ending, removes the output, and nothing opens after the end.
-     */
-    private static final class OpenedLayout {
-        private InPlaceLayout layout;
-        private boolean ended;
-
-        synchronized InPlaceLayout open(Supplier<InPlaceLayout> opener) {
-            if (ended) {
-                throw new CancellationException("the upload ended before its header was read");
-            }
-            layout = opener.get();
-            return layout;
-        }
-
-        synchronized InPlaceLayout get() {
-            return layout;
-        }
-
-        /** Removes the output unless it was committed (aborting a committed checkpoint does nothing). */
-        synchronized void end() {
-            ended = true;
-            if (layout != null) {
-                layout.checkpoint().abort();
-            }
-        }
-    }
-
-    /**
-     * Writes a single-blob upload laid out from its header, known by the time the first converted
-     * tensor arrives; when no tensor arrives (an error or an empty blob) there is nothing to plan.
-     */
-    private static Mono<CommitSummary> writePlanned(CheckpointSink sink, UploadConfig config, List<TensorInfo> uploaded,
-            Flux<TensorEvent> events) {
-        if (uploaded == null) {
-            return sink.write(config.descriptor(), events);
-        }
-        CheckpointDescriptor planned;
-        try {
-            planned = config.plannedFrom(uploaded);
-        } catch (RuntimeException e) {
-            // Subscribing and cancelling at once hands the first event back to the discard hook.
-            return events.take(0).then(Mono.error(e));
-        }
-        return sink.write(planned, events);
+                .doOnCancel(() -> status.aborted(whyAborted(status)));
     }
 
     private static String committedAlready(String id) {

@@ -62,18 +62,14 @@ record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, Checkpoin
         return new UploadConfig(options.direction(), adapter, new CheckpointDescriptor(Optional.empty(), configJson), singleBlob);
     }
 
-    Flux<TensorEvent> convert(Flux<TensorEvent> uploaded) {
-        return adapter.map(a -> direction.convert(uploaded, a)).orElse(uploaded);
+    /** The conversion of {@code uploaded}, for a sink that {@code placesPieces} or not. */
+    Flux<TensorEvent> convert(Flux<TensorEvent> uploaded, boolean placesPieces) {
+        return adapter.map(a -> direction.convert(uploaded, a, placesPieces)).orElse(uploaded);
     }
 
-    /** What the conversion makes of {@code uploaded}: its output tensors, and where each uploaded tensor's bytes go. */
+    /** What the conversion makes of {@code uploaded}: its output tensors, and which uploaded tensors pass through. */
     ConversionLayout layout(List<TensorInfo> uploaded) {
         return adapter.map(a -> direction.layout(uploaded, a)).orElseGet(() -> Direction.unchanged(uploaded));
-    }
-
-    /** The descriptor with the tensors the conversion makes of {@code uploaded}. */
-    CheckpointDescriptor plannedFrom(List<TensorInfo> uploaded) {
-        return descriptor.withTensors(layout(uploaded).planned());
     }
 
     /** A {@code config.json} made of the query's model parameters, when the query has any. */

@@ -1,5 +1,6 @@
 package io.moeflux.serve;
 
+import io.moeflux.connect.http.UploadSourceOptions;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.Progress;
 import java.time.Duration;
@@ -9,7 +10,7 @@ import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 
 /** One upload's state and progress, as {@code GET /v1/checkpoints/{id}} reports it; updated from any thread. */
-final class UploadStatus implements Progress {
+final class UploadStatus implements Progress, UploadSourceOptions.Listener {
     enum State {
         RECEIVING, COMMITTED, FAILED, ABORTED;
 
@@ -23,6 +24,7 @@ final class UploadStatus implements Progress {
     private final long startNanos = System.nanoTime();
     private final AtomicLong bytesReceived = new AtomicLong();
     private final AtomicLong tensorsReceived = new AtomicLong();
+    private final AtomicLong bytesSpooled = new AtomicLong();
     private final AtomicLong bytesWritten = new AtomicLong();
     private final AtomicLong tensorsWritten = new AtomicLong();
     private volatile State state = State.RECEIVING;
@@ -42,13 +44,20 @@ final class UploadStatus implements Progress {
         return state;
     }
 
-    void bytesReceived(long n) {
+    @Override
+    public void bytesReceived(long n) {
         lastByteNanos = System.nanoTime();
         bytesReceived.addAndGet(n);
         metrics.bytesReceived.increment(n);
     }
 
-    void tensorReceived() {
+    @Override
+    public void bytesSpooled(long n) {
+        bytesSpooled.addAndGet(n);
+    }
+
+    @Override
+    public void tensorReceived() {
         tensorsReceived.incrementAndGet();
         metrics.tensorsReceived.increment();
     }
@@ -131,6 +140,7 @@ final class UploadStatus implements Progress {
         m.put("state", state.json());
         m.put("bytes_received", bytesReceived.get());
         m.put("tensors_received", tensorsReceived.get());
+        m.put("bytes_spooled", bytesSpooled.get());
         m.put("tensors_written", tensorsWritten.get());
         m.put("bytes_written", bytesWritten.get());
         m.put("seconds", seconds());

@@ -2,10 +2,8 @@ package io.moeflux.hy3;
 
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
-import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
-import io.moeflux.tensor.TransposedSliceTensor;
 import io.moeflux.tensor.Tensors;
 import java.util.ArrayList;
 import java.util.IdentityHashMap;
@@ -14,10 +12,13 @@ import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
 import java.util.function.Predicate;
 import reactor.core.publisher.Flux;
+import reactor.core.Exceptions;
 import reactor.core.publisher.Mono;
+import reactor.core.publisher.Sinks;
 
 /**
  * Converts tencent/Hy3-preview checkpoints between the on-disk HF layout and Automodel's native layout,
@@ -171,7 +172,7 @@ public final class Hy3Adapter {
         return layoutToHf(nativeInfos).planned();
     }
 
-    /** Plan, pass-through tensors and merged parts of from-hf, from one run of its stages. Fails as {@link #planFromHf}. */
+    /** Plan and pass-through tensors of from-hf, from one run of its stages. Fails as {@link #planFromHf}. */
     public ConversionLayout layoutFromHf(List<TensorInfo> hf) {
         return layout(hf, this::fromHf);
     }
@@ -182,54 +183,43 @@ public final class Hy3Adapter {
     }
 
     /**
-     * Runs the very same stages over metadata-only tensors, so layouts cannot drift from conversions. A
-     * tensor that comes out as the very placeholder that went in was passed on; the parts of a
-     * {@link StackedTransposeTensor} that comes out say where each merged input lands, and a
-     * {@link TransposedSliceTensor} that comes out says which slice of a split input it is.
+     * Runs the very same stages over metadata-only tensors, so layouts cannot drift from conversions. The
+     * inputs are fed one at a time: a tensor that comes out as the very placeholder that went in, before the
+     * next input is fed, was passed on at once, untouched. (A stage that holds a tensor until later ones
+     * arrive, as the merges do, passes it on later; a source must not stream such a tensor, whose bytes
+     * would wait for tensors that come after them.)
      */
     private static ConversionLayout layout(List<TensorInfo> in, Function<Flux<TensorEvent>, Flux<TensorEvent>> stages) {
-        Map<Tensor, String> inputNames = new IdentityHashMap<>();
+        Map<Tensor, Integer> inputIndex = new IdentityHashMap<>();
         List<TensorEvent> events = new ArrayList<>(in.size());
         for (TensorInfo i : in) {
             Tensor placeholder = Tensors.placeholder(i.dtype(), i.shape());
-            inputNames.put(placeholder, i.name());
+            inputIndex.put(placeholder, events.size());
             events.add(new TensorEvent(i.name(), placeholder));
         }
         List<TensorInfo> planned = new ArrayList<>();
         Map<String, String> passed = new LinkedHashMap<>();
-        Map<String, MergedPart> merged = new LinkedHashMap<>();
-        Map<String, List<SplitPart>> splits = new LinkedHashMap<>();
-        Flux.fromIterable(events)
+        int[] feeding = {-1};
+        AtomicReference<Throwable> failure = new AtomicReference<>();
+        Sinks.Many<TensorEvent> input = Sinks.many().unicast().onBackpressureBuffer();
+        input.asFlux()
                 .transform(stages)
-                .doOnNext(e -> {
-                    planned.add(e.tensor().info(e.fqn()));
-                    String from = inputNames.get(e.tensor());
-                    if (from != null) {
-                        passed.put(from, e.fqn());
-                    } else if (e.tensor() instanceof StackedTransposeTensor stacked && isGroupedExperts(e.fqn())) {
-                        TensorInfo info = stacked.info(e.fqn());
-                        List<List<Tensor>> slabs = stacked.parts();
-                        for (int slab = 0; slab < slabs.size(); slab++) {
-                            List<Tensor> parts = slabs.get(slab);
-                            for (int part = 0; part < parts.size(); part++) {
-                                merged.put(inputNames.get(parts.get(part)), new MergedPart(info, slab, part, parts.size()));
-                            }
-                        }
-                    } else if (e.tensor() instanceof TransposedSliceTensor slice && inputNames.containsKey(slice.parent())
-                            && isGroupedExperts(inputNames.get(slice.parent()))) {
-                        splits.computeIfAbsent(inputNames.get(slice.parent()), name -> new ArrayList<>())
-                                .add(new SplitPart(slice.info(e.fqn()), Math.toIntExact(slice.index()), slice.colStart(), slice.colCount()));
+                .subscribe(e -> {
+                    planned.add(e.wholeInfo());
+                    Integer from = inputIndex.get(e.tensor());
+                    if (from != null && from == feeding[0]) {
+                        passed.put(in.get(from).name(), e.fqn());
                     }
-                })
-                .blockLast();
-        return new ConversionLayout(planned, passed, merged, splits);
-    }
-
-    /**
-     * Base expert weights only: expert LoRA is small beside them, and its A is compared with up_proj's
-     * before it is merged, which needs the conversion to read it.
-     */
-    private static boolean isGroupedExperts(String fqn) {
-        return Hy3Keys.isGroupedGateUp(fqn) || Hy3Keys.isGroupedDown(fqn);
+                }, failure::set);
+        for (int i = 0; i < events.size() && failure.get() == null; i++) {
+            feeding[0] = i;
+            input.tryEmitNext(events.get(i)).orThrow();
+        }
+        feeding[0] = -1;
+        input.tryEmitComplete();
+        if (failure.get() != null) {
+            throw Exceptions.propagate(failure.get());
+        }
+        return new ConversionLayout(planned, passed);
     }
 }

@@ -13,8 +13,8 @@ import java.nio.file.StandardOpenOption;
  * Where network sources put the tensors they receive: small ones in off-heap memory, large ones in
  * memory-mapped temporary files.
  *
- * <p>A from-hf merge window holds a whole layer's experts until the last one arrives (7.2 GB for a
- * Hy3-preview layer). Held in anonymous memory that would grow with the layer; held in a shared file
+ * <p>A from-hf merge for a destination that takes whole tensors holds a layer's experts until the last
+ * one arrives (7.2 GB for a Hy3-preview layer). Held in anonymous memory that would grow with the layer; held in a shared file
  * mapping it is page cache, which the kernel writes back and evicts under pressure, so resident
  * memory stays bounded whatever the layer size. Each file is unlinked as soon as it is mapped, so
  * nothing is left behind even if the process dies.

@@ -2,7 +2,6 @@ package io.moeflux.hy3;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
-import static org.assertj.core.api.Assertions.tuple;
 
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
@@ -137,55 +136,27 @@ class Hy3AdapterTest {
     }
 
     @Test
-    void mergedPartsPlaceEachOfThisRanksExpertWeightsInItsSlabAndPartWithTheOutputType() {
-        List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.F32);
-        List<io.moeflux.tensor.TensorInfo> hfInfos = hf.stream().map(e -> e.tensor().info(e.fqn())).toList();
+    void slabPiecesPlaceEachOfThisRanksExpertsInItsSlabWithTheOutputTypeAndMakeTheWholeTensors() {
         Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS.withExpertParallel(2, 1));
-
-        Map<String, MergedPart> parts = adapter.layoutFromHf(hfInfos).mergedParts();
-
-        String experts = "model.layers.1.mlp.experts.";
-        MergedPart gate = parts.get(experts + "3.gate_proj.weight");
-        assertThat(gate.merged()).isEqualTo(new io.moeflux.tensor.TensorInfo(experts + "gate_and_up_projs", DType.BF16,
-                new long[] {EXPERTS / 2, HIDDEN, 2 * INTER}));
-        assertThat(gate.slab()).isEqualTo(1);
-        assertThat(gate.part()).isZero();
-        assertThat(gate.partsPerSlab()).isEqualTo(2);
-        assertThat(gate.slabBytes()).isEqualTo((long) HIDDEN * 2 * INTER * 2);
-        assertThat(parts.get(experts + "2.up_proj.weight")).isEqualTo(new MergedPart(gate.merged(), 0, 1, 2));
-        assertThat(parts.get(experts + "2.down_proj.weight")).isEqualTo(new MergedPart(new io.moeflux.tensor.TensorInfo(
-                experts + "down_projs", DType.BF16, new long[] {EXPERTS / 2, INTER, HIDDEN}), 0, 0, 1));
-        assertThat(parts.keySet()).as("other ranks' experts are dropped, other tensors are not merged")
-                .allMatch(k -> k.matches("model\\.layers\\.[12]\\.mlp\\.experts\\.[23]\\..*"));
-        assertThat(parts).hasSize((LAYERS - 1) * (EXPERTS / 2) * 3);
-        hf.forEach(TensorEvent::release);
-    }
-
-    @Test
-    void splitPartsNameEachPerExpertWeightThatToHfCutsFromAGroupedTensor() {
-        List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.BF16);
-        List<io.moeflux.tensor.TensorInfo> hfInfos = hf.stream().map(e -> e.tensor().info(e.fqn())).toList();
-        Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS);
-        List<io.moeflux.tensor.TensorInfo> nativeInfos = adapter.planFromHf(hfInfos);
-
-        ConversionLayout layout = adapter.layoutToHf(nativeInfos);
+        TrackedTensors same = new TrackedTensors(9);
+        Map<String, byte[]> whole = io.moeflux.testing.Pieces.assemble(adapter.fromHf(Flux.fromIterable(
+                SyntheticHy3.hf(same, LAYERS, EXPERTS, HIDDEN, INTER, DType.F32))).collectList().block());
+        TrackedTensors again = new TrackedTensors(9);
+        List<TensorEvent> pieces = adapter.fromHf(Flux.fromIterable(SyntheticHy3.hf(again, LAYERS, EXPERTS, HIDDEN, INTER, DType.F32)),
+                MergedOutput.SLAB_PIECES).collectList().block();
 
         String experts = "model.layers.1.mlp.experts.";
-        List<SplitPart> gateUp = layout.splitParts().get(experts + "gate_and_up_projs");
-        assertThat(gateUp).hasSize(2 * EXPERTS);
-        assertThat(gateUp.get(0)).isEqualTo(new SplitPart(new io.moeflux.tensor.TensorInfo(experts + "0.gate_proj.weight",
-                DType.BF16, new long[] {INTER, HIDDEN}), 0, 0, INTER));
-        assertThat(gateUp.get(7)).isEqualTo(new SplitPart(new io.moeflux.tensor.TensorInfo(experts + "3.up_proj.weight",
-                DType.BF16, new long[] {INTER, HIDDEN}), 3, INTER, INTER));
-        assertThat(layout.splitParts().get(experts + "down_projs")).extracting(SplitPart::expert, SplitPart::colStart, SplitPart::colCount)
-                .containsExactly(tuple(0, 0L, (long) HIDDEN), tuple(1, 0L, (long) HIDDEN),
-                        tuple(2, 0L, (long) HIDDEN), tuple(3, 0L, (long) HIDDEN));
-        assertThat(layout.splitParts().keySet()).as("every grouped tensor, nothing else")
-                .containsExactlyInAnyOrderElementsOf(nativeInfos.stream().map(io.moeflux.tensor.TensorInfo::name)
-                        .filter(n -> n.endsWith("_projs")).toList());
-        assertThat(layout.mergedParts()).isEmpty();
-        assertThat(adapter.layoutFromHf(hfInfos).splitParts()).isEmpty();
-        hf.forEach(TensorEvent::release);
+        List<TensorEvent> gateUp = pieces.stream().filter(e -> e.fqn().equals(experts + "gate_and_up_projs")).toList();
+        assertThat(gateUp).extracting(e -> e.wholeInfo()).containsOnly(new io.moeflux.tensor.TensorInfo(experts + "gate_and_up_projs",
+                DType.BF16, new long[] {EXPERTS / 2, HIDDEN, 2 * INTER}));
+        assertThat(gateUp).extracting(e -> e.box().toString()).containsExactlyInAnyOrder(
+                "[0:1, 0:" + HIDDEN + ", 0:" + 2 * INTER + "]", "[1:2, 0:" + HIDDEN + ", 0:" + 2 * INTER + "]");
+        assertThat(pieces.stream().filter(e -> e.fqn().equals(experts + "down_projs")).map(e -> e.box().toString()))
+                .containsExactlyInAnyOrder("[0:1, 0:" + INTER + ", 0:" + HIDDEN + "]", "[1:2, 0:" + INTER + ", 0:" + HIDDEN + "]");
+        Map<String, byte[]> assembled = io.moeflux.testing.Pieces.assemble(pieces);
+        assertThat(assembled.keySet()).containsExactlyInAnyOrderElementsOf(whole.keySet());
+        whole.forEach((name, bytes) -> assertThat(assembled.get(name)).as(name).isEqualTo(bytes));
+        assertThat(same.live() + again.live()).isZero();
     }
 
     @Test

@@ -59,8 +59,8 @@ final class Reassembler {
 
     /**
      * What a tensor counts against the memory budget: file-backed tensors count nothing. A from-hf
-     * merge window holds a whole layer's experts until its last one arrives; were those counted,
-     * reading would wait for the window and the window for reading.
+     * merge into a destination that takes whole tensors holds a layer's experts until its last one
+     * arrives; were those counted, reading would wait for the merge and the merge for reading.
      */
     private long budgeted(long bytes) {
         return spill.isFileBacked(bytes) ? 0 : bytes;

@@ -1,0 +1,428 @@
+package io.moeflux.connect.http;
+
+import io.moeflux.connect.HeaderTooLargeException;
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.connect.safetensors.FileWrites;
+import io.moeflux.connect.safetensors.SafetensorsFormat;
+import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.DenseTensor;
+import io.moeflux.tensor.FileRegion;
+import io.moeflux.tensor.RefCounted;
+import io.moeflux.tensor.Releasable;
+import io.moeflux.tensor.TensorInfo;
+import io.netty.buffer.ByteBuf;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Consumer;
+import java.util.function.Predicate;
+
+/**
+ * Takes an upload body, safetensors blobs back to back, apart into tensor events without holding tensor
+ * bytes in memory. Called by one thread at a time; {@link #close()} may come from a cancelling one.
+ *
+ * <p>A tensor the consumer asked to have {@linkplain #streamed streamed} goes out as a
+ * {@link StreamingTensor} when its first byte arrives, and its bytes follow as they come: the sink writes
+ * them into their place straight from the socket's buffers. Every other tensor's bytes are written to a
+ * spool file of its blob as they arrive, and the tensor goes out once its last byte is on file, as a slice
+ * of a read-only mapping (page cache, not anonymous memory) that also names its place in the spool file,
+ * so a folder sink copies it file to file in the kernel. For a consumer that takes pieces, a tensor of
+ * {@value #ROW_PIECES_FROM} bytes or more goes out in pieces of whole rows of its first dimension (at least {@value #MIN_PIECE_BYTES} bytes
+ * each) as they land, so nothing downstream waits for all of a grouped expert tensor. A spool file is
+ * unlinked as soon as it is opened: its space returns once the blob has ended and every tensor from it has
+ * been released, and nothing is left behind.
+ */
+final class BlobDecoder implements AutoCloseable {
+    static final long ROW_PIECES_FROM = 64L << 20;
+    static final long MIN_PIECE_BYTES = 16L << 20;
+
+    private final UploadSourceOptions options;
+    private Predicate<String> streamed = name -> false;
+    private boolean rowPieces;
+    private Optional<List<TensorInfo>> firstHeader = Optional.empty();
+
+    private long bodyOffset;
+    private int blobCount;
+    private Blob blob;
+    private boolean closed;
+
+    BlobDecoder(UploadSourceOptions options) {
+        this.options = options;
+    }
+
+    /** Which tensors go out streaming, and whether large ones go out in row pieces; set before data arrives. */
+    synchronized void deliver(Predicate<String> streamedTensors, boolean inRowPieces) {
+        this.streamed = streamedTensors;
+        this.rowPieces = inRowPieces;
+    }
+
+    /** The first blob's tensors, once its header is read. */
+    synchronized Optional<List<TensorInfo>> firstHeader() {
+        return firstHeader;
+    }
+
+    /**
+     * Takes what it can of {@code chunk}; each tensor it completes (or starts, when streamed) goes to
+     * {@code emit}. Returns when done with the chunk, which it then released, or with {@code null}
+     * when {@code emit} is null and the first blob's header has just been read: the rest of the chunk
+     * waits, retained, for a consumer. The returned future completes once every part of the chunk handed
+     * to a streaming tensor has been written, and fails if a write of it did.
+     */
+    synchronized CompletableFuture<Void> accept(ByteBuf chunk, Consumer<TensorEvent> emit) {
+        Handoffs handoffs = new Handoffs();
+        if (closed) {
+            chunk.release();
+            return handoffs.done();
+        }
+        try {
+            while (true) {
+                if (blob == null) {
+                    if (!chunk.isReadable()) {
+                        break;
+                    }
+                    if (options.singleBlob() && blobCount == 1) {
+                        throw new InvalidCheckpointException("single_blob is set, but a second blob starts at body byte "
+                                + bodyOffset);
+                    }
+                    blob = new Blob(++blobCount, bodyOffset);
+                }
+                if (blob.header != null) {
+                    if (emit == null) {
+                        return null;
+                    }
+                    blob.startData(emit);
+                    if (blob.isComplete()) {
+                        blob.finishWriting();
+                        blob = null;
+                        continue;
+                    }
+                }
+                if (!chunk.isReadable()) {
+                    break;
+                }
+                int before = chunk.readerIndex();
+                blob.take(chunk, emit, handoffs);
+                bodyOffset += chunk.readerIndex() - before;
+            }
+        } catch (IOException e) {
+            chunk.release();
+            throw new UncheckedIOException("cannot spool the upload to " + options.spoolDir() + ": " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            chunk.release();
+            throw e;
+        }
+        chunk.release();
+        return handoffs.done();
+    }
+
+    /** Checks that the body ended on a blob boundary. */
+    synchronized void finish() {
+        if (blob != null) {
+            throw new InvalidCheckpointException(blob.where + ": truncated: the body ends " + blob.received
+                    + " bytes into the blob, " + (blob.header == null ? "inside its header"
+                            : "short of its " + blob.header.totalSize() + " bytes"));
+        }
+        if (blobCount == 0) {
+            throw new InvalidCheckpointException("empty body: expected one or more safetensors blobs");
+        }
+    }
+
+    /** Ends the body early: a tensor still streaming fails its writer, spool files go once their tensors do. */
+    @Override
+    public synchronized void close() {
+        closed = true;
+        if (blob != null) {
+            blob.abandon();
+            blob = null;
+        }
+    }
+
+    /** Parts of one chunk handed to streaming tensors, and when all of them are written. */
+    private static final class Handoffs {
+        private final AtomicInteger outstanding = new AtomicInteger(1);
+        private final CompletableFuture<Void> drained = new CompletableFuture<>();
+
+        Runnable add() {
+            outstanding.incrementAndGet();
+            AtomicInteger once = new AtomicInteger();
+            return () -> {
+                if (once.getAndIncrement() == 0) {
+                    arrive();
+                }
+            };
+        }
+
+        private void arrive() {
+            if (outstanding.decrementAndGet() == 0) {
+                drained.complete(null);
+            }
+        }
+
+        CompletableFuture<Void> done() {
+            arrive();
+            return drained;
+        }
+    }
+
+    /** One blob being received: its header, then its data section spooled, streamed or cut. */
+    private final class Blob {
+        final String where;
+        private final ByteBuffer lengthPrefix = ByteBuffer.allocate(8);
+        private byte[] headerJson;
+        SafetensorsFormat.Header header;
+        /** Bytes of the blob received so far, length prefix and header included. */
+        long received;
+        private FileChannel channel;
+        /** The blob's handle on the spool channel; each tensor takes another, for its {@link FileRegion}. */
+        private Releasable channelHandle;
+        private RefCounted channelUsers;
+        /** Per entry, whether it streams. */
+        private boolean[] streams;
+        /** The streaming tensor being received, or null. */
+        private StreamingTensor streaming;
+        /** The entry the next data byte belongs to. */
+        private int writeEntry;
+        /** The first entry not yet emitted whole or to its end. */
+        private int nextEntry;
+        /** Rows of {@link #nextEntry}'s first dimension already emitted as pieces. */
+        private long rowsEmitted;
+        /** This blob's share of the header allowance, from its length prefix to its end. */
+        private Releasable headerHold = Releasable.NONE;
+
+        Blob(int index, long bodyOffset) {
+            this.where = "blob " + index + " (at body byte " + bodyOffset + ")";
+        }
+
+        boolean isComplete() {
+            return header != null && received == header.totalSize();
+        }
+
+        void take(ByteBuf chunk, Consumer<TensorEvent> emit, Handoffs handoffs) throws IOException {
+            if (lengthPrefix.hasRemaining()) {
+                int n = Math.min(lengthPrefix.remaining(), chunk.readableBytes());
+                chunk.readBytes(lengthPrefix.array(), lengthPrefix.position(), n);
+                lengthPrefix.position(lengthPrefix.position() + n);
+                received += n;
+                if (!lengthPrefix.hasRemaining()) {
+                    headerJson = new byte[Math.toIntExact(checkedHeaderLength())];
+                }
+            } else if (header == null) {
+                int at = (int) (received - 8);
+                int n = Math.min(headerJson.length - at, chunk.readableBytes());
+                chunk.readBytes(headerJson, at, n);
+                received += n;
+                if (at + n == headerJson.length) {
+                    header = SafetensorsFormat.parseHeader(headerJson, -1, where);
+                    headerJson = null;
+                    if (blobCount == 1) {
+                        firstHeader = Optional.of(header.entries().stream().map(SafetensorsFormat.Entry::info).toList());
+                    }
+                    openSpoolFile();
+                }
+            } else {
+                append(chunk, (int) Math.min(header.totalSize() - received, chunk.readableBytes()), emit, handoffs);
+                emitCompleted(emit);
+            }
+        }
+
+        /**
+         * Once the header is read and a consumer is there: decides which entries stream, and hands out
+         * those complete before any data byte (empty tensors). Runs once per blob.
+         */
+        void startData(Consumer<TensorEvent> emit) throws IOException {
+            if (streams != null) {
+                return;
+            }
+            streams = new boolean[header.entries().size()];
+            for (int i = 0; i < streams.length; i++) {
+                SafetensorsFormat.Entry e = header.entries().get(i);
+                streams[i] = e.byteSize() > 0 && streamed.test(e.name());
+            }
+            emitCompleted(emit);
+        }
+
+        /**
+         * Refused before the header is allocated: the length prefix is the first thing a garbage body gets
+         * wrong. The header's length is taken from the allowance all uploads share until the blob ends.
+         */
+        private long checkedHeaderLength() {
+            long n = SafetensorsFormat.headerLength(ByteBuffer.wrap(lengthPrefix.array()), -1, where);
+            if (n > options.maxHeaderBytes()) {
+                throw new HeaderTooLargeException(where + ": header length " + n + " exceeds this service's limit of "
+                        + options.maxHeaderBytes() + " bytes");
+            }
+            headerHold = options.headerAllowance().reserve(n, where);
+            return n;
+        }
+
+        /**
+         * Opens the spool file and unlinks it at once: the channel and the mappings keep its data for as
+         * long as they need it, and neither a failed upload nor a crashed process leaves a file behind.
+         */
+        private void openSpoolFile() throws IOException {
+            Path file = Files.createTempFile(options.spoolDir(), "upload-", ".data");
+            try {
+                channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE);
+            } finally {
+                Files.delete(file);
+            }
+            FileChannel opened = channel;
+            channelUsers = RefCounted.onLastRelease(() -> closeQuietly(opened));
+            channelHandle = channelUsers.retain();
+        }
+
+        /** Entries tile the data section (the header parser checks), so every byte belongs to exactly one. */
+        private void append(ByteBuf chunk, int n, Consumer<TensorEvent> emit, Handoffs handoffs) throws IOException {
+            List<SafetensorsFormat.Entry> entries = header.entries();
+            long at = received - header.dataStart();
+            int from = chunk.readerIndex();
+            int done = 0;
+            while (done < n) {
+                while (entries.get(writeEntry).end() <= at + done) {
+                    writeEntry++;
+                }
+                SafetensorsFormat.Entry e = entries.get(writeEntry);
+                int m = (int) Math.min(n - done, e.end() - (at + done));
+                if (streams[writeEntry]) {
+                    if (at + done == e.begin()) {
+                        streaming = new StreamingTensor(e.name(), e.dtype(), e.shape());
+                        emit.accept(new TensorEvent(e.name(), streaming));
+                        options.listener().tensorReceived();
+                    }
+                    streaming.offer(chunk.retainedSlice(from + done, m), handoffs.add());
+                    if (at + done + m == e.end()) {
+                        streaming = null;
+                    }
+                } else {
+                    FileWrites.write(channel, chunk.nioBuffer(from + done, m), at + done);
+                    options.listener().bytesSpooled(m);
+                }
+                done += m;
+            }
+            chunk.skipBytes(n);
+            received += n;
+        }
+
+        /** Hands out what is on file: whole tensors, and pieces of whole rows of large ones. */
+        private void emitCompleted(Consumer<TensorEvent> emit) throws IOException {
+            List<SafetensorsFormat.Entry> entries = header.entries();
+            long onFile = received - header.dataStart();
+            while (nextEntry < entries.size()) {
+                SafetensorsFormat.Entry e = entries.get(nextEntry);
+                boolean whole = e.end() <= onFile;
+                if (streams[nextEntry]) {
+                    if (!whole) {
+                        return;
+                    }
+                } else if (whole) {
+                    emitRows(e, rowsEmitted, rowsOf(e), emit);
+                    options.listener().tensorReceived();
+                } else {
+                    long rowBytes = rowBytes(e);
+                    if (!rowPieces || e.byteSize() < ROW_PIECES_FROM || rowBytes == 0) {
+                        return;
+                    }
+                    long rows = Math.max(0, onFile - e.begin()) / rowBytes;
+                    if ((rows - rowsEmitted) * rowBytes < MIN_PIECE_BYTES) {
+                        return;
+                    }
+                    emitRows(e, rowsEmitted, rows, emit);
+                    rowsEmitted = rows;
+                    return;
+                }
+                nextEntry++;
+                rowsEmitted = 0;
+            }
+        }
+
+        private long rowsOf(SafetensorsFormat.Entry e) {
+            long[] shape = e.shape();
+            return shape.length == 0 ? 1 : shape[0];
+        }
+
+        /** Bytes of one index of the first dimension: the unit of a row piece. */
+        private long rowBytes(SafetensorsFormat.Entry e) {
+            long[] shape = e.shape();
+            return shape.length == 0 || shape[0] == 0 ? 0 : e.byteSize() / shape[0];
+        }
+
+        /**
+         * Rows {@code [first, end)} of the entry's first dimension, sliced from a mapping of their bytes:
+         * the whole tensor when they are all of it.
+         */
+        private void emitRows(SafetensorsFormat.Entry e, long first, long end, Consumer<TensorEvent> emit) throws IOException {
+            long[] whole = e.shape();
+            boolean all = first == 0 && end == rowsOf(e);
+            long rowBytes = whole.length == 0 ? e.byteSize() : rowBytes(e);
+            long begin = e.begin() + first * rowBytes;
+            long length = all ? e.byteSize() : (end - first) * rowBytes;
+            long[] shape = whole.clone();
+            if (!all) {
+                shape[0] = end - first;
+            }
+            DenseTensor tensor = mapped(begin, length, e, shape);
+            if (all) {
+                emit.accept(new TensorEvent(e.name(), tensor));
+            } else {
+                long[] offsets = new long[whole.length];
+                offsets[0] = first;
+                emit.accept(TensorEvent.piece(e.name(), whole, offsets, tensor));
+            }
+        }
+
+        /** Bytes {@code [begin, begin + length)} of the spool file, read-only, holding the file open until released. */
+        private DenseTensor mapped(long begin, long length, SafetensorsFormat.Entry e, long[] shape) throws IOException {
+            Releasable file = channelUsers.retain();
+            if (length == 0) {
+                return new DenseTensor(e.dtype(), shape, MemorySegment.ofArray(new byte[0]), file, new FileRegion(channel, begin, 0));
+            }
+            Arena arena = Arena.ofShared();
+            try {
+                MemorySegment bytes = channel.map(FileChannel.MapMode.READ_ONLY, begin, length, arena);
+                return new DenseTensor(e.dtype(), shape, bytes, () -> {
+                    arena.close();
+                    file.release();
+                }, new FileRegion(channel, begin, length));
+            } catch (IOException | RuntimeException ex) {
+                arena.close();
+                file.release();
+                throw ex;
+            }
+        }
+
+        /** The channel closes once the last byte is on file and no tensor still names a region of it. */
+        void finishWriting() {
+            channelHandle.release();
+            headerHold.release();
+        }
+
+        void abandon() {
+            headerHold.release();
+            if (channelHandle != null) {
+                channelHandle.release();
+            }
+            if (streaming != null) {
+                streaming.fail(new IOException(where + ": the body ended inside this tensor"));
+                streaming = null;
+            }
+        }
+    }
+
+    private static void closeQuietly(FileChannel channel) {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            // The file is unlinked already; closing is only about the descriptor, and it is gone either way.
+        }
+    }
+}

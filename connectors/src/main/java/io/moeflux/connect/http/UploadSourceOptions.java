@@ -1,0 +1,45 @@
+package io.moeflux.connect.http;
+
+import io.moeflux.tensor.Releasable;
+import java.nio.file.Path;
+import java.util.Objects;
+
+/**
+ * How an upload body is taken apart.
+ *
+ * @param spoolDir        where blobs' data sections are spooled (unlinked files: nothing is left behind)
+ * @param maxHeaderBytes  the largest header accepted, refused before it is allocated
+ * @param singleBlob      the body is one blob holding the whole checkpoint: its header is the checkpoint's
+ *                        description, and a second blob is refused
+ * @param headerAllowance what each blob's header may take of the memory that concurrent uploads share,
+ *                        reserved from its length prefix until the blob ends
+ * @param listener        told of the bytes and tensors received, for status and metrics
+ */
+public record UploadSourceOptions(Path spoolDir, long maxHeaderBytes, boolean singleBlob, HeaderAllowance headerAllowance,
+        Listener listener) {
+    public UploadSourceOptions {
+        Objects.requireNonNull(spoolDir, "spoolDir");
+        Objects.requireNonNull(headerAllowance, "headerAllowance");
+        Objects.requireNonNull(listener, "listener");
+    }
+
+    /** Reserves room for a header of {@code bytes} (of the blob {@code where}), or throws to refuse it. */
+    @FunctionalInterface
+    public interface HeaderAllowance {
+        HeaderAllowance UNLIMITED = (bytes, where) -> Releasable.NONE;
+
+        Releasable reserve(long bytes, String where);
+    }
+
+    /** What an upload has received so far. */
+    public interface Listener {
+        Listener NONE = new Listener() {};
+
+        default void bytesReceived(long n) {}
+
+        /** Bytes written to the spool rather than streamed into place: what the upload costs the disk twice. */
+        default void bytesSpooled(long n) {}
+
+        default void tensorReceived() {}
+    }
+}
