@@ -12,7 +12,10 @@
 #
 # Settings (environment): BENCH_DIR (work folder, default ./bench-work; needs 3x the input free),
 # BENCH_EXPERTS (experts in the MoE layer, default 64), BENCH_RUNS (default 5), BENCH_KEEP=1 keeps the
-# work folder. Targets: ratio <= 2.5, peak anonymous memory <= 1 GiB, hy3-keys from-hf < 4 s.
+# work folder, BENCH_BASELINE (a checkout of another commit, say an earlier one: `git worktree add
+# /tmp/old COMMIT`; its own launcher builds it) adds its `from-hf --no-sync` to every round and reports
+# the median of this build's time over the baseline's, round by round, and both peaks.
+# Targets: ratio <= 2.5, peak anonymous memory <= 1 GiB, hy3-keys from-hf < 4 s.
 #
 # Two pairs run in turn in every round. To the page cache: `cp -r` against `from-hf --no-sync`, each
 # output deleted before it is flushed, so neither inherits the other's writeback. To the device:
@@ -26,6 +29,7 @@ work=${BENCH_DIR:-$root/bench-work}
 experts=${BENCH_EXPERTS:-64}
 runs=${BENCH_RUNS:-5}
 moeflux="$root/moeflux"
+baseline=${BENCH_BASELINE:+$BENCH_BASELINE/moeflux}
 
 source "$root/src/bench/timing.sh"
 
@@ -47,6 +51,7 @@ mkdir -p "$work"
 
 echo "building..." >&2
 "$moeflux" --version >&2
+if [ -n "$baseline" ]; then "$baseline" --version >&2; fi
 
 echo "generating hy3-bench with $experts experts in its MoE layer into $work/in ..." >&2
 "$moeflux" generate "$work/in" --preset hy3-bench --experts "$experts" --force >&2
@@ -59,6 +64,8 @@ best_durable=""
 ratios=""
 durable_ratios=""
 peak_max=0
+base_ratios=""
+base_peak_max=0
 for i in $(seq 1 "$runs"); do
   # Each page-cache output is deleted right after its measurement, while still dirty, so the `sync`
   # before the next measurement has nothing to flush: neither copy starts while the disk drains the other's.
@@ -79,6 +86,17 @@ for i in $(seq 1 "$runs"); do
   rm -rf "$work/out"
   best_durable=$(min "$best_durable" "$elapsed")
   [ "$peak_kib" -gt "$peak_max" ] && peak_max=$peak_kib
+  durable_s=$elapsed
+  if [ -n "$baseline" ]; then
+    new_peak=$peak_kib
+    measure "$baseline" from-hf "$work/in" "$work/out" --no-sync
+    rm -rf "$work/out"
+    [ "$peak_kib" -gt "$base_peak_max" ] && base_peak_max=$peak_kib
+    base_ratios="$base_ratios $(awk -v a="$conv_s" -v b="$elapsed" 'BEGIN { printf "%.3f", a / b }')"
+    echo "run $i: baseline from-hf --no-sync ${elapsed} s, peak anonymous memory $((peak_kib / 1024)) MiB" >&2
+    peak_kib=$new_peak
+    elapsed=$durable_s
+  fi
   ratios="$ratios $(awk -v a="$conv_s" -v b="$cp_s" 'BEGIN { printf "%.3f", a / b }')"
   durable_ratios="$durable_ratios $(awk -v a="$elapsed" -v b="$cp_sync_s" 'BEGIN { printf "%.3f", a / b }')"
   echo "run $i: cp -r ${cp_s} s, from-hf --no-sync ${conv_s} s; cp -r + sync ${cp_sync_s} s, from-hf ${elapsed} s;" \
@@ -105,3 +123,8 @@ awk -v bytes="$in_bytes" -v cp="$best_cp" -v conv="$best_conv" -v cps="$best_cp_
   printf "peak anonymous memory of from-hf: %d MiB  (target <= 1024 MiB)\n", peak / 1024
   printf "hy3-keys (47,138 tensors): generate %.2f s, from-hf %.2f s wall  (target < 4 s)\n", kgen, kconv
 }'
+if [ -n "$baseline" ]; then
+  awk -v ratio="$(echo "$base_ratios" | median)" -v peak="$base_peak_max" -v runs="$runs" -v base="$BENCH_BASELINE" 'BEGIN {
+    printf "ratio from-hf --no-sync / baseline (%s), median of %d rounds: %.2f; baseline peak anonymous memory %d MiB\n", base, runs, ratio, peak / 1024
+  }'
+fi

@@ -23,7 +23,10 @@
 # from-hf; to-hf uploads the generated checkpoint converted to the native layout first, untimed),
 # BENCH_CLIENT (python or curl, default python), BENCH_SINGLE_BLOB (1, the default, uploads a one-file
 # checkpoint with single_blob=true; 0 without, so the sink spools), BENCH_RUNS (default 5),
-# BENCH_WARMUP (untimed uploads first, default 1), BENCH_KEEP=1 keeps the work folder. Target: ratio <= 2.5.
+# BENCH_WARMUP (untimed uploads first, default 1), BENCH_KEEP=1 keeps the work folder, BENCH_BASELINE (a
+# checkout of another commit, say an earlier one: `git worktree add /tmp/old COMMIT`; its own launcher
+# builds it) starts its service too, adds an upload to it to every round, and reports the median of this
+# build's upload time over the baseline's, round by round, and both servers' peaks. Target: ratio <= 2.5.
 #
 # The service is long-running, so it is measured warm: the first upload into a fresh JVM also compiles
 # the code on the way (1 to 1.5 s more on the development VM), and is not timed.
@@ -43,10 +46,11 @@ moeflux="$root/moeflux"
 source "$root/src/bench/timing.sh"
 
 server_pid=""
+base_pid=""
 discard_pid=""
 # Under set -e a failing command would end the trap early, so every step here tolerates failure.
 cleanup() {
-  for pid in $server_pid $discard_pid; do
+  for pid in $server_pid $base_pid $discard_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -70,18 +74,31 @@ fi
 shards=("$work"/in/*.safetensors)
 in_bytes=$(cat "${shards[@]}" | wc -c)
 
-"$moeflux" serve --port 0 --sink "$work/sink" --direction "$direction" --config "$work/in/config.json" \
-  2> "$work/serve.log" &
-server_pid=$!
-url=""
-for _ in $(seq 1 300); do
-  url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$work/serve.log")
-  [ -n "$url" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "the server did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
+# start_server LAUNCHER NAME: starts `serve` into $work/NAME-sink; sets $started_pid and $started_url.
+start_server() {
+  "$1" serve --port 0 --sink "$work/$2-sink" --direction "$direction" --config "$work/in/config.json" \
+    2> "$work/$2.log" &
+  started_pid=$!
+  started_url=""
+  for _ in $(seq 1 300); do
+    started_url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$work/$2.log")
+    [ -n "$started_url" ] && break
+    kill -0 "$started_pid" 2>/dev/null || { cat "$work/$2.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ -n "$started_url" ] || { echo "the server did not start:" >&2; cat "$work/$2.log" >&2; exit 1; }
+}
+start_server "$moeflux" serve
+server_pid=$started_pid
+url=$started_url
 echo "server: $url, direction $direction" >&2
+base_url=""
+if [ -n "${BENCH_BASELINE-}" ]; then
+  start_server "$BENCH_BASELINE/moeflux" baseline
+  base_pid=$started_pid
+  base_url=$started_url
+  echo "baseline server ($BENCH_BASELINE): $base_url" >&2
+fi
 
 # The floor: an HTTP/1.1 receiver that reads the chunked body into one reused buffer and drops it.
 python3 - "$work/discard.port" > /dev/null 2>&1 <<'PY' &
@@ -148,7 +165,11 @@ single=""
 [ "${BENCH_SINGLE_BLOB:-1}" = 1 ] && single="?single_blob=true"
 for i in $(seq 1 "$warmups"); do
   upload "$url" "warmup$i" > /dev/null
-  rm -rf "$work/sink/warmup$i"
+  rm -rf "$work/serve-sink/warmup$i"
+  if [ -n "$base_url" ]; then
+    upload "$base_url" "warmup$i" > /dev/null
+    rm -rf "$work/baseline-sink/warmup$i"
+  fi
 done
 best_cp=""
 best_floor=""
@@ -156,8 +177,14 @@ best_up=""
 touch "$work/sampling"
 peak_anon_kib "$server_pid" "$work/sampling" > "$work/sampling.peak" &
 sampler=$!
+base_sampler=""
+if [ -n "$base_url" ]; then
+  peak_anon_kib "$base_pid" "$work/sampling" > "$work/baseline-sampling.peak" &
+  base_sampler=$!
+fi
+base_ratios=""
 for i in $(seq 1 "$runs"); do
-  rm -rf "$work/cp" "$work/sink/run$((i - 1))"
+  rm -rf "$work/cp" "$work/serve-sink/run$((i - 1))" "$work/baseline-sink/run$((i - 1))"
   mkdir -p "$work/cp"
   sync
   start=$(now)
@@ -176,10 +203,26 @@ for i in $(seq 1 "$runs"); do
   up_s=$(seconds "$start" "$(now)")
   best_up=$(min "$best_up" "$up_s")
   echo "run $i: cp ${cp_s} s, $client into a discarding receiver ${floor_s} s, upload ${up_s} s: $summary" >&2
+  if [ -n "$base_url" ]; then
+    sync
+    start=$(now)
+    upload "$base_url" "run$i" > /dev/null
+    base_s=$(seconds "$start" "$(now)")
+    base_ratios="$base_ratios $(awk -v a="$up_s" -v b="$base_s" 'BEGIN { printf "%.3f", a / b }')"
+    echo "run $i: baseline upload ${base_s} s" >&2
+  fi
 done
 rm "$work/sampling"
 wait "$sampler"
 peak_kib=$(cat "$work/sampling.peak")
+if [ -n "$base_sampler" ]; then
+  wait "$base_sampler"
+  median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  awk -v ratio="$(echo "$base_ratios" | median)" -v peak="$(cat "$work/baseline-sampling.peak")" -v runs="$runs" \
+      -v base="$BENCH_BASELINE" 'BEGIN {
+    printf "ratio upload / baseline upload (%s), median of %d rounds: %.2f; baseline server peak anonymous memory %d MiB\n", base, runs, ratio, peak / 1024
+  }'
+fi
 
 awk -v bytes="$in_bytes" -v cp="$best_cp" -v floor="$best_floor" -v up="$best_up" -v peak="$peak_kib" \
     -v runs="$runs" -v experts="$experts" -v dir="$direction" -v single="${single:-no}" -v client="$client" 'BEGIN {

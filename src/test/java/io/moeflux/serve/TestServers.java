@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.http.SpoolFiles;
 import io.moeflux.connect.safetensors.SafetensorsSink;
 import io.moeflux.connect.safetensors.SafetensorsSinkOptions;
 import java.io.IOException;
@@ -83,42 +84,9 @@ final class TestServers {
         }
     }
 
-    /**
-     * Spool files this process still has open or mapped, as {@code /proc/self} shows them (they are
-     * unlinked as soon as they are opened, so the folder itself is always empty), plus anything that is
-     * in the folder: after an upload ends, all of it must be gone.
-     */
+    /** What the sink's spool folder still holds (see {@link SpoolFiles#inUse}). */
     static List<String> spoolInUse(Path sinkDir) throws IOException {
-        return spoolInUseIn(sinkDir.resolve(".moeflux-spool"));
-    }
-
-    static List<String> spoolInUseIn(Path spoolDir) throws IOException {
-        if (!Files.exists(spoolDir)) {
-            return List.of();
-        }
-        String dir = spoolDir.toRealPath() + "/";
-        List<String> inUse = new ArrayList<>();
-        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
-            if (line.contains(dir)) {
-                inUse.add("mapped: " + line);
-            }
-        }
-        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
-            for (Path fd : fds.toList()) {
-                try {
-                    String target = Files.readSymbolicLink(fd).toString();
-                    if (target.startsWith(dir)) {
-                        inUse.add("open: " + target);
-                    }
-                } catch (IOException closedMeanwhile) {
-                    // The descriptor was closed between listing and reading it: not in use.
-                }
-            }
-        }
-        try (Stream<Path> files = Files.list(spoolDir)) {
-            files.forEach(f -> inUse.add("file: " + f));
-        }
-        return inUse;
+        return SpoolFiles.inUse(sinkDir.resolve(".moeflux-spool"));
     }
 
     /** Waits until no staging folder or spool file is left: a failed upload cleans up as its pipeline winds down. */

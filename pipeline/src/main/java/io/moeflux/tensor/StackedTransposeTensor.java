@@ -3,7 +3,6 @@ package io.moeflux.tensor;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
 
@@ -77,19 +76,6 @@ public final class StackedTransposeTensor implements Tensor {
         return new long[] {parts.size(), cols, width};
     }
 
-    /**
-     * Output rows per tile of a slab of {@code slabRows x slabWidth} elements of {@code dtype}: parts
-     * held as {@link ColumnBlockedTensor}s with blocks this wide are read one block per tile.
-     */
-    public static int tileRows(int slabRows, int slabWidth, DType dtype) {
-        return Blocking.of(slabRows, slabWidth, dtype).tileRows();
-    }
-
-    /** Per expert, in output order, the parts this tensor transposes and concatenates. */
-    public List<List<Tensor>> parts() {
-        return parts;
-    }
-
     private long slabBytes() {
         return (long) cols * width * dtype.byteSize();
     }
@@ -119,20 +105,11 @@ public final class StackedTransposeTensor implements Tensor {
         List<Tensor> expert = parts.get(e);
         Blocking b = Blocking.of(cols, width, dtype);
         List<MemorySegment> sources = new ArrayList<>(expert.size());
-        ColumnBlockedTensor[] blocked = new ColumnBlockedTensor[expert.size()];
         List<Tensor> temporaries = new ArrayList<>();
         try {
-            boolean fast = true;
-            int maxPartRows = 0;
-            for (int j = 0; j < expert.size(); j++) {
-                Tensor part = expert.get(j);
-                fast &= Transpose.isFast(part.dtype(), dtype);
-                maxPartRows = Math.max(maxPartRows, partRows[j]);
+            for (Tensor part : expert) {
                 var direct = part.contiguous();
-                if (part instanceof ColumnBlockedTensor cb && cb.blockCols() == b.tileRows()) {
-                    blocked[j] = cb;
-                    sources.add(cb.data());
-                } else if (direct.isPresent()) {
+                if (direct.isPresent()) {
                     sources.add(direct.get());
                 } else {
                     DenseTensor copy = Tensors.materialize(part);
@@ -140,35 +117,15 @@ public final class StackedTransposeTensor implements Tensor {
                     sources.add(copy.data());
                 }
             }
-            // Parts all in column blocks go straight into the tile; any other part needs the staged kernel,
-            // whose copy-out writes whole tile rows.
-            boolean direct = fast && Arrays.stream(blocked).allMatch(cb -> cb != null)
-                    && Arrays.stream(partRows).allMatch(rows -> Transpose.fitsColumnBlock16(rows, b.tileRows())
-                            && Transpose.fitsColumnBlock16(rows, cols % b.tileRows()));
-            Transpose kernel = fast && !direct ? Transpose.forThisThread(maxPartRows, b.tileRows(), b.tileRows() * width) : null;
             try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.tileRows() * b.rowBytes())) {
                 MemorySegment tile = scratch.segment();
                 for (int t0 = 0; t0 < cols; t0 += b.tileRows()) {
                     int tn = Math.min(b.tileRows(), cols - t0);
                     int colOffset = 0;
-                    // A column-blocked part holds this tile's columns as one [rows, tn] block.
-                    int block = t0 / b.tileRows();
                     for (int j = 0; j < expert.size(); j++) {
-                        long offset = blocked[j] == null ? 0 : blocked[j].blockOffset(block);
-                        long rowStride = blocked[j] == null ? cols : tn;
-                        long colStart = blocked[j] == null ? t0 : 0;
-                        if (direct) {
-                            Transpose.columnBlock16(sources.get(j), offset, partRows[j], tn, tile, 0, width, colOffset);
-                        } else if (fast) {
-                            kernel.block16(sources.get(j), offset, partRows[j], rowStride, colStart, tn, 0, width, colOffset);
-                        } else {
-                            Transpose.block(sources.get(j), offset, expert.get(j).dtype(), partRows[j], rowStride, colStart, tn,
-                                    tile, 0, dtype, width, colOffset);
-                        }
+                        Transpose.transpose(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, t0, tn, tile, 0, dtype,
+                                width, colOffset);
                         colOffset += partRows[j];
-                    }
-                    if (kernel != null) {
-                        kernel.copyOut16(tile, 0, tn * width);
                     }
                     sink.write(tile.asSlice(0, tn * b.rowBytes()));
                 }

@@ -5,6 +5,9 @@ import java.lang.foreign.ValueLayout;
 
 /**
  * The one kernel behind expert merge and split: a block of a 2-D matrix, transposed and optionally cast.
+ * Callers make one call, {@link #transpose}; the kernel picks its strategy inside (16-bit elements without
+ * a cast go through heap staging, four by four in registers where the block allows; anything else element
+ * by element).
  *
  * <p>Source: a row-major {@code [rows, rowStride]} matrix of {@code srcType} at {@code srcOffset} bytes
  * into {@code src}; the block is columns {@code [colStart, colStart + colCount)} of every row.
@@ -43,7 +46,7 @@ public final class Transpose {
      * staging up to {@code maxOutElements} destination elements between {@link #copyOut16} calls (keep
      * that within L2: a larger staging buffer makes the scatter miss cache); reuse one instance per thread.
      */
-    public Transpose(int maxRows, int maxCols, int maxOutElements) {
+    private Transpose(int maxRows, int maxCols, int maxOutElements) {
         this.maxRows = maxRows;
         this.maxCols = maxCols;
         this.maxOutElements = maxOutElements;
@@ -51,6 +54,24 @@ public final class Transpose {
         this.out16 = new short[maxOutElements];
         this.in64 = new long[(Math.multiplyExact(maxRows, maxCols) + 3) / 4];
         this.out64 = new long[(maxOutElements + 3) / 4 + maxCols * PAD_LONGS];
+    }
+
+    /**
+     * Columns {@code [colStart, colStart + colCount)} of every row of the row-major {@code [rows, rowStride]}
+     * matrix of {@code srcType} at byte {@code srcOffset} of {@code src}, transposed and cast to
+     * {@code dstType}: source column {@code colStart + r} becomes row {@code r} of {@code dst} (rows of
+     * {@code dstStride} elements from byte {@code dstOffset}), at columns {@code [dstColOffset,
+     * dstColOffset + rows)}; other columns of {@code dst} are left alone.
+     */
+    public static void transpose(MemorySegment src, long srcOffset, DType srcType, int rows, long rowStride, long colStart,
+                                 int colCount, MemorySegment dst, long dstOffset, DType dstType, int dstStride, int dstColOffset) {
+        if (srcType == dstType && srcType.byteSize() == 2) {
+            Transpose kernel = forThisThread(rows, colCount, colCount * dstStride);
+            kernel.block16(src, srcOffset, rows, rowStride, colStart, colCount, 0, dstStride, dstColOffset);
+            kernel.copyOut16(dst, dstOffset, colCount, rows, dstStride, dstColOffset);
+        } else {
+            block(src, srcOffset, srcType, rows, rowStride, colStart, colCount, dst, dstOffset, dstType, dstStride, dstColOffset);
+        }
     }
 
     private static final ThreadLocal<Transpose> CACHED = new ThreadLocal<>();
@@ -62,7 +83,7 @@ public final class Transpose {
      * shapes, each too small for the other, and a thread writing both in turn would otherwise allocate
      * a new kernel per slab (humongous arrays that grew the heap by hundreds of MB in an upload).
      */
-    public static Transpose forThisThread(int maxRows, int maxCols, int maxOutElements) {
+    private static Transpose forThisThread(int maxRows, int maxCols, int maxOutElements) {
         Transpose t = CACHED.get();
         if (t == null) {
             t = new Transpose(maxRows, maxCols, maxOutElements);
@@ -75,16 +96,11 @@ public final class Transpose {
         return t;
     }
 
-    /** True when {@link #block16} and {@link #copyOut16} apply: a plain 16-bit transpose without a cast. */
-    public static boolean isFast(DType srcType, DType dstType) {
-        return srcType == dstType && srcType.byteSize() == 2;
-    }
-
     /**
      * Transposes one block of 16-bit elements into the heap staging buffer, at destination row
      * {@code dstRow} (of {@code dstStride} elements), columns {@code [dstColOffset, dstColOffset + rows)}.
      */
-    public void block16(MemorySegment src, long srcOffset, int rows, long rowStride, long colStart, int colCount,
+    private void block16(MemorySegment src, long srcOffset, int rows, long rowStride, long colStart, int colCount,
                         int dstRow, int dstStride, int dstColOffset) {
         if (rows > maxRows || colCount > maxCols || (long) (dstRow + colCount) * dstStride > maxOutElements) {
             throw new IllegalArgumentException("block " + rows + "x" + colCount + " at row " + dstRow
@@ -153,71 +169,25 @@ public final class Transpose {
         }
     }
 
-    /** True when {@link #columnBlock16} applies to a column block of {@code rows x colCount}. */
-    public static boolean fitsColumnBlock16(int rows, int colCount) {
-        return rows % 4 == 0 && colCount % 4 == 0;
-    }
-
     /**
-     * Transposes a column block (a contiguous row-major {@code [rows, colCount]} matrix of 16-bit
-     * elements at {@code srcOffset}) straight into {@code dst}: source column {@code r} becomes row
-     * {@code r} of {@code dst} (rows of {@code dstStride} elements from {@code dstOffset}), at columns
-     * {@code [dstColOffset, dstColOffset + rows)}. Needs {@link #fitsColumnBlock16}.
-     *
-     * <p>No heap staging: a band of the block already sits in L1 as it is (its rows are contiguous, not
-     * 8 KB apart as in a whole weight, so they do not contend for the same cache sets), and each pass
-     * writes four destination rows sequentially. That saves the two copies of {@link #block16} and
-     * {@link #copyOut16}, which took a third of an upload's transposition time.
-     *
-     * <p>The 4x4 arithmetic is {@link #block16x4}'s, written out again on purpose: that kernel works on
-     * heap arrays, and routing it through this one (array-backed segments) made it 15% slower (2.8 to
-     * 2.4 GB/s per core on row-major sources, the CLI's path).
+     * Copies the staged block, {@code colCount} rows of {@code rows} elements at columns
+     * {@code [dstColOffset, dstColOffset + rows)}, to the same place in {@code dst} (rows of
+     * {@code dstStride} elements from byte {@code dstOffset}).
      */
-    public static void columnBlock16(MemorySegment src, long srcOffset, int rows, int colCount,
-                                     MemorySegment dst, long dstOffset, int dstStride, int dstColOffset) {
-        if (!fitsColumnBlock16(rows, colCount)) {
-            throw new IllegalArgumentException("a " + rows + "x" + colCount + " block is not made of 4x4 blocks");
-        }
-        ValueLayout.OfLong l = ValueLayout.JAVA_LONG_UNALIGNED;
-        long srcRow = colCount * 2L;
-        long dstRowBytes = dstStride * 2L;
-        final int band = 64;
-        for (int i0 = 0; i0 < rows; i0 += band) {
-            int i1 = Math.min(rows, i0 + band);
-            for (int q = 0; q < colCount / 4; q++) {
-                long from = srcOffset + q * 8L;
-                long to = dstOffset + (4L * q * dstStride + dstColOffset) * 2;
-                for (int i = i0; i < i1; i += 4) {
-                    long at = from + i * srcRow;
-                    long a = src.get(l, at);
-                    long b = src.get(l, at + srcRow);
-                    long c = src.get(l, at + 2 * srcRow);
-                    long d = src.get(l, at + 3 * srcRow);
-                    long ab02 = (a & LOW16) | ((b & LOW16) << 16);
-                    long ab13 = ((a >>> 16) & LOW16) | (b & HIGH16);
-                    long cd02 = (c & LOW16) | ((d & LOW16) << 16);
-                    long cd13 = ((c >>> 16) & LOW16) | (d & HIGH16);
-                    long out = to + i * 2L;
-                    dst.set(l, out, (ab02 & LOW32) | (cd02 << 32));
-                    dst.set(l, out + dstRowBytes, (ab13 & LOW32) | (cd13 << 32));
-                    dst.set(l, out + 2 * dstRowBytes, (ab02 >>> 32) | (cd02 & HIGH32));
-                    dst.set(l, out + 3 * dstRowBytes, (ab13 >>> 32) | (cd13 & HIGH32));
-                }
-            }
-        }
-    }
-
-    /** Copies the first {@code elements} staged elements to {@code dst} at byte {@code dstOffset}. */
-    public void copyOut16(MemorySegment dst, long dstOffset, int elements) {
+    private void copyOut16(MemorySegment dst, long dstOffset, int colCount, int rows, int dstStride, int dstColOffset) {
         if (stagedInLongs) {
-            int rowLongs = stagedStrideLongs - PAD_LONGS;
-            for (int row = 0, done = 0; done < elements / 4; row++, done += rowLongs) {
-                MemorySegment.copy(out64, row * stagedStrideLongs, dst, ValueLayout.JAVA_LONG_UNALIGNED,
-                        dstOffset + (long) done * 8, rowLongs);
+            for (int r = 0; r < colCount; r++) {
+                MemorySegment.copy(out64, r * stagedStrideLongs + dstColOffset / 4, dst, ValueLayout.JAVA_LONG_UNALIGNED,
+                        dstOffset + ((long) r * dstStride + dstColOffset) * 2, rows / 4);
             }
             stagedInLongs = false;
+        } else if (dstColOffset == 0 && rows == dstStride) {
+            MemorySegment.copy(out16, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, dstOffset, colCount * rows);
         } else {
-            MemorySegment.copy(out16, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, dstOffset, elements);
+            for (int r = 0; r < colCount; r++) {
+                MemorySegment.copy(out16, r * dstStride + dstColOffset, dst, ValueLayout.JAVA_SHORT_UNALIGNED,
+                        dstOffset + ((long) r * dstStride + dstColOffset) * 2, rows);
+            }
         }
     }
 
@@ -226,7 +196,7 @@ public final class Transpose {
      * floating-point types. Source column {@code colStart + r} becomes row {@code r} of {@code dst}
      * (rows of {@code dstStride} elements), at columns {@code [dstColOffset, dstColOffset + rows)}.
      */
-    public static void block(MemorySegment src, long srcOffset, DType srcType, int rows, long rowStride, long colStart,
+    private static void block(MemorySegment src, long srcOffset, DType srcType, int rows, long rowStride, long colStart,
                              int colCount, MemorySegment dst, long dstOffset, DType dstType, int dstStride, int dstColOffset) {
         if (srcType == dstType) {
             int size = srcType.byteSize();

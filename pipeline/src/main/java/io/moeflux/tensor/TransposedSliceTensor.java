@@ -82,18 +82,11 @@ public final class TransposedSliceTensor implements Tensor {
         Tensors.withContiguous(parent, src -> {
             long slabOffset = index * rows * rowStride * t.byteSize();
             Blocking b = Blocking.of(colCount, rows, t);
-            boolean fast = Transpose.isFast(t, t);
-            Transpose kernel = fast ? Transpose.forThisThread(rows, b.tileRows(), b.tileRows() * rows) : null;
             try (ScratchBuffers.Pooled scratch = ScratchBuffers.borrow(b.tileRows() * b.rowBytes())) {
                 MemorySegment tile = scratch.segment();
                 for (int t0 = 0; t0 < colCount; t0 += b.tileRows()) {
                     int tn = Math.min(b.tileRows(), colCount - t0);
-                    if (fast) {
-                        kernel.block16(src, slabOffset, rows, rowStride, colStart + t0, tn, 0, rows, 0);
-                        kernel.copyOut16(tile, 0, tn * rows);
-                    } else {
-                        Transpose.block(src, slabOffset, t, rows, rowStride, colStart + t0, tn, tile, 0, t, rows, 0);
-                    }
+                    Transpose.transpose(src, slabOffset, t, rows, rowStride, colStart + t0, tn, tile, 0, t, rows, 0);
                     sink.write(tile.asSlice(0, tn * b.rowBytes()));
                 }
             }

@@ -44,105 +44,33 @@ class LazyTensorsTest {
     }
 
     /**
-     * An expert slab held in column blocks, filled in pieces across rows and blocks, writes a column
-     * range transposed as the split of the same slab held dense does: blocks of the 16-bit kernel, of
-     * widths that are no multiple of 4 and of a 4-byte type.
+     * The one transposition call writes its block's columns of each destination row and nothing else, on
+     * every path: 16-bit blocks that split into 4x4 blocks, 16-bit blocks that do not, and a cast.
      */
-    @org.junit.jupiter.params.ParameterizedTest(name = "{0} [{1}, {2}], columns {3} + {4}")
-    @org.junit.jupiter.params.provider.CsvSource({"BF16, 1000, 600, 300, 300", "BF16, 64, 48, 0, 24", "BF16, 6, 10, 5, 5",
-            "F32, 8, 12, 0, 12", "BF16, 4, 4100, 0, 4100"})
-    void columnsWrittenTransposedFromBlocksMatchTheSplitOfADenseSlab(DType type, int rows, int cols, int colStart, int colCount)
-            throws Exception {
-        DenseTensor slab = t.random(type, rows, cols);
-        int unit = colStart + colCount == cols ? (colStart == 0 ? cols : colStart) : colCount;
-        int blockCols = ColumnBlockedTensor.blockColsFor(type, rows, unit);
-        java.lang.foreign.MemorySegment memory = java.lang.foreign.Arena.ofAuto().allocate(slab.byteSize());
-        ColumnBlockedTensor blocked = new ColumnBlockedTensor(type, rows, cols, blockCols, memory, () -> {});
-        java.util.Random random = new java.util.Random(cols);
-        for (long at = 0; at < slab.byteSize(); ) {
-            long n = Math.min(slab.byteSize() - at, 1 + random.nextInt(5000));
-            blocked.putRowMajor(at, slab.data(), at, n);
-            at += n;
-        }
-        DenseTensor grouped = new DenseTensor(type, new long[] {1, rows, cols}, slab.data(), () -> {});
-        TransposedSliceTensor split = new TransposedSliceTensor(grouped, () -> {}, 0, colStart, colCount);
-        ByteArrayOutputStream written = new ByteArrayOutputStream();
-
-        blocked.writeColumnsTransposed(colStart, colCount, tile -> written.writeBytes(tile.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)));
-
-        assertThat(written.toByteArray()).isEqualTo(TensorBytes.of(split));
-        slab.release();
-        assertThat(t.live()).isZero();
-    }
-
-    @Test
-    void blocksAreTheWidestThatDivideTheColumnUnitWithinATileAndAMultipleOf4WhenOneFits() {
-        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 1536)).as("Hy3 gate/up: 768 KB tiles of 8 KB rows").isEqualTo(96);
-        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 1536, 4096)).as("Hy3 down").isEqualTo(256);
-        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 100)).as("wider than a tile: its widest divisor within one").isEqualTo(20);
-        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 1000)).as("no multiple of 4 above 40 divides 1000 within 96").isEqualTo(40);
-        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4, 7)).isEqualTo(7);
-        assertThat(ColumnBlockedTensor.blockColsFor(DType.BF16, 4096, 97)).as("a prime wider than a tile").isEqualTo(1);
-    }
-
-    @Test
-    void aColumnRangeThatDoesNotStartAndEndAtBlocksIsRefused() {
-        ColumnBlockedTensor blocked = new ColumnBlockedTensor(DType.BF16, 2, 10, 4, java.lang.foreign.Arena.ofAuto().allocate(40), () -> {});
-        assertThatThrownBy(() -> blocked.writeColumnsTransposed(2, 4, tile -> {})).isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("columns [2, 6)");
-        assertThatThrownBy(() -> blocked.writeColumnsTransposed(4, 5, tile -> {})).isInstanceOf(IllegalArgumentException.class);
-    }
-
-    /** Column-blocked parts, filled in pieces across rows and blocks, give the bytes dense parts give. */
-    @org.junit.jupiter.params.ParameterizedTest(name = "{0} parts of {1} x {2}")
-    @org.junit.jupiter.params.provider.CsvSource({"BF16, 8, 262144", "BF16, 136, 4100", "BF16, 12, 131075", "F32, 8, 131076", "BF16, 5, 7"})
-    void stackedTransposeReadsColumnBlockedPartsAsItReadsDenseOnes(DType type, int rows, int cols) throws Exception {
-        int width = 2 * rows;
-        int blockCols = StackedTransposeTensor.tileRows(cols, width, DType.BF16);
-        java.util.Random random = new java.util.Random(cols);
-        List<Tensor> dense = new java.util.ArrayList<>();
-        List<Tensor> blocked = new java.util.ArrayList<>();
-        for (int j = 0; j < 2; j++) {
-            DenseTensor part = t.random(type, rows, cols);
-            dense.add(part);
-            java.lang.foreign.MemorySegment memory = java.lang.foreign.Arena.ofAuto().allocate(part.byteSize());
-            ColumnBlockedTensor cb = new ColumnBlockedTensor(type, rows, cols, blockCols, memory, () -> {});
-            for (long at = 0; at < part.byteSize(); ) {
-                long n = Math.min(part.byteSize() - at, 1 + random.nextInt(5000));
-                cb.putRowMajor(at, part.data(), at, n);
-                at += n;
-            }
-            assertThat(TensorBytes.of(cb)).as("row-major bytes back").isEqualTo(TensorBytes.of(part));
-            blocked.add(cb);
-        }
-        StackedTransposeTensor fromDense = new StackedTransposeTensor(List.of(dense), DType.BF16);
-        StackedTransposeTensor fromBlocks = new StackedTransposeTensor(List.of(blocked), DType.BF16);
-
-        assertThat(TensorBytes.of(fromBlocks)).isEqualTo(TensorBytes.of(fromDense));
-        fromDense.release();
-        fromBlocks.release();
-        assertThat(t.live()).isZero();
-    }
-
-    @Test
-    void columnBlockTransposeWritesItsColumnsOfEachDestinationRowAndNothingElse() {
-        int rows = 72, colCount = 12, dstStride = 200, dstColOffset = 60;
-        byte[] block = TensorBytes.of(t.random(DType.BF16, rows, colCount));
-        byte[] before = new byte[colCount * dstStride * 2];
+    @org.junit.jupiter.params.ParameterizedTest(name = "{0} -> {1}, {2} x {3} of stride {4}, columns {5} + {3}, at {7}")
+    @org.junit.jupiter.params.provider.CsvSource({"BF16, BF16, 72, 12, 30, 8, 200, 60", "BF16, BF16, 6, 10, 13, 2, 40, 5",
+            "F32, BF16, 8, 4, 9, 3, 20, 12", "BF16, BF16, 64, 64, 64, 0, 64, 0"})
+    void transposeWritesItsColumnsOfEachDestinationRowAndNothingElse(DType srcType, DType dstType, int rows, int colCount,
+            int rowStride, int colStart, int dstStride, int dstColOffset) {
+        DenseTensor matrix = t.random(srcType, rows, rowStride);
+        byte[] src = TensorBytes.of(matrix);
+        matrix.release();
+        byte[] before = new byte[colCount * dstStride * dstType.byteSize()];
         new java.util.Random(3).nextBytes(before);
         java.lang.foreign.MemorySegment dst = java.lang.foreign.MemorySegment.ofArray(before.clone());
 
-        Transpose.columnBlock16(java.lang.foreign.MemorySegment.ofArray(block), 0, rows, colCount, dst, 0, dstStride, dstColOffset);
+        Transpose.transpose(java.lang.foreign.MemorySegment.ofArray(src), 0, srcType, rows, rowStride, colStart, colCount,
+                dst, 0, dstType, dstStride, dstColOffset);
 
         byte[] expected = before.clone();
         for (int r = 0; r < colCount; r++) {
             for (int i = 0; i < rows; i++) {
-                System.arraycopy(Naive.raw(block, DType.BF16, colCount, i, r), 0, expected, (r * dstStride + dstColOffset + i) * 2, 2);
+                byte[] element = srcType == dstType ? Naive.raw(src, srcType, rowStride, i, colStart + r)
+                        : Naive.encode(dstType, Naive.get(src, srcType, rowStride, i, colStart + r));
+                System.arraycopy(element, 0, expected, (r * dstStride + dstColOffset + i) * dstType.byteSize(), element.length);
             }
         }
         assertThat(dst.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)).isEqualTo(expected);
-        assertThatThrownBy(() -> Transpose.columnBlock16(java.lang.foreign.MemorySegment.ofArray(block), 0, 6, 12, dst, 0, dstStride, 0))
-                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("6x12");
     }
 
     @Test

@@ -2,6 +2,7 @@ package io.moeflux.connect.safetensors;
 
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.Box;
@@ -21,7 +22,6 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Optional;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -46,7 +46,7 @@ import reactor.core.scheduler.Schedulers;
  * {@link Tensor#pieces()}); at most {@code writeThreads} run at once, which is also how far ahead of the
  * disk the sink asks upstream for tensors.
  */
-final class FolderSink implements PlaceableSink {
+final class FolderSink implements CheckpointSink {
     /**
      * In-kernel copies go in slices of this size, each under the file's write lock, so progress keeps
      * moving on huge tensors and concurrent writes into the same file wait for a millisecond at most.
@@ -81,16 +81,8 @@ final class FolderSink implements PlaceableSink {
         return true;
     }
 
-    @Override
-    public PlannedCheckpoint open(CheckpointDescriptor planned) throws IOException {
-        if (planned.tensors().isEmpty()) {
-            throw new IllegalArgumentException("only a planned checkpoint can be opened before its tensors arrive");
-        }
-        return new Run(planned);
-    }
-
     /** One checkpoint being written: its staging folder, its files and its writer threads. */
-    private final class Run implements PlannedCheckpoint {
+    private final class Run {
         private final CheckpointDescriptor planned;
         private final Staging staging;
         private final Placer placer;
@@ -113,13 +105,7 @@ final class FolderSink implements PlaceableSink {
             this.io = Schedulers.newBoundedElastic(options.writeThreads(), Integer.MAX_VALUE, "moeflux-write");
         }
 
-        @Override
-        public Optional<Placement> placement(String tensorName) {
-            return placer.placement(tensorName);
-        }
-
-        @Override
-        public Mono<CommitSummary> write(Flux<TensorEvent> events) {
+        Mono<CommitSummary> write(Flux<TensorEvent> events) {
             return events
                     .concatMap(event -> Flux.fromIterable(tasks(event)), 1)
                     .flatMap(task -> onIo(Mono.fromRunnable(() -> run(task))).doOnCancel(task::cancel),
@@ -189,8 +175,7 @@ final class FolderSink implements PlaceableSink {
          * once the run is cancelled, so this waits for one call at most. Blocks the cancelling thread for
          * that long: a Ctrl-C must not let the process exit before the folder is gone.
          */
-        @Override
-        public void abort() {
+        void abort() {
             cancelled.set(true);
             inFlight.close().join();
             cleanup();
@@ -329,11 +314,7 @@ final class FolderSink implements PlaceableSink {
             long wrote;
             try {
                 var region = event.tensor().fileRegion();
-                if (strided == null && region.isPresent() && isInPlace(region.get(), target)) {
-                    // A source that was handed this tensor's placement wrote it there already.
-                    wrote = range.byteSize();
-                    options.progress().bytesWritten(wrote);
-                } else if (strided == null && region.isPresent() && range.byteSize() == region.get().size()) {
+                if (strided == null && region.isPresent() && range.byteSize() == region.get().size()) {
                     wrote = copyInKernel(region.get(), target, runCancelled);
                 } else {
                     wrote = writeThroughMemory(target, runCancelled);
@@ -353,10 +334,6 @@ final class FolderSink implements PlaceableSink {
                 event.release();
             }
             slot.written(wrote);
-        }
-
-        private boolean isInPlace(FileRegion region, OutputFile target) {
-            return region.channel() == target.channel() && region.position() == fileOffset && region.size() == range.byteSize();
         }
 
         /**
@@ -537,9 +514,6 @@ final class FolderSink implements PlaceableSink {
         /** The slot of the tensor {@code event} is (a piece of); throws when it has none. */
         Slot slot(TensorEvent event);
 
-        /** Where a planned tensor's bytes go; empty without a plan. */
-        Optional<Placement> placement(String tensorName);
-
         ShardLayout finish(long maxShardSize) throws IOException;
 
         void close();
@@ -619,13 +593,6 @@ final class FolderSink implements PlaceableSink {
         }
 
         @Override
-        public Optional<Placement> placement(String tensorName) {
-            Slot slot = slots.get(tensorName);
-            return slot == null ? Optional.empty() : Optional.of(new Placement(slot.file().channel(), slot.fileOffset(),
-                    slot.info().byteSize(), slot.file().writeLock()));
-        }
-
-        @Override
         public Slot slot(TensorEvent event) {
             Slot slot = slots.get(event.fqn());
             if (slot == null) {
@@ -667,11 +634,6 @@ final class FolderSink implements PlaceableSink {
             this.spool = FileChannel.open(spoolPath, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE,
                     StandardOpenOption.READ);
             this.spoolTarget = new OutputFile(spoolPath, spool);
-        }
-
-        @Override
-        public Optional<Placement> placement(String tensorName) {
-            return Optional.empty();
         }
 
         @Override

@@ -70,31 +70,8 @@ class UploadSourceTest {
         return body;
     }
 
-    /** Spool files still mapped, open or visible: a spool folder in use. */
     private List<String> spoolInUse() throws IOException {
-        String dir = spool.toRealPath() + "/";
-        List<String> inUse = new ArrayList<>();
-        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
-            if (line.contains(dir)) {
-                inUse.add("mapped: " + line);
-            }
-        }
-        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
-            for (Path fd : fds.toList()) {
-                try {
-                    String target = Files.readSymbolicLink(fd).toString();
-                    if (target.startsWith(dir)) {
-                        inUse.add("open: " + target);
-                    }
-                } catch (IOException closedMeanwhile) {
-                    // Closed between listing and reading it: not in use.
-                }
-            }
-        }
-        try (Stream<Path> files = Files.list(spool)) {
-            files.forEach(f -> inUse.add("file: " + f));
-        }
-        return inUse;
+        return SpoolFiles.inUse(spool);
     }
 
     @ParameterizedTest

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 import io.moeflux.connect.InsufficientSpaceException;
 import io.moeflux.connect.OutputExistsException;
 import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.TensorInfo;
@@ -195,69 +196,16 @@ class SafetensorsSinkTest {
         assertThat(out).doesNotExist();
     }
     @Test
-    void anOpenedCheckpointKeepsTensorsWrittenInPlaceAndMatchesAPlainWrite() throws Exception {
-        Path plain = tmp.resolve("plain");
-        Path placed = tmp.resolve("placed");
-        List<TensorEvent> in = events();
-        CheckpointDescriptor planned = new CheckpointDescriptor(Optional.of(infos(in)), Optional.empty());
-        List<byte[]> bytes = in.stream().map(e -> TensorBytes.of(e.tensor())).toList();
-        SafetensorsSink.create(SafetensorsSinkOptions.to(plain)).write(planned, Flux.fromIterable(in)).block();
-
-        PlannedCheckpoint checkpoint = SafetensorsSink.create(SafetensorsSinkOptions.to(placed)).open(planned);
-        List<TensorEvent> again = new ArrayList<>();
-        for (int i = 0; i < in.size(); i++) {
-            String name = in.get(i).fqn();
-            TensorInfo info = in.get(i).tensor().info(name);
-            if (i % 2 == 0) {
-                // What an upload does: the bytes go into place, and the tensor names that place. Its
-                // memory holds zeros, so a sink that wrote it again would spoil the output.
-                Placement p = checkpoint.placement(name).orElseThrow();
-                assertThat(p.byteSize()).isEqualTo(info.byteSize());
-                p.channel().write(java.nio.ByteBuffer.wrap(bytes.get(i)), p.offset());
-                again.add(new TensorEvent(name, new io.moeflux.tensor.DenseTensor(info.dtype(), info.shape(),
-                        java.lang.foreign.MemorySegment.ofArray(new byte[bytes.get(i).length]), () -> {},
-                        new io.moeflux.tensor.FileRegion(p.channel(), p.offset(), info.byteSize()))));
-            } else {
-                again.add(new TensorEvent(name, Tensors.of(info.dtype(), info.shape(), bytes.get(i))));
-            }
-        }
-        checkpoint.write(Flux.fromIterable(again)).block();
-        checkpoint.abort();
-
-        assertThat(listing(placed)).hasSameSizeAs(listing(plain));
-        for (Path f : listing(plain)) {
-            assertThat(Files.readAllBytes(placed.resolve(f.getFileName()))).as(f.getFileName().toString())
-                    .isEqualTo(Files.readAllBytes(f));
-        }
-        assertThat(checkpoint.placement("not planned")).isEmpty();
-    }
-
-    @Test
-    void anOpenedCheckpointThatIsAbortedLeavesNothingAndAnUnplannedOneCannotBeOpened() throws Exception {
-        Path out = tmp.resolve("ckpt");
-        List<TensorEvent> in = events();
-        PlaceableSink sink = SafetensorsSink.create(SafetensorsSinkOptions.to(out));
-
-        PlannedCheckpoint checkpoint = sink.open(new CheckpointDescriptor(Optional.of(infos(in)), Optional.empty()));
-        assertThat(listing(tmp)).isNotEmpty();
-        checkpoint.abort();
-        checkpoint.abort();
-
-        assertThat(listing(tmp)).isEmpty();
-        assertThatThrownBy(() -> sink.open(CheckpointDescriptor.UNKNOWN)).isInstanceOf(IllegalArgumentException.class);
-        in.forEach(TensorEvent::release);
-    }
-
-    @Test
     void aPlannedCheckpointTheDiskCannotHoldFailsWhenItsFilesAreCreatedAndLeavesNothing() throws Exception {
         Path out = tmp.resolve("ckpt");
         long elements = 1L << 49;
         assumeTrue(Files.getFileStore(tmp).getUsableSpace() < 2 * elements);
         TensorInfo huge = new TensorInfo("model.huge", DType.BF16, new long[] {elements});
-        PlaceableSink sink = SafetensorsSink.create(SafetensorsSinkOptions.to(out));
+        CheckpointSink sink = SafetensorsSink.create(SafetensorsSinkOptions.to(out));
 
-        assertThatThrownBy(() -> sink.open(new CheckpointDescriptor(Optional.of(List.of(huge)), Optional.empty())))
-                .isInstanceOf(InsufficientSpaceException.class).hasMessageContaining("no room for its");
+        assertThatThrownBy(() -> sink.write(new CheckpointDescriptor(Optional.of(List.of(huge)), Optional.empty()), Flux.empty())
+                .block())
+                .hasCauseInstanceOf(InsufficientSpaceException.class).hasMessageContaining("no room for its");
         assertThat(listing(tmp)).isEmpty();
     }
 }
