@@ -37,10 +37,12 @@ mkdir -p "$work"
 # Samples process $1's mappings every 20 ms while it runs; prints the peak, in bytes, of the mapped
 # spill files (each mapped whole, once).
 peak_spill_bytes() {
-  local pid=$1 peak=0 now
+  local pid=$1 peak=0 now range rest
   while [ -r "/proc/$pid/maps" ]; do
-    now=$(awk '/\.moeflux-spill-/ { split($1, r, "-"); sum += strtonum("0x" r[2]) - strtonum("0x" r[1]) } END { print sum + 0 }' \
-      "/proc/$pid/maps" 2>/dev/null || echo 0)
+    now=0
+    while read -r range rest; do
+      now=$((now + 16#${range#*-} - 16#${range%-*}))
+    done < <(grep -F .moeflux-spill- "/proc/$pid/maps" 2>/dev/null || true)
     [ "$now" -gt "$peak" ] && peak=$now
     sleep 0.02
   done

@@ -15,6 +15,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.function.Predicate;
 import reactor.core.publisher.Mono;
+import reactor.core.publisher.SynchronousSink;
 
 /**
  * Compares two checkpoints tensor by tensor: names, dtypes, shapes and bytes.
@@ -65,12 +66,26 @@ final class CheckpointComparison {
     static Mono<Report> compare(CheckpointSource a, CheckpointSource b, Predicate<String> include) {
         return Mono.defer(() -> {
             Comparing state = new Comparing(include);
-            return b.tensors().doOnNext(state::holdB)
-                    .thenMany(a.tensors())
+            return b.tensors().handle(CheckpointComparison::wholeOnly).doOnNext(state::holdB)
+                    .thenMany(a.tensors().handle(CheckpointComparison::wholeOnly))
                     .doOnNext(state::compareA)
                     .then(Mono.fromSupplier(state::finish))
                     .doFinally(signal -> state.releaseHeld());
         });
+    }
+
+    /**
+     * Tensors are compared whole: a sharded save, whose tensors arrive in pieces, is refused rather than
+     * compared piece by piece against whole tensors (which would report every piece as a difference).
+     */
+    private static void wholeOnly(TensorEvent event, SynchronousSink<TensorEvent> sink) {
+        if (event.isWhole()) {
+            sink.next(event);
+            return;
+        }
+        event.release();
+        sink.error(new BadInputException("tensor " + event.fqn() + " arrives in pieces (a sharded save): verify compares"
+                + " whole tensors, so consolidate the save with copy first"));
     }
 
     /** Per-subscription state: the held B tensors and what has been found so far. */

@@ -18,7 +18,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * A tensor of deterministic pseudo-random values that exist only while they are written.
  *
  * <p>The bytes are a SplitMix64 stream keyed by the seed and the tensor's name. SplitMix64's state after
- * {@code i} steps is {@code key + i * GAMMA}, so any 8-byte word can be computed on its own: pieces are
+ * {@code i} steps is {@code key + i * GAMMA}, so any 8-byte word can be computed on its own: byte ranges are
  * written in parallel and every run gives the same bytes, whatever the chunking. Floating-point types
  * get their exponent bits pinned so every value is a finite number of modest size (no NaN, no Inf);
  * that keeps casts and comparisons in downstream tools meaningful.
@@ -82,17 +82,17 @@ final class RandomTensor implements Tensor {
     }
 
     @Override
-    public List<Piece> pieces() {
+    public List<ByteRange> byteRanges() {
         if (byteSize <= PIECE) {
-            return Tensor.super.pieces();
+            return Tensor.super.byteRanges();
         }
-        List<Piece> pieces = new ArrayList<>();
+        List<ByteRange> ranges = new ArrayList<>();
         for (long off = 0; off < byteSize; off += PIECE) {
             long start = off;
             long len = Math.min(PIECE, byteSize - off);
-            pieces.add(new Piece(start, len, sink -> writeRange(start, len, sink)));
+            ranges.add(new ByteRange(start, len, sink -> writeRange(start, len, sink)));
         }
-        return pieces;
+        return ranges;
     }
 
     @Override

@@ -17,10 +17,10 @@ class RandomTensorTest {
     void piecesWrittenSeparatelyGiveTheSameBytesAsOneWrite() throws Exception {
         // 40 MB: three parallel pieces, the last one short and not a multiple of the chunk size.
         RandomTensor t = new RandomTensor(DType.BF16, new long[] {5, 4_000_001}, 42, "w");
-        assertThat(t.pieces()).hasSizeGreaterThan(1);
+        assertThat(t.byteRanges()).hasSizeGreaterThan(1);
         byte[] whole = TensorBytes.of(t);
         ByteArrayOutputStream joined = new ByteArrayOutputStream();
-        for (Tensor.Piece p : t.pieces()) {
+        for (Tensor.ByteRange p : t.byteRanges()) {
             assertThat(p.offset()).isEqualTo(joined.size());
             p.writer().writeTo(chunk -> joined.writeBytes(chunk.toArray(ValueLayout.JAVA_BYTE)));
         }

@@ -37,8 +37,8 @@ public final class ReshapedTensor implements Tensor {
     }
 
     @Override
-    public List<Piece> pieces() {
-        return source.pieces();
+    public List<ByteRange> byteRanges() {
+        return source.byteRanges();
     }
 
     @Override

@@ -88,14 +88,14 @@ public final class StackedTransposeTensor implements Tensor {
     }
 
     @Override
-    public List<Piece> pieces() {
-        List<Piece> pieces = new ArrayList<>(parts.size());
+    public List<ByteRange> byteRanges() {
+        List<ByteRange> ranges = new ArrayList<>(parts.size());
         long slab = slabBytes();
         for (int e = 0; e < parts.size(); e++) {
             int expert = e;
-            pieces.add(new Piece(e * slab, slab, sink -> writeSlab(expert, sink)));
+            ranges.add(new ByteRange(e * slab, slab, sink -> writeSlab(expert, sink)));
         }
-        return pieces;
+        return ranges;
     }
 
     private void writeSlab(int e, ByteSink sink) throws IOException {

@@ -32,10 +32,12 @@ public interface Tensor {
 
     /**
      * Consecutive byte ranges that together make the tensor and can be written concurrently, for
-     * example one expert's slab of a merged tensor each. The default is the whole tensor as one piece.
+     * example one expert's slab of a merged tensor each. The default is the whole tensor as one range.
+     * (Not to be confused with pieces of a tensor, {@link io.moeflux.pipeline.TensorEvent}'s boxes: these
+     * are how one tensor's bytes may be produced in parallel.)
      */
-    default List<Piece> pieces() {
-        return List.of(new Piece(0, byteSize(), this::writeTo));
+    default List<ByteRange> byteRanges() {
+        return List.of(new ByteRange(0, byteSize(), this::writeTo));
     }
 
     /** The bytes as one segment, when the tensor already holds them that way (no copy). */
@@ -52,10 +54,10 @@ public interface Tensor {
     void release();
 
     /** Bytes {@code [offset, offset + byteSize)} of a tensor, produced by {@code writer}. */
-    record Piece(long offset, long byteSize, PieceWriter writer) {}
+    record ByteRange(long offset, long byteSize, RangeWriter writer) {}
 
     @FunctionalInterface
-    interface PieceWriter {
+    interface RangeWriter {
         void writeTo(ByteSink sink) throws IOException;
     }
 }

@@ -95,7 +95,7 @@ class LazyTensorsTest {
                 List.of(t.random(DType.BF16, 3, 4)), List.of(t.random(DType.BF16, 3, 4))), DType.BF16);
         ByteArrayOutputStream viaPieces = new ByteArrayOutputStream();
         long next = 0;
-        for (Tensor.Piece p : merged.pieces()) {
+        for (Tensor.ByteRange p : merged.byteRanges()) {
             assertThat(p.offset()).isEqualTo(next);
             next += p.byteSize();
             try {

@@ -43,7 +43,7 @@ import reactor.core.scheduler.Schedulers;
  * tensor is covered exactly once, naming a region that never arrived.
  *
  * <p>Events become write tasks (one per range a tensor can be written in concurrently, see
- * {@link Tensor#pieces()}); at most {@code writeThreads} run at once, which is also how far ahead of the
+ * {@link Tensor#byteRanges()}); at most {@code writeThreads} run at once, which is also how far ahead of the
  * disk the sink asks upstream for tensors.
  */
 final class FolderSink implements CheckpointSink {
@@ -211,15 +211,15 @@ final class FolderSink implements CheckpointSink {
             int partial = Layouts.lastPartialDim(box, whole);
             if (Layouts.isContiguous(box, whole, partial)) {
                 long at = slot.fileOffset() + Layouts.firstElement(box, whole) * elementBytes;
-                List<Tensor.Piece> ranges = event.tensor().pieces();
+                List<Tensor.ByteRange> ranges = event.tensor().byteRanges();
                 AtomicInteger remaining = new AtomicInteger(ranges.size());
                 List<WriteTask> tasks = new ArrayList<>(ranges.size());
-                for (Tensor.Piece range : ranges) {
+                for (Tensor.ByteRange range : ranges) {
                     tasks.add(new WriteTask(event, slot, range, at + range.offset(), null, remaining));
                 }
                 return tasks;
             }
-            Tensor.Piece all = new Tensor.Piece(0, event.tensor().byteSize(), event.tensor()::writeTo);
+            Tensor.ByteRange all = new Tensor.ByteRange(0, event.tensor().byteSize(), event.tensor()::writeTo);
             return List.of(new WriteTask(event, slot, all, slot.fileOffset(), new Layouts.Strided(box, whole, elementBytes),
                     new AtomicInteger(1)));
         }
@@ -289,14 +289,14 @@ final class FolderSink implements CheckpointSink {
     private final class WriteTask {
         private final TensorEvent event;
         private final Slot slot;
-        private final Tensor.Piece range;
+        private final Tensor.ByteRange range;
         private final long fileOffset;
         private final Layouts.Strided strided;
         private final AtomicInteger remaining;
         private final AtomicBoolean started = new AtomicBoolean();
         private final AtomicBoolean cancelled = new AtomicBoolean();
 
-        WriteTask(TensorEvent event, Slot slot, Tensor.Piece range, long fileOffset, Layouts.Strided strided,
+        WriteTask(TensorEvent event, Slot slot, Tensor.ByteRange range, long fileOffset, Layouts.Strided strided,
                   AtomicInteger remaining) {
             this.event = event;
             this.slot = slot;

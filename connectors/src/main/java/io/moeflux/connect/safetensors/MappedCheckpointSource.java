@@ -14,12 +14,15 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.channels.FileChannel;
 import java.nio.file.StandardOpenOption;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
 /**
- * Emits every tensor of validated shards as zero-copy slices of the shard's mapping.
+ * Emits every tensor of validated shards, or piece of one for a sharded save, as zero-copy slices of the
+ * shard's mapping.
  *
  * <p>Each shard is mapped once, with a shared arena (tensors are released on whichever thread the
  * pipeline finishes with them). The mapping is unmapped when the stream is done with the shard and
@@ -30,9 +33,13 @@ final class MappedCheckpointSource implements CheckpointSource {
     private final List<SafetensorsSource.Shard> shards;
     private final CheckpointDescriptor descriptor;
 
+    /** The whole shape of every tensor, for the pieces of a sharded save. */
+    private final Map<String, long[]> wholeShapes = new HashMap<>();
+
     MappedCheckpointSource(List<SafetensorsSource.Shard> shards, CheckpointDescriptor descriptor) {
         this.shards = shards;
         this.descriptor = descriptor;
+        descriptor.tensors().orElseThrow().forEach(t -> wholeShapes.put(t.name(), t.shape()));
     }
 
     @Override
@@ -52,9 +59,11 @@ final class MappedCheckpointSource implements CheckpointSource {
                 () -> map(shard),
                 mapping -> Flux.fromIterable(shard.header().entries()).map(e -> {
                     long at = shard.header().dataStart() + e.begin();
-                    return new TensorEvent(e.name(), new DenseTensor(e.dtype(), e.shape(),
-                            mapping.segment().asSlice(at, e.byteSize()), mapping.refs().retain(),
-                            new FileRegion(mapping.channel(), at, e.byteSize())));
+                    DenseTensor bytes = new DenseTensor(e.dtype(), e.shape(), mapping.segment().asSlice(at, e.byteSize()),
+                            mapping.refs().retain(), new FileRegion(mapping.channel(), at, e.byteSize()));
+                    long[] offsets = shard.pieceOffsets().get(e.name());
+                    return offsets == null ? new TensorEvent(e.name(), bytes)
+                            : TensorEvent.piece(e.name(), wholeShapes.get(e.name()), offsets, bytes);
                 }),
                 mapping -> mapping.streamHandle().release());
     }

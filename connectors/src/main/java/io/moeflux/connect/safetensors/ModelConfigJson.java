@@ -43,14 +43,28 @@ public final class ModelConfigJson {
 
     /** {@code folder/config.json} when present. */
     public static Optional<byte[]> readBytes(Path folder) throws IOException {
-        Path p = Files.isDirectory(folder) ? folder.resolve("config.json") : folder.resolveSibling("config.json");
-        return Files.isRegularFile(p) ? Optional.of(Files.readAllBytes(p)) : Optional.empty();
+        Optional<Path> p = configFile(folder);
+        return p.isPresent() ? Optional.of(Files.readAllBytes(p.get())) : Optional.empty();
+    }
+
+    /**
+     * {@code config.json} beside the tensors, or in {@code .hf_metadata/}, where NeMo Automodel keeps it
+     * beside a sharded (DCP) save.
+     */
+    private static Optional<Path> configFile(Path folder) {
+        Path dir = Files.isDirectory(folder) ? folder : folder.toAbsolutePath().getParent();
+        for (Path p : new Path[] {dir.resolve("config.json"), dir.resolve(".hf_metadata").resolve("config.json")}) {
+            if (Files.isRegularFile(p)) {
+                return Optional.of(p);
+            }
+        }
+        return Optional.empty();
     }
 
     /** The config of a checkpoint folder (or of the folder a single file sits in); Hy3-preview's facts when it has none. */
     public static Hy3Config read(Path folder) throws IOException {
-        Optional<byte[]> bytes = readBytes(folder);
-        return bytes.isPresent() ? parse(bytes.get(), folder.resolve("config.json").toString()) : Hy3Config.HY3_PREVIEW;
+        Optional<Path> file = configFile(folder);
+        return file.isPresent() ? parse(Files.readAllBytes(file.get()), file.get().toString()) : Hy3Config.HY3_PREVIEW;
     }
 
     private static int intField(JsonNode root, String name, int fallback, String where) {

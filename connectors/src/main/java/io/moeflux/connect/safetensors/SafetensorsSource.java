@@ -13,11 +13,17 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.stream.Stream;
 
-/** Reads a safetensors checkpoint: one file, or a folder of shards with or without an index. */
+/**
+ * Reads a safetensors checkpoint: one file, a folder of shards with or without an index, or a sharded save
+ * of many ranks (PyTorch DCP's {@code shard-R-model-K-of-N.safetensors}, see {@link ShardedSave}), whose
+ * files hold pieces of tensors: it reads as one checkpoint whose tensors arrive in pieces.
+ */
 public final class SafetensorsSource {
     private SafetensorsSource() {}
 
@@ -34,16 +40,21 @@ public final class SafetensorsSource {
         List<Path> files = index.isPresent() ? index.get().shardFiles().stream().map(path::resolve).toList()
                 : Files.isDirectory(path) ? unindexedShards(path) : List.of(path);
         List<Shard> shards = new ArrayList<>(files.size());
-        java.util.Map<String, Path> seen = new java.util.HashMap<>();
         for (Path f : files) {
-            Shard s = readShard(f);
+            shards.add(readShard(f));
+        }
+        boolean sharded = shards.stream().anyMatch(s -> ShardedSave.isShard(s.header()));
+        if (sharded) {
+            return openShardedSave(path, shards);
+        }
+        Map<String, Path> seen = new HashMap<>();
+        for (Shard s : shards) {
             for (SafetensorsFormat.Entry e : s.header().entries()) {
-                Path other = seen.putIfAbsent(e.name(), f);
+                Path other = seen.putIfAbsent(e.name(), s.file());
                 if (other != null) {
-                    throw new InvalidCheckpointException(f + ": tensor " + e.name() + " also appears in " + other);
+                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + " also appears in " + other);
                 }
             }
-            shards.add(s);
         }
         if (index.isPresent()) {
             Path indexFile = path.resolve(ShardIndex.FILE_NAME);
@@ -57,6 +68,26 @@ public final class SafetensorsSource {
             throw new InvalidCheckpointException(path + ": holds no tensors");
         }
         return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), config));
+    }
+
+    /**
+     * Every file must be a piece of the save: a plain safetensors file among them is refused, named, rather
+     * than mixed in as whole tensors or left out.
+     */
+    private static CheckpointSource openShardedSave(Path path, List<Shard> plain) throws IOException {
+        List<Shard> shards = new ArrayList<>(plain.size());
+        for (Shard s : plain) {
+            if (!ShardedSave.isShard(s.header())) {
+                throw new InvalidCheckpointException(s.file() + ": a safetensors file without " + ShardedSave.SHARDING_INFO
+                        + " among the files of a sharded save");
+            }
+            shards.add(new Shard(s.file(), s.size(), s.header(), ShardedSave.offsets(s)));
+        }
+        List<TensorInfo> infos = ShardedSave.wholeTensors(shards);
+        if (infos.isEmpty()) {
+            throw new InvalidCheckpointException(path + ": holds no tensors");
+        }
+        return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), ModelConfigJson.readBytes(path)));
     }
 
     /** A folder's index, when it has one; an index that is not a file is refused rather than passed over. */
@@ -98,8 +129,13 @@ public final class SafetensorsSource {
         }
     }
 
-    /** A shard whose header has been validated against its size. */
-    record Shard(Path file, long size, SafetensorsFormat.Header header) {}
+    /**
+     * A shard whose header has been validated against its size.
+     *
+     * @param pieceOffsets for a file of a sharded save, where each of its tensors starts in the whole tensor;
+     *                     empty for a file of whole tensors
+     */
+    record Shard(Path file, long size, SafetensorsFormat.Header header, Map<String, long[]> pieceOffsets) {}
 
     private static Shard readShard(Path file) throws IOException {
         if (!Files.isRegularFile(file)) {
@@ -113,7 +149,7 @@ public final class SafetensorsSource {
             long n = SafetensorsFormat.headerLength(first8, size, file.toString());
             ByteBuffer json = ByteBuffer.allocate((int) n);
             readFully(ch, json, 8);
-            return new Shard(file, size, SafetensorsFormat.parseHeader(json.array(), size, file.toString()));
+            return new Shard(file, size, SafetensorsFormat.parseHeader(json.array(), size, file.toString()), Map.of());
         }
     }
 

@@ -1,0 +1,137 @@
+package io.moeflux.connect.safetensors;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeflux.connect.InvalidCheckpointException;
+import io.moeflux.tensor.Box;
+import io.moeflux.tensor.DType;
+import io.moeflux.tensor.Shapes;
+import io.moeflux.tensor.TensorInfo;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A sharded save, as PyTorch DCP's Hugging Face storage writer makes one: one safetensors file per rank
+ * that saved anything, whose tensors are <em>pieces</em>. A file's header gives each piece's shape, and its
+ * {@code __metadata__} entry {@code DCP_SHARDING_INFO} (a JSON string) maps every tensor name in the file to
+ * {@code {"saved_offsets": [o0, o1, ...]}}: where the piece starts in the whole tensor. Nothing says the
+ * whole shape or the number of pieces: a tensor's shape is the largest {@code offset + size} per
+ * dimension over its pieces, and an empty piece (size 0, offset at the end of that dimension) is valid.
+ *
+ * <p>Everything is checked from the headers, before any byte is read: every piece of a tensor has its
+ * type, no two overlap, and together they cover the tensor exactly (torch's own consolidation writes
+ * zeros for a missing piece and lets the last file win an overlap).
+ */
+final class ShardedSave {
+    /** The {@code __metadata__} key that makes a safetensors file a piece of a sharded save. */
+    static final String SHARDING_INFO = "DCP_SHARDING_INFO";
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private ShardedSave() {}
+
+    /** Whether the file's header says it holds pieces of a sharded save. */
+    static boolean isShard(SafetensorsFormat.Header header) {
+        return header.metadata().containsKey(SHARDING_INFO);
+    }
+
+    /** Where each of a shard's pieces starts in its whole tensor, by tensor name. */
+    static Map<String, long[]> offsets(SafetensorsSource.Shard shard) {
+        String info = shard.header().metadata().get(SHARDING_INFO);
+        JsonNode root;
+        try {
+            root = JSON.readTree(info);
+        } catch (JsonProcessingException e) {
+            throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " is not valid JSON: " + e.getOriginalMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " is not a JSON object");
+        }
+        Map<String, long[]> offsets = new HashMap<>();
+        for (SafetensorsFormat.Entry e : shard.header().entries()) {
+            JsonNode saved = root.path(e.name()).path("saved_offsets");
+            if (!saved.isArray()) {
+                throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " gives no saved_offsets for tensor " + e.name());
+            }
+            if (saved.size() != e.shape().length) {
+                throw new InvalidCheckpointException(shard.file() + ": tensor " + e.name() + " has " + e.shape().length
+                        + " dimensions but " + saved.size() + " saved_offsets");
+            }
+            long[] o = new long[saved.size()];
+            for (int d = 0; d < o.length; d++) {
+                JsonNode v = saved.get(d);
+                if (!v.canConvertToLong() || !v.isIntegralNumber() || v.asLong() < 0) {
+                    throw new InvalidCheckpointException(shard.file() + ": tensor " + e.name() + " has saved_offsets " + saved
+                            + ": expected non-negative integers");
+                }
+                o[d] = v.asLong();
+            }
+            offsets.put(e.name(), o);
+        }
+        for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
+            String name = names.next();
+            if (!offsets.containsKey(name)) {
+                throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " names tensor " + name
+                        + ", which the file does not hold");
+            }
+        }
+        return offsets;
+    }
+
+    /**
+     * The whole tensors the shards' pieces make, in the order they first appear; throws, naming the tensor
+     * (and the region, or the files), unless every tensor's pieces agree in type and cover it exactly once.
+     */
+    static List<TensorInfo> wholeTensors(List<SafetensorsSource.Shard> shards) {
+        record Piece(SafetensorsSource.Shard shard, DType dtype, Box box) {}
+        Map<String, List<Piece>> pieces = new LinkedHashMap<>();
+        for (SafetensorsSource.Shard s : shards) {
+            for (SafetensorsFormat.Entry e : s.header().entries()) {
+                pieces.computeIfAbsent(e.name(), n -> new ArrayList<>())
+                        .add(new Piece(s, e.dtype(), new Box(s.pieceOffsets().get(e.name()), e.shape())));
+            }
+        }
+        List<TensorInfo> infos = new ArrayList<>(pieces.size());
+        pieces.forEach((name, list) -> {
+            Piece first = list.getFirst();
+            long[] shape = new long[first.box().rank()];
+            for (Piece p : list) {
+                if (p.dtype() != first.dtype()) {
+                    throw new InvalidCheckpointException("tensor " + name + " is " + first.dtype() + " in " + first.shard().file()
+                            + " but " + p.dtype() + " in " + p.shard().file() + ": pieces of one tensor must have one type");
+                }
+                if (p.box().rank() != shape.length) {
+                    throw new InvalidCheckpointException("tensor " + name + " has " + shape.length + " dimensions in "
+                            + first.shard().file() + " but " + p.box().rank() + " in " + p.shard().file());
+                }
+                for (int d = 0; d < shape.length; d++) {
+                    shape[d] = Math.max(shape[d], p.box().end(d));
+                }
+            }
+            long covered = 0;
+            List<Box> boxes = new ArrayList<>(list.size());
+            for (Piece p : list) {
+                for (int i = 0; i < boxes.size(); i++) {
+                    if (p.box().overlaps(boxes.get(i))) {
+                        throw new InvalidCheckpointException("tensor " + name + ": region " + p.box().intersection(boxes.get(i))
+                                + " is saved twice, in " + list.get(i).shard().file() + " and " + p.shard().file());
+                    }
+                }
+                boxes.add(p.box());
+                covered += p.box().numel();
+            }
+            if (covered != Shapes.numel(shape)) {
+                throw new InvalidCheckpointException("tensor " + name + ": region " + Layouts.firstGap(boxes.stream()
+                        .filter(b -> !b.isEmpty()).toList(), shape) + " of " + Shapes.format(shape) + " is in no shard file ("
+                        + list.size() + " pieces are)");
+            }
+            infos.add(new TensorInfo(name, first.dtype(), shape));
+        });
+        return infos;
+    }
+}
