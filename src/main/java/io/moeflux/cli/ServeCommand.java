@@ -85,10 +85,11 @@ final class ServeCommand implements Callable<Integer> {
                     + "(default ${DEFAULT-VALUE} bytes).")
     long maxHeaderBytes;
 
-    // Accepted (and checked) so that deployments started with it keep starting: expert data no longer waits
-    // in staging memory, but in the spool's page cache until its expert's weights are in.
-    @Option(names = "--slab-memory", paramLabel = "SIZE", hidden = true, converter = Converters.ByteSizeOrZero.class)
-    Long slabMemory;
+    @Option(names = "--slab-memory", paramLabel = "SIZE", defaultValue = "" + IngestOptions.DEFAULT_SLAB_STAGING_BYTES,
+            converter = Converters.ByteSizeOrZero.class,
+            description = "Single-blob from-hf uploads: memory per upload for expert weights waiting for their slab's "
+                    + "transposition, such as 256MiB; past it they are spooled; 0 spools all (default ${DEFAULT-VALUE} bytes).")
+    long slabMemory;
 
     @Option(names = "--header-timeout", paramLabel = "TIME", defaultValue = "30s", converter = Converters.Timeout.class,
             description = "Close a connection whose request headers are not complete after TIME, also between requests "
@@ -137,6 +138,7 @@ final class ServeCommand implements Callable<Integer> {
         IngestOptions options = IngestOptions.defaults(port, direction, sinks, spoolDir != null ? spoolDir : defaultSpool)
                 .withBindHost(bind)
                 .withMaxHeaderBytes(maxHeaderBytes)
+                .withSlabStagingBytes(slabMemory)
                 .withTimeouts(headerTimeout, bodyIdleTimeout);
         if (config != null) {
             options = options.withConfigJson(Files.readAllBytes(config));

@@ -27,6 +27,13 @@ import java.util.Optional;
  *                       it; at most the format's own 100,000,000. Each running upload may hold one header
  *                       of this size on the heap while it parses it, so tune it together with the heap
  *                       and the number of concurrent uploads expected
+ * @param slabStagingBytes memory per running single-blob from-hf upload for expert weights: each waits there,
+ *                       in column blocks as wide as its transposition's tiles, for the rest of its expert's
+ *                       slab and for the slab's write. When it is used up by slabs that have all their
+ *                       weights, the upload stops reading its socket until one is written; when it is used
+ *                       up by weights waiting for their partners (an upload that sends all gates, then all
+ *                       ups), further weights are spooled instead. The default holds five Hy3 weights of
+ *                       12.6 MB; 0 spools them all
  * @param headerTimeout  how long a connection may wait for a request's HTTP headers to be complete (between
  *                       requests too): a client that opens connections and sends nothing, or half a request,
  *                       is cut off after it
@@ -44,10 +51,13 @@ public record IngestOptions(
         Hy3Options hy3Options,
         Optional<String> token,
         long maxHeaderBytes,
+        long slabStagingBytes,
         Duration headerTimeout,
         Duration bodyIdleTimeout) {
     /** Enough for the header of a whole Hy3-preview checkpoint in one file. */
     public static final long DEFAULT_MAX_HEADER_BYTES = 16L << 20;
+    /** Five weights of one Hy3 expert (12.6 MB each): one expert's slabs are written while the next one's arrive. */
+    public static final long DEFAULT_SLAB_STAGING_BYTES = 64L << 20;
     public static final Duration DEFAULT_HEADER_TIMEOUT = Duration.ofSeconds(30);
     public static final Duration DEFAULT_BODY_IDLE_TIMEOUT = Duration.ofSeconds(60);
 
@@ -65,6 +75,9 @@ public record IngestOptions(
         if (maxHeaderBytes < 2 || maxHeaderBytes > SafetensorsFormat.MAX_HEADER_SIZE) {
             throw new IllegalArgumentException("max header bytes must be in [2, 100000000], got " + maxHeaderBytes);
         }
+        if (slabStagingBytes < 0) {
+            throw new IllegalArgumentException("slab staging bytes must not be negative, got " + slabStagingBytes);
+        }
         if (!headerTimeout.isPositive() || !bodyIdleTimeout.isPositive()) {
             throw new IllegalArgumentException("timeouts must be positive, got " + headerTimeout + " and " + bodyIdleTimeout);
         }
@@ -76,38 +89,43 @@ public record IngestOptions(
     /** Loopback, no token, no model config, default options: add what the deployment needs with the withers. */
     public static IngestOptions defaults(int port, Direction direction, CheckpointSinks sinks, Path spoolDir) {
         return new IngestOptions("127.0.0.1", port, direction, sinks, spoolDir, Optional.empty(), Hy3Options.DEFAULTS,
-                Optional.empty(), DEFAULT_MAX_HEADER_BYTES, DEFAULT_HEADER_TIMEOUT,
+                Optional.empty(), DEFAULT_MAX_HEADER_BYTES, DEFAULT_SLAB_STAGING_BYTES, DEFAULT_HEADER_TIMEOUT,
                 DEFAULT_BODY_IDLE_TIMEOUT);
     }
 
     public IngestOptions withBindHost(String host) {
         return new IngestOptions(host, port, direction, sinks, spoolDir, configJson, hy3Options, token,
-                maxHeaderBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withConfigJson(byte[] json) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, Optional.of(json), hy3Options, token,
-                maxHeaderBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withHy3Options(Hy3Options options) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, options, token,
-                maxHeaderBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withToken(String t) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, Optional.of(t),
-                maxHeaderBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withMaxHeaderBytes(long max) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token,
-                max, headerTimeout, bodyIdleTimeout);
+                max, slabStagingBytes, headerTimeout, bodyIdleTimeout);
+    }
+
+    public IngestOptions withSlabStagingBytes(long bytes) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token,
+                maxHeaderBytes, bytes, headerTimeout, bodyIdleTimeout);
     }
 
     public IngestOptions withTimeouts(Duration header, Duration bodyIdle) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes,
-                header, bodyIdle);
+                slabStagingBytes, header, bodyIdle);
     }
 
     @Override

@@ -12,6 +12,7 @@ import io.moeflux.hy3.MissingExpertsException;
 import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
+import io.moeflux.tensor.TensorInfo;
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.AdaptiveRecvByteBufAllocator;
 import io.netty.channel.ChannelOption;
@@ -34,7 +35,6 @@ import java.util.concurrent.Executor;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.function.BiFunction;
-import java.util.function.Predicate;
 import java.util.regex.Pattern;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Flux;
@@ -215,19 +215,22 @@ public final class IngestServer implements AutoCloseable {
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(bodyReader, BODY_PREFETCH);
         UploadSource source = UploadSource.create(body, new UploadSourceOptions(options.spoolDir(), options.maxHeaderBytes(),
-                config.singleBlob(), headerBudget::reserve, status));
+                config.singleBlob(), headerBudget::reserve, status, options.slabStagingBytes()));
         // The same composition as a file conversion: the source describes (a single blob's header plans the
         // output), the conversion runs over its tensors, the sink writes them.
         Mono<CommitSummary> commit = source.describe().flatMap(described -> {
             boolean pieces = sink.placesPieces();
             if (described.tensors().isEmpty()) {
-                return sink.write(config.descriptor(), config.convert(source.tensors(name -> false, pieces), pieces));
+                var delivery = new UploadSource.Delivery(name -> false, pieces, Map.of());
+                return sink.write(config.descriptor(), config.convert(source.tensors(delivery), pieces));
             }
-            ConversionLayout layout = config.layout(described.tensors().get());
-            // What passes through unchanged goes from the socket straight into its place in the output.
-            Predicate<String> streamed = pieces ? layout.passThrough()::containsKey : name -> false;
-            return sink.write(config.descriptor().withTensors(layout.planned()),
-                    config.convert(source.tensors(streamed, pieces), pieces));
+            List<TensorInfo> uploaded = described.tensors().get();
+            ConversionLayout layout = config.layout(uploaded);
+            // What passes through unchanged goes from the socket straight into its place in the output; what the
+            // conversion reads transposed waits in column blocks, the layout its transposition reads fastest.
+            var delivery = new UploadSource.Delivery(pieces ? layout.passThrough()::containsKey : name -> false, pieces,
+                    config.transposedInputs(uploaded));
+            return sink.write(config.descriptor().withTensors(layout.planned()), config.convert(source.tensors(delivery), pieces));
         });
         return commit
                 .doFinally(signal -> source.close())

@@ -9,6 +9,7 @@ import io.moeflux.hy3.Hy3Options;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.TensorInfo;
+import io.moeflux.tensor.TransposedRead;
 import java.io.IOException;
 import java.util.List;
 import java.util.Map;
@@ -70,6 +71,11 @@ record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, Checkpoin
     /** What the conversion makes of {@code uploaded}: its output tensors, and which uploaded tensors pass through. */
     ConversionLayout layout(List<TensorInfo> uploaded) {
         return adapter.map(a -> direction.layout(uploaded, a)).orElseGet(() -> Direction.unchanged(uploaded));
+    }
+
+    /** The uploaded tensors the conversion reads transposed (from-hf's expert weights), by name. */
+    Map<String, TransposedRead> transposedInputs(List<TensorInfo> uploaded) {
+        return direction == Direction.FROM_HF && adapter.isPresent() ? adapter.get().transposedInputsFromHf(uploaded) : Map.of();
     }
 
     /** A {@code config.json} made of the query's model parameters, when the query has any. */

@@ -97,14 +97,15 @@ class ServeCommandTest {
     }
 
     @Test
-    void headerLimitsTakeUnitsAndTheRetiredSlabMemoryIsStillAccepted() {
+    void memoryAndHeaderLimitsTakeUnitsAndASlabMemoryOfZeroSpoolsEveryWeight() {
         ServeCommand withUnits = parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none",
                 "--slab-memory", "256MiB", "--max-header-bytes", "2MB");
+        assertThat(withUnits.slabMemory).isEqualTo(256L << 20);
         assertThat(withUnits.maxHeaderBytes).isEqualTo(2_000_000L);
         assertThat(parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none", "--slab-memory", "0").slabMemory)
                 .isZero();
-        assertThatThrownBy(() -> parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none",
-                "--slab-memory", "lots")).isInstanceOf(CommandLine.ParameterException.class);
+        assertThat(parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none").slabMemory)
+                .isEqualTo(64L << 20);
         assertThatThrownBy(() -> parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none",
                 "--max-header-bytes", "0")).isInstanceOf(CommandLine.ParameterException.class).hasMessageContaining("out of range");
     }

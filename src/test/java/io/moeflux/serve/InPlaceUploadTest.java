@@ -20,6 +20,8 @@ import java.util.List;
 import java.util.function.Predicate;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 
 /**
  * Single-blob uploads convert as their bytes arrive: what passes through unchanged streams from the socket
@@ -67,24 +69,56 @@ class InPlaceUploadTest {
         return new ObjectMapper().readTree(r.body()).get("bytes_spooled").asLong();
     }
 
-    @Test
-    void fromHfSpoolsOnlyTheExpertWeightsWhateverTheirOrderAndMatchesTheReference() throws Exception {
-        Path blob = upsFirstGatesLast();
+    /**
+     * Expert weights wait for their slab in staging memory: 0 spools them all; 1024 bytes holds one hy3-tiny
+     * weight, so with every up sent before every gate the ups that find it taken are spooled (waiting for it
+     * could never end); 2048 holds one slab's two, so in file order the upload waits for each slab's write;
+     * 64 MiB, the default, holds them all.
+     */
+    @ParameterizedTest(name = "staging {0} bytes, ups first {1}")
+    @CsvSource({"0, true", "1024, true", "2048, false", "2048, true", "67108864, true"})
+    void fromHfSpoolsOnlyWhatDoesNotFitItsStagingMemoryWhateverTheOrderAndMatchesTheReference(long stagingBytes,
+            boolean upsFirst) throws Exception {
+        Path blob = upsFirst ? upsFirstGatesLast() : oneBlob();
         byte[] config = Files.readAllBytes(ReferenceUploadTest.HF_IN.resolve("config.json"));
-        IngestOptions options = options(Direction.FROM_HF, dir.resolve("sink")).withConfigJson(config);
+        IngestOptions options = options(Direction.FROM_HF, dir.resolve("sink")).withConfigJson(config)
+                .withSlabStagingBytes(stagingBytes);
         try (IngestServer server = IngestServer.start(options)) {
             HttpResponse<String> r = put(server, "/v1/checkpoints/shuffled?single_blob=true", chunked(blob));
 
             assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
             assertThat(Manifests.of(dir.resolve("sink/shuffled"))).isEqualTo(Manifests.of(ReferenceUploadTest.HF_FROM_HF));
-            long experts = bytesOf(blob, name -> name.matches(".*\\.mlp\\.experts\\.\\d+\\..*"));
+            long experts = bytesOf(blob, name -> name.matches(".*\\.mlp\\.experts\\.\\d+\\..*") && !name.startsWith("model.layers.3."));
             assertThat(experts).isPositive();
-            // MTP layers and scale_inv keys are dropped, so they never reach the output either way; they are spooled too.
-            long dropped = bytesOf(blob, name -> !name.matches(".*\\.mlp\\.experts\\.\\d+\\..*")
-                    && (name.startsWith("model.layers.3.") || name.endsWith("_scale_inv")));
-            assertThat(bytesSpooled(r)).isEqualTo(experts + dropped);
+            // MTP layers and scale_inv keys are dropped, so they never reach the output: they are spooled.
+            long dropped = bytesOf(blob, name -> name.startsWith("model.layers.3.") || name.endsWith("_scale_inv"));
+            long spooled = bytesSpooled(r);
+            if (stagingBytes == 0) {
+                assertThat(spooled).isEqualTo(experts + dropped);
+            } else if (stagingBytes >= experts) {
+                assertThat(spooled).isEqualTo(dropped);
+            } else if (upsFirst) {
+                assertThat(spooled).isGreaterThan(dropped).isLessThan(experts + dropped);
+            } else {
+                assertThat(spooled).as("every slab waited for, none spooled").isEqualTo(dropped);
+            }
             assertThat(TestServers.spoolInUse(dir.resolve("sink"))).isEmpty();
         }
+    }
+
+    /** The hy3-tiny hf checkpoint as one blob in name order: each expert's weights side by side. */
+    private Path oneBlob() throws Exception {
+        List<TensorEvent> tensors = SafetensorsSource.open(ReferenceUploadTest.HF_IN).tensors().collectList().block();
+        tensors.sort(Comparator.comparing(TensorEvent::fqn));
+        Path blob = dir.resolve("in-order.safetensors");
+        try (OutputStream out = Files.newOutputStream(blob)) {
+            out.write(SafetensorsFormat.encodeHeader(tensors.stream().map(e -> e.tensor().info(e.fqn())).toList()));
+            for (TensorEvent e : tensors) {
+                out.write(TensorBytes.of(e.tensor()));
+                e.release();
+            }
+        }
+        return blob;
     }
 
     @Test

@@ -2,8 +2,10 @@ package io.moeflux.hy3;
 
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.StackedTransposeTensor;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
+import io.moeflux.tensor.TransposedRead;
 import io.moeflux.tensor.Tensors;
 import java.util.ArrayList;
 import java.util.IdentityHashMap;
@@ -170,6 +172,30 @@ public final class Hy3Adapter {
     /** The tensors to-hf makes of a checkpoint with these tensors. */
     public List<TensorInfo> planToHf(List<TensorInfo> nativeInfos) {
         return layoutToHf(nativeInfos).planned();
+    }
+
+    /**
+     * The inputs from-hf reads transposed (this rank's expert weights), by input name: a source that
+     * receives bytes can hold them in column blocks as wide as the tiles that read them
+     * ({@link io.moeflux.tensor.ColumnBlockedTensor}), and knows which inputs complete a slab.
+     */
+    public Map<String, TransposedRead> transposedInputsFromHf(List<TensorInfo> hf) {
+        Map<String, TransposedRead> out = new LinkedHashMap<>();
+        var range = options.expertRange(config.numExperts());
+        for (TensorInfo info : hf) {
+            if (Hy3Keys.isMtpKey(info.name(), config.numHiddenLayers()) || info.rank() != 2) {
+                continue;
+            }
+            var key = Hy3Keys.parseExpertKey(Hy3Keys.hfToNative(info.name()));
+            if (key.isEmpty() || key.get().expert() < 0 || !range.contains(key.get().expert())) {
+                continue;
+            }
+            int parts = key.get().projection() == Hy3Keys.Projection.DOWN ? 1 : 2;
+            int blockCols = StackedTransposeTensor.tileRows(Math.toIntExact(info.dim(1)), Math.toIntExact(info.dim(0) * parts),
+                    options.targetDtype());
+            out.put(info.name(), new TransposedRead(blockCols, key.get().mergedName() + "#" + key.get().expert(), parts));
+        }
+        return out;
     }
 
     /** Plan and pass-through tensors of from-hf, from one run of its stages. Fails as {@link #planFromHf}. */

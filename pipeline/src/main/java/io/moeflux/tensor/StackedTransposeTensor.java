@@ -76,6 +76,14 @@ public final class StackedTransposeTensor implements Tensor {
         return new long[] {parts.size(), cols, width};
     }
 
+    /**
+     * Output rows per tile of a slab of {@code slabRows x slabWidth} elements of {@code dtype}: a part held in
+     * column blocks this wide ({@link ColumnBlockedTensor}) is read one block per tile.
+     */
+    public static int tileRows(int slabRows, int slabWidth, DType dtype) {
+        return Blocking.of(slabRows, slabWidth, dtype).tileRows();
+    }
+
     private long slabBytes() {
         return (long) cols * width * dtype.byteSize();
     }
@@ -105,11 +113,18 @@ public final class StackedTransposeTensor implements Tensor {
         List<Tensor> expert = parts.get(e);
         Blocking b = Blocking.of(cols, width, dtype);
         List<MemorySegment> sources = new ArrayList<>(expert.size());
+        // Parts held in column blocks one tile wide are read a block per tile; others row-major.
+        Tensor.ColumnBlocks[] blocks = new Tensor.ColumnBlocks[expert.size()];
         List<Tensor> temporaries = new ArrayList<>();
         try {
-            for (Tensor part : expert) {
+            for (int j = 0; j < expert.size(); j++) {
+                Tensor part = expert.get(j);
+                var blocked = part.columnBlocks().filter(cb -> cb.blockCols() == b.tileRows());
                 var direct = part.contiguous();
-                if (direct.isPresent()) {
+                if (blocked.isPresent()) {
+                    blocks[j] = blocked.get();
+                    sources.add(blocked.get().data());
+                } else if (direct.isPresent()) {
                     sources.add(direct.get());
                 } else {
                     DenseTensor copy = Tensors.materialize(part);
@@ -123,8 +138,13 @@ public final class StackedTransposeTensor implements Tensor {
                     int tn = Math.min(b.tileRows(), cols - t0);
                     int colOffset = 0;
                     for (int j = 0; j < expert.size(); j++) {
-                        Transpose.transpose(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, t0, tn, tile, 0, dtype,
-                                width, colOffset);
+                        if (blocks[j] != null) {
+                            Transpose.transpose(sources.get(j), blocks[j].blockOffset().applyAsLong(t0 / b.tileRows()),
+                                    expert.get(j).dtype(), partRows[j], tn, 0, tn, tile, 0, dtype, width, colOffset);
+                        } else {
+                            Transpose.transpose(sources.get(j), 0, expert.get(j).dtype(), partRows[j], cols, t0, tn, tile, 0, dtype,
+                                    width, colOffset);
+                        }
                         colOffset += partRows[j];
                     }
                     sink.write(tile.asSlice(0, tn * b.rowBytes()));

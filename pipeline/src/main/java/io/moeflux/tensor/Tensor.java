@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.util.List;
 import java.util.Optional;
+import java.util.function.IntToLongFunction;
 
 /**
  * A tensor: type, shape and a way to produce its bytes (row-major, little-endian, as safetensors stores them).
@@ -44,6 +45,20 @@ public interface Tensor {
     default Optional<MemorySegment> contiguous() {
         return Optional.empty();
     }
+
+    /**
+     * The bytes held column block by column block, when they are (see {@link ColumnBlockedTensor}): what a
+     * transposition reads best, one block per tile.
+     */
+    default Optional<ColumnBlocks> columnBlocks() {
+        return Optional.empty();
+    }
+
+    /**
+     * A 2-D tensor's bytes in blocks of {@code blockCols} columns: block {@code b} is a row-major
+     * {@code [rows, width]} matrix at {@code blockOffset.applyAsLong(b)} bytes into {@code data}.
+     */
+    record ColumnBlocks(MemorySegment data, int blockCols, IntToLongFunction blockOffset) {}
 
     /** Where the bytes lie unmodified in a file, when they do (a slice of a mapped shard). */
     default Optional<FileRegion> fileRegion() {

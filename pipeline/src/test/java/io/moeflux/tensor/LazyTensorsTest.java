@@ -73,6 +73,37 @@ class LazyTensorsTest {
         assertThat(dst.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)).isEqualTo(expected);
     }
 
+    /** Column-blocked parts, filled in pieces across rows and blocks, give the bytes dense parts give. */
+    @org.junit.jupiter.params.ParameterizedTest(name = "{0} parts of {1} x {2}")
+    @org.junit.jupiter.params.provider.CsvSource({"BF16, 8, 262144", "BF16, 136, 4100", "BF16, 12, 131075", "F32, 8, 131076", "BF16, 5, 7"})
+    void stackedTransposeReadsColumnBlockedPartsAsItReadsDenseOnes(DType type, int rows, int cols) throws Exception {
+        int width = 2 * rows;
+        int blockCols = StackedTransposeTensor.tileRows(cols, width, DType.BF16);
+        java.util.Random random = new java.util.Random(cols);
+        java.util.List<Tensor> dense = new java.util.ArrayList<>();
+        java.util.List<Tensor> blocked = new java.util.ArrayList<>();
+        for (int j = 0; j < 2; j++) {
+            DenseTensor part = t.random(type, rows, cols);
+            dense.add(part);
+            java.lang.foreign.MemorySegment memory = java.lang.foreign.Arena.ofAuto().allocate(part.byteSize());
+            ColumnBlockedTensor cb = new ColumnBlockedTensor(type, rows, cols, blockCols, memory, () -> {});
+            for (long at = 0; at < part.byteSize(); ) {
+                long n = Math.min(part.byteSize() - at, 1 + random.nextInt(5000));
+                cb.putRowMajor(at, part.data(), at, n);
+                at += n;
+            }
+            assertThat(TensorBytes.of(cb)).as("row-major bytes back").isEqualTo(TensorBytes.of(part));
+            blocked.add(cb);
+        }
+        StackedTransposeTensor fromDense = new StackedTransposeTensor(List.of(dense), DType.BF16);
+        StackedTransposeTensor fromBlocks = new StackedTransposeTensor(List.of(blocked), DType.BF16);
+
+        assertThat(TensorBytes.of(fromBlocks)).isEqualTo(TensorBytes.of(fromDense));
+        fromDense.release();
+        fromBlocks.release();
+        assertThat(t.live()).isZero();
+    }
+
     @Test
     void stackedTransposeCastsF32PartsToBf16RoundingToNearestEven() {
         int rows = 4, cols = 3;

@@ -8,8 +8,10 @@ import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.FileRegion;
 import io.moeflux.tensor.RefCounted;
+import io.moeflux.tensor.ColumnBlockedTensor;
 import io.moeflux.tensor.Releasable;
 import io.moeflux.tensor.TensorInfo;
+import io.moeflux.tensor.TransposedRead;
 import io.netty.buffer.ByteBuf;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -21,6 +23,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -47,8 +50,10 @@ final class BlobDecoder implements AutoCloseable {
     static final long MIN_PIECE_BYTES = 16L << 20;
 
     private final UploadSourceOptions options;
+    private final StagingMemory staging;
     private Predicate<String> streamed = name -> false;
     private boolean rowPieces;
+    private Map<String, TransposedRead> transposed = Map.of();
     private Optional<List<TensorInfo>> firstHeader = Optional.empty();
 
     private long bodyOffset;
@@ -58,13 +63,22 @@ final class BlobDecoder implements AutoCloseable {
 
     BlobDecoder(UploadSourceOptions options) {
         this.options = options;
+        this.staging = new StagingMemory(options.stagingBytes());
     }
 
-    /** Which tensors go out streaming, and whether large ones go out in row pieces; set before data arrives. */
-    synchronized void deliver(Predicate<String> streamedTensors, boolean inRowPieces) {
-        this.streamed = streamedTensors;
-        this.rowPieces = inRowPieces;
+    /** How the consumer takes the tensors (see {@link UploadSource.Delivery}); set before data arrives. */
+    synchronized void deliver(UploadSource.Delivery delivery) {
+        this.streamed = delivery.streamed();
+        this.rowPieces = delivery.rowPieces();
+        this.transposed = delivery.transposed();
     }
+
+    /**
+     * What {@link #accept} did with a chunk: {@code drained} completes once the parts it handed to streaming
+     * tensors are written; {@code resume}, when not null, says it stopped at a tensor that waits for
+     * staging memory: the chunk, not released, is to be given again once it completes.
+     */
+    record Taken(CompletableFuture<Void> drained, CompletableFuture<Void> resume) {}
 
     /** The first blob's tensors, once its header is read. */
     synchronized Optional<List<TensorInfo>> firstHeader() {
@@ -73,16 +87,15 @@ final class BlobDecoder implements AutoCloseable {
 
     /**
      * Takes what it can of {@code chunk}; each tensor it completes (or starts, when streamed) goes to
-     * {@code emit}. Returns when done with the chunk, which it then released, or with {@code null}
-     * when {@code emit} is null and the first blob's header has just been read: the rest of the chunk
-     * waits, retained, for a consumer. The returned future completes once every part of the chunk handed
-     * to a streaming tensor has been written, and fails if a write of it did.
+     * {@code emit}. Returns when done with the chunk, which it then released unless it waits for staging
+     * memory (see {@link Taken}), or with {@code null} when {@code emit} is null and the first blob's header
+     * has just been read: the rest of the chunk waits, retained, for a consumer.
      */
-    synchronized CompletableFuture<Void> accept(ByteBuf chunk, Consumer<TensorEvent> emit) {
+    synchronized Taken accept(ByteBuf chunk, Consumer<TensorEvent> emit) {
         Handoffs handoffs = new Handoffs();
         if (closed) {
             chunk.release();
-            return handoffs.done();
+            return new Taken(handoffs.done(), null);
         }
         try {
             while (true) {
@@ -111,8 +124,11 @@ final class BlobDecoder implements AutoCloseable {
                     break;
                 }
                 int before = chunk.readerIndex();
-                blob.take(chunk, emit, handoffs);
+                CompletableFuture<Void> memory = blob.take(chunk, emit, handoffs);
                 bodyOffset += chunk.readerIndex() - before;
+                if (memory != null) {
+                    return new Taken(handoffs.done(), memory);
+                }
             }
         } catch (IOException e) {
             chunk.release();
@@ -122,7 +138,7 @@ final class BlobDecoder implements AutoCloseable {
             throw e;
         }
         chunk.release();
-        return handoffs.done();
+        return new Taken(handoffs.done(), null);
     }
 
     /** Checks that the body ended on a blob boundary. */
@@ -145,6 +161,7 @@ final class BlobDecoder implements AutoCloseable {
             blob.abandon();
             blob = null;
         }
+        staging.close();
     }
 
     /** Parts of one chunk handed to streaming tensors, and when all of them are written. */
@@ -188,6 +205,10 @@ final class BlobDecoder implements AutoCloseable {
         private RefCounted channelUsers;
         /** Per entry, whether it streams. */
         private boolean[] streams;
+        /** Per entry, the column-blocked memory it is received into instead of the spool, or null. */
+        private ColumnBlockedTensor[] held;
+        /** Per entry, whether where its bytes go has been decided (at its first byte). */
+        private boolean[] placed;
         /** The streaming tensor being received, or null. */
         private StreamingTensor streaming;
         /** The entry the next data byte belongs to. */
@@ -207,7 +228,8 @@ final class BlobDecoder implements AutoCloseable {
             return header != null && received == header.totalSize();
         }
 
-        void take(ByteBuf chunk, Consumer<TensorEvent> emit, Handoffs handoffs) throws IOException {
+        /** Takes bytes of the chunk; returns where to wait when a tensor's first byte must wait for staging memory. */
+        CompletableFuture<Void> take(ByteBuf chunk, Consumer<TensorEvent> emit, Handoffs handoffs) throws IOException {
             if (lengthPrefix.hasRemaining()) {
                 int n = Math.min(lengthPrefix.remaining(), chunk.readableBytes());
                 chunk.readBytes(lengthPrefix.array(), lengthPrefix.position(), n);
@@ -230,9 +252,12 @@ final class BlobDecoder implements AutoCloseable {
                     openSpoolFile();
                 }
             } else {
-                append(chunk, (int) Math.min(header.totalSize() - received, chunk.readableBytes()), emit, handoffs);
+                CompletableFuture<Void> wait = append(chunk, (int) Math.min(header.totalSize() - received, chunk.readableBytes()),
+                        emit, handoffs);
                 emitCompleted(emit);
+                return wait;
             }
+            return null;
         }
 
         /**
@@ -244,6 +269,8 @@ final class BlobDecoder implements AutoCloseable {
                 return;
             }
             streams = new boolean[header.entries().size()];
+            held = new ColumnBlockedTensor[streams.length];
+            placed = new boolean[streams.length];
             for (int i = 0; i < streams.length; i++) {
                 SafetensorsFormat.Entry e = header.entries().get(i);
                 streams[i] = e.byteSize() > 0 && streamed.test(e.name());
@@ -281,17 +308,28 @@ final class BlobDecoder implements AutoCloseable {
             channelHandle = channelUsers.retain();
         }
 
-        /** Entries tile the data section (the header parser checks), so every byte belongs to exactly one. */
-        private void append(ByteBuf chunk, int n, Consumer<TensorEvent> emit, Handoffs handoffs) throws IOException {
+        /**
+         * Entries tile the data section (the header parser checks), so every byte belongs to exactly one.
+         * Stops at the first byte of a tensor that waits for staging memory, and returns where to wait.
+         */
+        private CompletableFuture<Void> append(ByteBuf chunk, int n, Consumer<TensorEvent> emit, Handoffs handoffs)
+                throws IOException {
             List<SafetensorsFormat.Entry> entries = header.entries();
             long at = received - header.dataStart();
             int from = chunk.readerIndex();
             int done = 0;
+            CompletableFuture<Void> wait = null;
             while (done < n) {
                 while (entries.get(writeEntry).end() <= at + done) {
                     writeEntry++;
                 }
                 SafetensorsFormat.Entry e = entries.get(writeEntry);
+                if (!placed[writeEntry]) {
+                    wait = place(writeEntry, e);
+                    if (wait != null) {
+                        break;
+                    }
+                }
                 int m = (int) Math.min(n - done, e.end() - (at + done));
                 if (streams[writeEntry]) {
                     if (at + done == e.begin()) {
@@ -303,14 +341,45 @@ final class BlobDecoder implements AutoCloseable {
                     if (at + done + m == e.end()) {
                         streaming = null;
                     }
+                } else if (held[writeEntry] != null) {
+                    held[writeEntry].putRowMajor(at + done - e.begin(), MemorySegment.ofBuffer(chunk.nioBuffer(from + done, m)), 0, m);
                 } else {
                     FileWrites.write(channel, chunk.nioBuffer(from + done, m), at + done);
                     options.listener().bytesSpooled(m);
                 }
+                TransposedRead read = transposed.get(e.name());
+                if (read != null && !streams[writeEntry] && at + done + m == e.end()) {
+                    // Counted as soon as its last byte is in, before the next tensor's first byte asks for memory.
+                    staging.weightIn(read.slab());
+                }
                 done += m;
             }
-            chunk.skipBytes(n);
-            received += n;
+            chunk.skipBytes(done);
+            received += done;
+            return wait;
+        }
+
+        /**
+         * Decides at a tensor's first byte where its bytes go: streamed, held column-blocked in staging memory
+         * (a tensor the consumer reads transposed, while there is memory), or spooled. Returns where to wait
+         * when staging memory is used up by slabs that will free it.
+         */
+        private CompletableFuture<Void> place(int i, SafetensorsFormat.Entry e) {
+            TransposedRead read = streams[i] ? null : transposed.get(e.name());
+            if (read != null && e.shape().length == 2 && e.byteSize() > 0) {
+                StagingMemory.Grant grant = staging.take(e.byteSize(), read.slab(), read.partsPerSlab());
+                if (grant.freed() != null) {
+                    return grant.freed();
+                }
+                if (grant.buffer() != null) {
+                    StagingMemory.Buffer buffer = grant.buffer();
+                    long[] shape = e.shape();
+                    held[i] = new ColumnBlockedTensor(e.dtype(), Math.toIntExact(shape[0]), Math.toIntExact(shape[1]),
+                            read.blockCols(), buffer.segment.asSlice(0, e.byteSize()), () -> staging.giveBack(buffer));
+                }
+            }
+            placed[i] = true;
+            return null;
         }
 
         /** Hands out what is on file: whole tensors, and pieces of whole rows of large ones. */
@@ -324,6 +393,12 @@ final class BlobDecoder implements AutoCloseable {
                     if (!whole) {
                         return;
                     }
+                } else if (whole && held[nextEntry] != null) {
+                    emit.accept(new TensorEvent(e.name(), held[nextEntry]));
+                    held[nextEntry] = null;
+                    options.listener().tensorReceived();
+                } else if (held[nextEntry] != null) {
+                    return;
                 } else if (whole) {
                     emitRows(e, rowsEmitted, rowsOf(e), emit);
                     options.listener().tensorReceived();
@@ -414,6 +489,14 @@ final class BlobDecoder implements AutoCloseable {
             if (streaming != null) {
                 streaming.fail(new IOException(where + ": the body ended inside this tensor"));
                 streaming = null;
+            }
+            if (held != null) {
+                for (int i = nextEntry; i < held.length; i++) {
+                    if (held[i] != null) {
+                        held[i].release();
+                        held[i] = null;
+                    }
+                }
             }
         }
     }

@@ -4,8 +4,10 @@ import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TransposedRead;
 import io.netty.buffer.ByteBuf;
 import io.netty.util.ReferenceCountUtil;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.function.Predicate;
 import org.reactivestreams.Subscription;
@@ -14,6 +16,7 @@ import reactor.core.publisher.Flux;
 import reactor.core.publisher.FluxSink;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
+import reactor.core.scheduler.Schedulers;
 
 /**
  * An HTTP upload as a checkpoint source: the request body, safetensors blobs back to back, read as it
@@ -58,21 +61,33 @@ public final class UploadSource implements CheckpointSource, AutoCloseable {
         });
     }
 
+    /**
+     * How a consumer takes the tensors.
+     *
+     * @param streamed   tensors that go out as their first byte arrives, the bytes following as they come, for a
+     *                   consumer that writes them into place as they do: it must never hold them back
+     * @param rowPieces  whether large tensors go out in pieces of whole rows as they land (for a consumer of pieces)
+     * @param transposed tensors the consumer reads transposed, by name: held in column blocks as wide as its
+     *                   tiles, in staging memory, instead of spooled
+     */
+    public record Delivery(Predicate<String> streamed, boolean rowPieces, Map<String, TransposedRead> transposed) {
+        public static final Delivery WHOLE = new Delivery(name -> false, false, Map.of());
+
+        public Delivery {
+            transposed = Map.copyOf(transposed);
+        }
+    }
+
     /** The tensors, whole, each once its last byte is on file. */
     @Override
     public Flux<TensorEvent> tensors() {
-        return tensors(name -> false, false);
+        return tensors(Delivery.WHOLE);
     }
 
-    /**
-     * The tensors, for a consumer that takes pieces ({@code rowPieces}: large tensors go out in pieces of
-     * whole rows as they land) and writes some tensors into place as their bytes come: those
-     * {@code streamed} names go out as their first byte arrives, the bytes following, so they must be
-     * written as they come, never held back.
-     */
-    public Flux<TensorEvent> tensors(Predicate<String> streamed, boolean rowPieces) {
+    /** The tensors, delivered as {@code delivery} says. */
+    public Flux<TensorEvent> tensors(Delivery delivery) {
         return Stages.releaseOnDiscard(Flux.<TensorEvent>create(out -> {
-            decoder.deliver(streamed, rowPieces);
+            decoder.deliver(delivery);
             out.onRequest(n -> reader.demand());
             out.onDispose(reader::end);
             reader.attach(out);
@@ -149,14 +164,14 @@ public final class UploadSource implements CheckpointSource, AutoCloseable {
                 }
                 decoding = true;
             }
-            CompletableFuture<Void> drained;
+            BlobDecoder.Taken taken;
             try {
-                drained = decoder.accept(chunk, sink == null ? null : sink::next);
+                taken = decoder.accept(chunk, sink == null ? null : sink::next);
             } catch (RuntimeException e) {
                 fail(e);
                 return;
             }
-            if (drained == null) {
+            if (taken == null) {
                 synchronized (this) {
                     held = chunk;
                     decoding = false;
@@ -164,9 +179,15 @@ public final class UploadSource implements CheckpointSource, AutoCloseable {
                 described.tryEmitValue(CheckpointDescriptor.UNKNOWN.withTensors(decoder.firstHeader().orElseThrow()));
                 return;
             }
-            drained.whenComplete((ignored, error) -> {
+            CompletableFuture<Void> ready = taken.resume() == null ? taken.drained()
+                    : CompletableFuture.allOf(taken.drained(), taken.resume());
+            ready.whenComplete((ignored, error) -> {
                 if (error != null) {
+                    ReferenceCountUtil.safeRelease(taken.resume() != null ? chunk : null);
                     fail(error);
+                } else if (taken.resume() != null) {
+                    // Staging memory was freed by a writer thread: decode on, off that thread.
+                    Schedulers.boundedElastic().schedule(() -> decode(chunk));
                 } else {
                     chunkDone();
                 }

@@ -14,9 +14,12 @@ import java.util.Objects;
  * @param headerAllowance what each blob's header may take of the memory that concurrent uploads share,
  *                        reserved from its length prefix until the blob ends
  * @param listener        told of the bytes and tensors received, for status and metrics
+ * @param stagingBytes    memory per upload for tensors the consumer reads transposed, held column-blocked
+ *                        instead of spooled (see {@link UploadSource.Delivery#transposed()}); past it they
+ *                        are spooled, or the upload waits for a slab being written to free some
  */
 public record UploadSourceOptions(Path spoolDir, long maxHeaderBytes, boolean singleBlob, HeaderAllowance headerAllowance,
-        Listener listener) {
+        Listener listener, long stagingBytes) {
     public UploadSourceOptions {
         Objects.requireNonNull(spoolDir, "spoolDir");
         Objects.requireNonNull(headerAllowance, "headerAllowance");

@@ -46,7 +46,7 @@ class UploadSourceTest {
                     public void bytesReceived(long n) {
                         bytesReceived.addAndGet(n);
                     }
-                });
+                }, 64L << 20);
     }
 
     private Flux<TensorEvent> decode(Flux<ByteBuf> body) {
@@ -215,7 +215,7 @@ class UploadSourceTest {
         source.describe().subscribe();
         body.next(Unpooled.copiedBuffer(file, 0, dataStart));
         List<TensorEvent> events = new ArrayList<>();
-        var subscriber = source.tensors(name -> name.equals(big.name()), true)
+        var subscriber = source.tensors(new UploadSource.Delivery(name -> name.equals(big.name()), true, java.util.Map.of()))
                 .doOnNext(events::add).subscribe();
         body.next(Unpooled.copiedBuffer(file, dataStart, cut1 - dataStart));
         TensorEvent streamed = events.stream().filter(e -> e.fqn().equals(big.name())).findFirst().orElseThrow();
@@ -275,7 +275,7 @@ class UploadSourceTest {
         System.arraycopy(data, 0, file, headerBytes.length, data.length);
 
         List<TensorEvent> pieces = UploadSource.create(Flux.fromIterable(chunks(file, 1 << 20)), options(false))
-                .tensors(name -> false, true).collectList().block();
+                .tensors(new UploadSource.Delivery(name -> false, true, java.util.Map.of())).collectList().block();
 
         long rowBytes = grouped.byteSize() / shape[0];
         assertThat(pieces).hasSizeGreaterThan(1).allMatch(e -> !e.isWhole() && e.box().size(1) == shape[1]);
