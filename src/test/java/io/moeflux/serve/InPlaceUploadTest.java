@@ -39,10 +39,19 @@ class InPlaceUploadTest {
      * last, so each gate_and_up slab waits for its gate until the very end.
      */
     private Path upsFirstGatesLast() throws Exception {
+        return blob("ups-first.safetensors", Comparator.comparingInt((TensorEvent e) -> e.fqn().contains("up_proj") ? 0
+                : e.fqn().contains("gate_proj") ? 2 : 1).thenComparing(TensorEvent::fqn));
+    }
+
+    /** The hy3-tiny hf checkpoint as one blob in name order: each expert's weights side by side. */
+    private Path oneBlob() throws Exception {
+        return blob("in-order.safetensors", Comparator.comparing(TensorEvent::fqn));
+    }
+
+    private Path blob(String name, Comparator<TensorEvent> order) throws Exception {
         List<TensorEvent> tensors = SafetensorsSource.open(ReferenceUploadTest.HF_IN).tensors().collectList().block();
-        tensors.sort(Comparator.comparingInt((TensorEvent e) -> e.fqn().contains("up_proj") ? 0 : e.fqn().contains("gate_proj") ? 2 : 1)
-                .thenComparing(TensorEvent::fqn));
-        Path blob = dir.resolve("ups-first.safetensors");
+        tensors.sort(order);
+        Path blob = dir.resolve(name);
         try (OutputStream out = Files.newOutputStream(blob)) {
             out.write(SafetensorsFormat.encodeHeader(tensors.stream().map(e -> e.tensor().info(e.fqn())).toList()));
             for (TensorEvent e : tensors) {
@@ -106,20 +115,6 @@ class InPlaceUploadTest {
         }
     }
 
-    /** The hy3-tiny hf checkpoint as one blob in name order: each expert's weights side by side. */
-    private Path oneBlob() throws Exception {
-        List<TensorEvent> tensors = SafetensorsSource.open(ReferenceUploadTest.HF_IN).tensors().collectList().block();
-        tensors.sort(Comparator.comparing(TensorEvent::fqn));
-        Path blob = dir.resolve("in-order.safetensors");
-        try (OutputStream out = Files.newOutputStream(blob)) {
-            out.write(SafetensorsFormat.encodeHeader(tensors.stream().map(e -> e.tensor().info(e.fqn())).toList()));
-            for (TensorEvent e : tensors) {
-                out.write(TensorBytes.of(e.tensor()));
-                e.release();
-            }
-        }
-        return blob;
-    }
 
     @Test
     void toHfSpoolsOnlyTheGroupedTensorsAndMatchesTheReference() throws Exception {

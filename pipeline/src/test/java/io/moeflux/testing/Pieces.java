@@ -51,7 +51,8 @@ public final class Pieces {
         return out;
     }
 
-    static byte[] extract(byte[] whole, long[] shape, int elementBytes, Box box) {
+    /** The bytes of {@code box} of a row-major tensor of {@code shape}. */
+    public static byte[] extract(byte[] whole, long[] shape, int elementBytes, Box box) {
         byte[] piece = new byte[Math.toIntExact(box.numel() * elementBytes)];
         copy(whole, shape, elementBytes, box, piece, true);
         return piece;

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.Box;
 import io.moeflux.tensor.DType;
+import io.moeflux.testing.Pieces;
 import io.moeflux.testing.TensorBytes;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -54,7 +55,7 @@ public final class ShardedSaves {
             for (Cut c : mine) {
                 TensorEvent t = whole.get(c.tensor());
                 DType dtype = t.tensor().dtype();
-                byte[] bytes = extract(TensorBytes.of(t.tensor()), t.wholeShape(), dtype.byteSize(), c.box());
+                byte[] bytes = Pieces.extract(TensorBytes.of(t.tensor()), t.wholeShape(), dtype.byteSize(), c.box());
                 entries.put(c.tensor(), Map.of("dtype", dtype.name(), "shape", c.box().sizes(),
                         "data_offsets", new long[] {data.size(), data.size() + bytes.length}));
                 data.writeBytes(bytes);
@@ -97,22 +98,5 @@ public final class ShardedSaves {
             cuts.add(new Cut(tensor, r, new Box(offsets, sizes)));
         }
         return cuts;
-    }
-
-    private static byte[] extract(byte[] whole, long[] shape, int elementBytes, Box box) {
-        byte[] piece = new byte[Math.toIntExact(box.numel() * elementBytes)];
-        int rank = shape.length;
-        long[] index = new long[rank];
-        for (long i = 0; i < box.numel(); i++) {
-            long at = 0;
-            for (int d = 0; d < rank; d++) {
-                at = at * shape[d] + box.offset(d) + index[d];
-            }
-            System.arraycopy(whole, Math.toIntExact(at * elementBytes), piece, Math.toIntExact(i * elementBytes), elementBytes);
-            for (int d = rank - 1; d >= 0 && ++index[d] == box.size(d); d--) {
-                index[d] = 0;
-            }
-        }
-        return piece;
     }
 }
