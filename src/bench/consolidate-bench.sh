@@ -22,18 +22,6 @@ moeflux="$root/moeflux"
 
 source "$root/src/bench/timing.sh"
 
-measure() {
-  local start end
-  sync
-  start=$(now)
-  "$@" >/dev/null &
-  local pid=$!
-  peak_kib=$(peak_anon_kib "$pid")
-  wait "$pid"
-  end=$(now)
-  elapsed=$(seconds "$start" "$end")
-}
-
 rm -rf "$work"
 mkdir -p "$work"
 [ "${BENCH_KEEP-}" = 1 ] || trap 'rm -rf "$work"' EXIT

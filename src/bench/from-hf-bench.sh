@@ -33,19 +33,6 @@ baseline=${BENCH_BASELINE:+$BENCH_BASELINE/moeflux}
 
 source "$root/src/bench/timing.sh"
 
-# Runs "$@" in the background, waits, and sets $elapsed (s) and $peak_kib.
-measure() {
-  local start end
-  sync
-  start=$(now)
-  "$@" >/dev/null &
-  local pid=$!
-  peak_kib=$(peak_anon_kib "$pid")
-  wait "$pid"
-  end=$(now)
-  elapsed=$(seconds "$start" "$end")
-}
-
 mkdir -p "$work"
 [ "${BENCH_KEEP-}" = 1 ] || trap 'rm -rf "$work/in" "$work/cp" "$work/out" "$work/keys" "$work/keys-native"' EXIT
 

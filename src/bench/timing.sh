@@ -1,4 +1,4 @@
-# Helpers the benchmarks source: wall-clock timing and a process's peak anonymous memory.
+# Helpers the benchmarks source: wall-clock timing, a process's peak anonymous memory, and both for one command.
 
 now() { date +%s.%N; }
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
@@ -19,4 +19,17 @@ peak_anon_kib() {
     sleep 0.02
   done
   echo "$peak"
+}
+
+# Runs "$@" in the background, its output thrown away, after a `sync`; sets $elapsed (s) and $peak_kib.
+measure() {
+  local start end
+  sync
+  start=$(now)
+  "$@" >/dev/null &
+  local pid=$!
+  peak_kib=$(peak_anon_kib "$pid")
+  wait "$pid"
+  end=$(now)
+  elapsed=$(seconds "$start" "$end")
 }
