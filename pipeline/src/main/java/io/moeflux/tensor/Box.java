@@ -102,15 +102,6 @@ public record Box(long[] offsets, long[] sizes) {
         return new Box(o, s);
     }
 
-    /** The box moved by {@code delta} per dimension. */
-    public Box shifted(long[] delta) {
-        long[] o = offsets.clone();
-        for (int d = 0; d < o.length; d++) {
-            o[d] += delta[d];
-        }
-        return new Box(o, sizes);
-    }
-
     @Override
     public boolean equals(Object o) {
         return o instanceof Box b && Arrays.equals(offsets, b.offsets) && Arrays.equals(sizes, b.sizes);

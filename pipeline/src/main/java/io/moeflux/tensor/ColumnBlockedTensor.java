@@ -54,29 +54,19 @@ public final class ColumnBlockedTensor implements Tensor {
         return new long[] {rows, cols};
     }
 
-    public int blockCols() {
-        return blockCols;
-    }
-
     @Override
     public Optional<ColumnBlocks> columnBlocks() {
         checkLive();
         return Optional.of(new ColumnBlocks(data, blockCols, this::blockOffset));
     }
 
-    /** The bytes, block after block; valid until released. */
-    public MemorySegment data() {
-        checkLive();
-        return data;
-    }
-
-    /** Where block {@code b} starts in {@link #data()}: every block before it is full width. */
-    public long blockOffset(int b) {
+    /** Where block {@code b} starts in the bytes: every block before it is full width. */
+    private long blockOffset(int b) {
         return (long) rows * b * blockCols * dtype.byteSize();
     }
 
     /** Columns in block {@code b}. */
-    public int blockWidth(int b) {
+    private int blockWidth(int b) {
         return Math.min(blockCols, cols - b * blockCols);
     }
 
