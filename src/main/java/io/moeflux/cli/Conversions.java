@@ -52,10 +52,16 @@ final class Conversions {
         return Transfer.run("to-hf", in, described, out, settings, planned, sink -> events, err);
     }
 
-    static Transfer.Summary copy(String from, String to, Endpoints.SinkSettings settings, PrintWriter err) throws IOException {
+    /**
+     * @param bySize lay the output out by {@code settings}' shard size even when the checkpoint assigns each
+     *               tensor its file
+     */
+    static Transfer.Summary copy(String from, String to, Endpoints.SinkSettings settings, boolean bySize, PrintWriter err)
+            throws IOException {
         CheckpointSource source = Endpoints.source(from);
         CheckpointDescriptor described = source.describe().block();
-        return Transfer.run("copy", from, described, to, settings, described, sink -> source.tensors(), err);
+        CheckpointDescriptor planned = bySize ? described.withoutOutputFiles() : described;
+        return Transfer.run("copy", from, described, to, settings, planned, sink -> source.tensors(), err);
     }
 
     static Transfer.Summary generate(SyntheticHy3 checkpoint, String presetName, String out,

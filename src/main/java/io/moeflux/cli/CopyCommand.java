@@ -10,7 +10,8 @@ import picocli.CommandLine.Spec;
 @Command(name = "copy", header = "Copy a checkpoint unchanged (re-sharded, atomic).",
         mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
         description = "Copies a checkpoint without converting it: same tensors, same bytes, laid out afresh "
-                + "(re-sharded with --max-shard-size) and committed atomically.")
+                + "(re-sharded with --max-shard-size) and committed atomically. A sharded save (a folder of "
+                + "DCP rank files) is consolidated: its pieces are written into whole tensors.")
 final class CopyCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "SRC", description = "Checkpoint folder or .safetensors file.")
     String from;
@@ -30,7 +31,7 @@ final class CopyCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         Endpoints.requireApart(spec.commandLine(), from, to);
-        Transfer.Summary summary = Conversions.copy(from, to, write.settings(), spec.commandLine().getErr());
+        Transfer.Summary summary = Conversions.copy(from, to, write.settings(), write.shardSizeGiven(), spec.commandLine().getErr());
         Reports.printSummary(spec.commandLine().getOut(), summary, json.enabled);
         return ExitCodes.OK;
     }

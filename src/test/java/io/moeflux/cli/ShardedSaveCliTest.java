@@ -3,14 +3,18 @@ package io.moeflux.cli;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.moeflux.connect.safetensors.Manifests;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /** A sharded (DCP) save through the CLI: consolidated by copy, converted by from-hf, refused when torn. */
 class ShardedSaveCliTest {
     private static final Path SAVE = Cli.REFERENCE_VECTORS.resolve("hy3-tiny-dcp/sharded");
+    private static final ObjectMapper JSON = new ObjectMapper();
 
     @TempDir
     Path dir;
@@ -22,6 +26,67 @@ class ShardedSaveCliTest {
         assertThat(copy.exitCode()).as(copy.err()).isEqualTo(ExitCodes.OK);
         assertThat(Manifests.of(out)).isEqualTo(Manifests.of(Cli.REFERENCE_VECTORS.resolve("hy3-tiny/hf")));
         assertThat(out.resolve("config.json")).exists();
+    }
+
+    @Test
+    void copyFollowsTheSavesFileMappingIntoTheReferenceFilesAndIndex() throws Exception {
+        Path save = saveWithMapping();
+        Path out = dir.resolve("hf");
+        Cli copy = Cli.run("copy", save, out);
+        assertThat(copy.exitCode()).as(copy.err()).isEqualTo(ExitCodes.OK);
+        Path reference = Cli.REFERENCE_VECTORS.resolve("hy3-tiny/hf");
+        assertThat(Manifests.of(out)).isEqualTo(Manifests.of(reference));
+        assertThat(fileNames(out)).isEqualTo(fileNames(reference))
+                .contains("model-00001-of-00003.safetensors", "model.safetensors.index.json");
+        assertThat(JSON.readTree(out.resolve("model.safetensors.index.json").toFile()).get("weight_map"))
+                .isEqualTo(JSON.readTree(reference.resolve("model.safetensors.index.json").toFile()).get("weight_map"));
+    }
+
+    @Test
+    void aGivenShardSizeOverridesTheSavesFileMapping() throws Exception {
+        Path out = dir.resolve("hf");
+        Cli copy = Cli.run("copy", saveWithMapping(), out, "--max-shard-size", "1GB");
+        assertThat(copy.exitCode()).as(copy.err()).isEqualTo(ExitCodes.OK);
+        assertThat(fileNames(out)).containsExactly("config.json", "model.safetensors");
+    }
+
+    @Test
+    void aMappingThatNamesATensorNoRankSavedIsBadInput() throws Exception {
+        Path save = saveWithMapping();
+        Path mapping = save.resolve(".hf_metadata/fqn_to_file_index_mapping.json");
+        ObjectNode map = (ObjectNode) JSON.readTree(mapping.toFile());
+        map.put("model.layers.9.mlp.gate.weight", 2);
+        JSON.writeValue(mapping.toFile(), map);
+        Path out = dir.resolve("hf");
+        Cli copy = Cli.run("copy", save, out);
+        assertThat(copy.exitCode()).isEqualTo(ExitCodes.BAD_INPUT);
+        assertThat(copy.err()).contains("fqn_to_file_index_mapping.json names tensor model.layers.9.mlp.gate.weight, "
+                + "which no file of the save holds");
+        assertThat(out).doesNotExist();
+    }
+
+    /** The reference save with the mapping NeMo Automodel writes beside it: the file number of each tensor in hy3-tiny/hf. */
+    private Path saveWithMapping() throws Exception {
+        Path save = dir.resolve("save");
+        Files.createDirectories(save.resolve(".hf_metadata"));
+        try (var files = Files.list(SAVE)) {
+            for (Path f : files.filter(Files::isRegularFile).toList()) {
+                Files.copy(f, save.resolve(f.getFileName()));
+            }
+        }
+        Files.copy(SAVE.resolve(".hf_metadata/config.json"), save.resolve(".hf_metadata/config.json"));
+        ObjectNode mapping = JSON.createObjectNode();
+        JSON.readTree(Cli.REFERENCE_VECTORS.resolve("hy3-tiny/hf/model.safetensors.index.json").toFile()).get("weight_map")
+                .fields().forEachRemaining(f -> mapping.put(f.getKey(),
+                        Integer.parseInt(f.getValue().asText().replaceAll("model-0*(\\d+)-of-.*", "$1"))));
+        JSON.writerWithDefaultPrettyPrinter().writeValue(save.resolve(".hf_metadata/fqn_to_file_index_mapping.json").toFile(), mapping);
+        return save;
+    }
+
+    private static List<String> fileNames(Path folder) throws Exception {
+        try (var files = Files.list(folder)) {
+            return files.map(f -> f.getFileName().toString()).sorted().toList();
+        }
     }
 
     @Test

@@ -96,7 +96,9 @@ final class FolderSink implements CheckpointSink {
             this.staging = Staging.create(options.output(), options.overwrite(), calls);
             try {
                 this.placer = planned.tensors().isPresent()
-                        ? new PlannedPlacer(staging.dir(), ShardLayout.plan(planned.tensors().get(), options.maxShardSize()))
+                        ? new PlannedPlacer(staging.dir(), planned.outputFiles().isPresent()
+                                ? ShardLayout.assigned(planned.tensors().get(), planned.outputFiles().get())
+                                : ShardLayout.plan(planned.tensors().get(), options.maxShardSize()))
                         : new SpoolPlacer(staging.dir());
             } catch (IOException | RuntimeException e) {
                 staging.abort();
@@ -266,7 +268,7 @@ final class FolderSink implements CheckpointSink {
     }
 
     private void writeSidecars(Path dir, ShardLayout layout, CheckpointDescriptor planned) throws IOException {
-        if (layout.shards().size() > 1) {
+        if (layout.shards().size() > 1 || planned.outputFiles().isPresent()) {
             writeSynced(dir.resolve(ShardIndex.FILE_NAME), layout.index().toJson());
         }
         if (planned.configJson().isPresent()) {

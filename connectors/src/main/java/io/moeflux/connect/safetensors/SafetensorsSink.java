@@ -1,11 +1,14 @@
 package io.moeflux.connect.safetensors;
 
+import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSink;
 
 /**
  * Writes checkpoints as safetensors folders, byte-compatible with huggingface/safetensors: shards of
  * at most {@code maxShardSize} named {@code model-0000i-of-0000n.safetensors} with a
- * {@code model.safetensors.index.json} (or one {@code model.safetensors}), and {@code config.json}.
+ * {@code model.safetensors.index.json} (or one {@code model.safetensors}), and {@code config.json}; or,
+ * when the planned checkpoint assigns each tensor its file ({@link CheckpointDescriptor#outputFiles()}),
+ * in the files it assigns, with the index.
  *
  * <p>Given the planned tensors, the sink lays out every header first and writes each tensor, or piece
  * of one (an expert slab of a merged tensor, a rank's rows), straight into its final place,

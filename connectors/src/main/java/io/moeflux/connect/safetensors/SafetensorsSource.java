@@ -87,7 +87,8 @@ public final class SafetensorsSource {
         if (infos.isEmpty()) {
             throw new InvalidCheckpointException(path + ": holds no tensors");
         }
-        return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), ModelConfigJson.readBytes(path)));
+        return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), ModelConfigJson.readBytes(path),
+                ShardedSave.outputFiles(path, infos)));
     }
 
     /** A folder's index, when it has one; an index that is not a file is refused rather than passed over. */

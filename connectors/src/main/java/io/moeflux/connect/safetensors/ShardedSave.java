@@ -8,12 +8,18 @@ import io.moeflux.tensor.Box;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.TensorInfo;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
 
 /**
  * A sharded save, as PyTorch DCP's Hugging Face storage writer makes one: one safetensors file per rank
@@ -33,7 +39,53 @@ final class ShardedSave {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    /** Where NeMo Automodel says which output file each tensor belongs in: {@code {"fqn": K, ...}}, K from 1. */
+    static final String FILE_INDEX_MAPPING = ".hf_metadata/fqn_to_file_index_mapping.json";
+
     private ShardedSave() {}
+
+    /**
+     * The save's file assignment, when its folder has one: every tensor of {@code tensors} must be in it and
+     * every tensor it names must be in the save (a tensor no rank saved would otherwise go unnoticed).
+     */
+    static Optional<Map<String, Integer>> outputFiles(Path folder, List<TensorInfo> tensors) throws IOException {
+        Path file = folder.resolve(FILE_INDEX_MAPPING);
+        if (!Files.isDirectory(folder) || !Files.isRegularFile(file)) {
+            return Optional.empty();
+        }
+        JsonNode root;
+        try {
+            root = JSON.readTree(Files.readAllBytes(file));
+        } catch (JsonProcessingException e) {
+            throw new InvalidCheckpointException(file + ": not valid JSON: " + e.getOriginalMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new InvalidCheckpointException(file + ": not a JSON object of tensor names and file numbers");
+        }
+        Map<String, Integer> files = new HashMap<>();
+        for (Iterator<Map.Entry<String, JsonNode>> it = root.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> f = it.next();
+            JsonNode v = f.getValue();
+            if (!v.isIntegralNumber() || !v.canConvertToInt() || v.asInt() < 1) {
+                throw new InvalidCheckpointException(file + ": tensor " + f.getKey() + " has file number " + v
+                        + ": expected an integer from 1");
+            }
+            files.put(f.getKey(), v.asInt());
+        }
+        Set<String> saved = new HashSet<>();
+        for (TensorInfo t : tensors) {
+            saved.add(t.name());
+            if (!files.containsKey(t.name())) {
+                throw new InvalidCheckpointException(file + " gives no file for tensor " + t.name() + ", which the save holds");
+            }
+        }
+        for (String name : files.keySet()) {
+            if (!saved.contains(name)) {
+                throw new InvalidCheckpointException(file + " names tensor " + name + ", which no file of the save holds");
+            }
+        }
+        return Optional.of(files);
+    }
 
     /** Whether the file's header says it holds pieces of a sharded save. */
     static boolean isShard(SafetensorsFormat.Header header) {
