@@ -102,6 +102,11 @@ final class ServeCommand implements Callable<Integer> {
                     + "reading while its disk is behind.")
     Duration bodyIdleTimeout;
 
+    @Option(names = "--parts-timeout", paramLabel = "TIME", defaultValue = "30m", converter = Converters.Timeout.class,
+            description = "Fail a checkpoint uploaded in parts when none of its parts starts, arrives or sends a byte "
+                    + "for TIME: nothing is committed and its parts leave the spool (default ${DEFAULT-VALUE}).")
+    Duration partsTimeout;
+
     @Option(names = "--no-sync", description = "Answer an upload's 200 without waiting for its checkpoint to reach the "
             + "disk: for scratch services only, as a crash or power loss soon after can lose or tear a checkpoint "
             + "reported committed.")
@@ -139,7 +144,8 @@ final class ServeCommand implements Callable<Integer> {
                 .withBindHost(bind)
                 .withMaxHeaderBytes(maxHeaderBytes)
                 .withSlabStagingBytes(slabMemory)
-                .withTimeouts(headerTimeout, bodyIdleTimeout);
+                .withTimeouts(headerTimeout, bodyIdleTimeout)
+                .withPartsTimeout(partsTimeout);
         if (config != null) {
             options = options.withConfigJson(Files.readAllBytes(config));
         }

@@ -40,6 +40,9 @@ import java.util.Optional;
  * @param bodyIdleTimeout how long an upload's body may go without a byte arriving; the upload then ends as
  *                       aborted and its id is free again. The service also stops reading while its disk is
  *                       behind (backpressure), so keep it well above the longest write stall expected
+ * @param partsTimeout   how long a checkpoint uploaded in parts may go without any of its parts starting,
+ *                       arriving or sending a byte before it fails, nothing committed and its parts deleted
+ *                       from the spool
  */
 public record IngestOptions(
         String bindHost,
@@ -53,13 +56,15 @@ public record IngestOptions(
         long maxHeaderBytes,
         long slabStagingBytes,
         Duration headerTimeout,
-        Duration bodyIdleTimeout) {
+        Duration bodyIdleTimeout,
+        Duration partsTimeout) {
     /** Enough for the header of a whole Hy3-preview checkpoint in one file. */
     public static final long DEFAULT_MAX_HEADER_BYTES = 16L << 20;
     /** Five weights of one Hy3 expert (12.6 MB each): one expert's slabs are written while the next one's arrive. */
     public static final long DEFAULT_SLAB_STAGING_BYTES = 64L << 20;
     public static final Duration DEFAULT_HEADER_TIMEOUT = Duration.ofSeconds(30);
     public static final Duration DEFAULT_BODY_IDLE_TIMEOUT = Duration.ofSeconds(60);
+    public static final Duration DEFAULT_PARTS_TIMEOUT = Duration.ofMinutes(30);
 
     public IngestOptions {
         Objects.requireNonNull(bindHost, "bindHost");
@@ -78,8 +83,9 @@ public record IngestOptions(
         if (slabStagingBytes < 0) {
             throw new IllegalArgumentException("slab staging bytes must not be negative, got " + slabStagingBytes);
         }
-        if (!headerTimeout.isPositive() || !bodyIdleTimeout.isPositive()) {
-            throw new IllegalArgumentException("timeouts must be positive, got " + headerTimeout + " and " + bodyIdleTimeout);
+        if (!headerTimeout.isPositive() || !bodyIdleTimeout.isPositive() || !partsTimeout.isPositive()) {
+            throw new IllegalArgumentException("timeouts must be positive, got " + headerTimeout + ", " + bodyIdleTimeout
+                    + " and " + partsTimeout);
         }
         if (token.isPresent() && token.get().isEmpty()) {
             throw new IllegalArgumentException("the token is empty");
@@ -90,42 +96,47 @@ public record IngestOptions(
     public static IngestOptions defaults(int port, Direction direction, CheckpointSinks sinks, Path spoolDir) {
         return new IngestOptions("127.0.0.1", port, direction, sinks, spoolDir, Optional.empty(), Hy3Options.DEFAULTS,
                 Optional.empty(), DEFAULT_MAX_HEADER_BYTES, DEFAULT_SLAB_STAGING_BYTES, DEFAULT_HEADER_TIMEOUT,
-                DEFAULT_BODY_IDLE_TIMEOUT);
+                DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_PARTS_TIMEOUT);
     }
 
     public IngestOptions withBindHost(String host) {
         return new IngestOptions(host, port, direction, sinks, spoolDir, configJson, hy3Options, token,
-                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout, partsTimeout);
     }
 
     public IngestOptions withConfigJson(byte[] json) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, Optional.of(json), hy3Options, token,
-                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout, partsTimeout);
     }
 
     public IngestOptions withHy3Options(Hy3Options options) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, options, token,
-                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout, partsTimeout);
     }
 
     public IngestOptions withToken(String t) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, Optional.of(t),
-                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, slabStagingBytes, headerTimeout, bodyIdleTimeout, partsTimeout);
     }
 
     public IngestOptions withMaxHeaderBytes(long max) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token,
-                max, slabStagingBytes, headerTimeout, bodyIdleTimeout);
+                max, slabStagingBytes, headerTimeout, bodyIdleTimeout, partsTimeout);
     }
 
     public IngestOptions withSlabStagingBytes(long bytes) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token,
-                maxHeaderBytes, bytes, headerTimeout, bodyIdleTimeout);
+                maxHeaderBytes, bytes, headerTimeout, bodyIdleTimeout, partsTimeout);
     }
 
     public IngestOptions withTimeouts(Duration header, Duration bodyIdle) {
         return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes,
-                slabStagingBytes, header, bodyIdle);
+                slabStagingBytes, header, bodyIdle, partsTimeout);
+    }
+
+    public IngestOptions withPartsTimeout(Duration timeout) {
+        return new IngestOptions(bindHost, port, direction, sinks, spoolDir, configJson, hy3Options, token, maxHeaderBytes,
+                slabStagingBytes, headerTimeout, bodyIdleTimeout, timeout);
     }
 
     @Override

@@ -6,6 +6,7 @@ import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.connect.InsufficientSpaceException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.OutputExistsException;
+import io.moeflux.connect.http.PartReceiver;
 import io.moeflux.connect.http.UploadSource;
 import io.moeflux.connect.http.UploadSourceOptions;
 import io.moeflux.hy3.MissingExpertsException;
@@ -25,6 +26,9 @@ import java.io.UncheckedIOException;
 import java.net.BindException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Comparator;
 import java.security.MessageDigest;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -35,8 +39,11 @@ import java.util.concurrent.Executor;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.function.BiFunction;
+import java.util.function.Supplier;
 import java.util.regex.Pattern;
+import java.util.stream.Stream;
 import org.reactivestreams.Publisher;
+import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.scheduler.Scheduler;
@@ -52,7 +59,9 @@ import reactor.netty.http.server.HttpServerResponse;
  * converted on the fly and committed atomically to the sink.
  *
  * <p>Endpoints: {@code PUT} and {@code GET /v1/checkpoints/{id}} (upload; status and progress),
- * {@code GET /healthz}, {@code GET /metrics} (Prometheus text).
+ * {@code PUT /v1/checkpoints/{id}/parts/{part}?parts=N} and {@code PUT /v1/checkpoints/{id}/manifest} (a
+ * checkpoint uploaded in parts, see {@link PartedUpload}), {@code DELETE /v1/checkpoints/{id}} (ends one
+ * uploaded in parts), {@code GET /healthz}, {@code GET /metrics} (Prometheus text).
  */
 public final class IngestServer implements AutoCloseable {
     /**
@@ -62,7 +71,12 @@ public final class IngestServer implements AutoCloseable {
      */
     private static final Pattern CHECKPOINT_ID = Pattern.compile("[A-Za-z0-9_][A-Za-z0-9._:-]{0,199}");
     private static final Pattern UPLOAD_PATH_PATTERN = Pattern.compile("/v1/checkpoints/[^/]+");
+    private static final Pattern PARTED_PATH_PATTERN = Pattern.compile("/v1/checkpoints/[^/]+/(parts/[^/]+|manifest)");
     private static final String UPLOAD_PATH = "/v1/checkpoints/{id}";
+    private static final String PART_PATH = "/v1/checkpoints/{id}/parts/{part}";
+    private static final String MANIFEST_PATH = "/v1/checkpoints/{id}/manifest";
+    /** The prefix of a multi-part checkpoint's folder in the spool. */
+    private static final String PARTS_FOLDER = "parts-";
     /**
      * Socket reads grow up to this size under load, and body pieces are not split below it: with
      * Netty's defaults (8 KiB pieces, 64 KiB reads) per-piece overhead dominates a fast upload.
@@ -72,11 +86,17 @@ public final class IngestServer implements AutoCloseable {
     private static final int BODY_PREFETCH = 4;
     private static final int MAX_HTTP_HEADER_BYTES = 16 << 10;
     private static final int FINISHED_UPLOADS_KEPT = 1024;
+    private static final String INVALID_ID = "invalid checkpoint id: use 1 to 200 of A-Z a-z 0-9 . _ : -,"
+            + " starting with a letter, a digit or _";
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final IngestOptions options;
     private final IngestMetrics metrics = new IngestMetrics();
+    /** Every upload's status by checkpoint id, the latest for each; changed only under its own lock. */
     private final Map<String, UploadStatus> uploads = new ConcurrentHashMap<>();
+    /** Checkpoints uploaded in parts, by id; changed only under the lock of {@link #uploads}. */
+    private final Map<String, PartedUpload> partedUploads = new ConcurrentHashMap<>();
+    private final Disposable partsTimeouts;
     private final Optional<byte[]> expectedToken;
     private final DisposableServer server;
     /** Where bodies are spooled: one thread per upload while it has chunks to take (see {@link #bodyReader}). */
@@ -94,6 +114,7 @@ public final class IngestServer implements AutoCloseable {
         this.expectedToken = options.token().map(t -> t.getBytes(StandardCharsets.UTF_8));
         try {
             Files.createDirectories(options.spoolDir());
+            removeOldParts(options.spoolDir());
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create the spool folder " + options.spoolDir(), e);
         }
@@ -109,7 +130,10 @@ public final class IngestServer implements AutoCloseable {
                 .route(routes -> routes
                         .put(UPLOAD_PATH, authorized(this::upload))
                         .get(UPLOAD_PATH, authorized(this::status))
-                        .get("/healthz", authorized((req, res) -> reply(res, HttpResponseStatus.OK, Map.of("status", "ok"))))
+                        .delete(UPLOAD_PATH, authorized(this::delete))
+                        .put(PART_PATH, authorized(this::part))
+                        .put(MANIFEST_PATH, authorized(this::manifest))
+                        .get("/healthz", authorized((req, res) -> afterRequest(req, () -> reply(res, HttpResponseStatus.OK, Map.of("status", "ok")))))
                         .head("/healthz", authorized((req, res) -> res.status(HttpResponseStatus.OK)
                                 .header(HttpHeaderNames.CONTENT_LENGTH, "0").send()))
                         .get("/metrics", authorized(this::metrics))
@@ -119,6 +143,26 @@ public final class IngestServer implements AutoCloseable {
         } catch (RuntimeException e) {
             bodyThreads.shutdown();
             throw bindFailure(options, e);
+        }
+        Duration tick = options.partsTimeout().dividedBy(4).compareTo(Duration.ofSeconds(1)) < 0
+                ? options.partsTimeout().dividedBy(4) : Duration.ofSeconds(1);
+        this.partsTimeouts = Flux.interval(tick, Schedulers.parallel())
+                .subscribe(t -> partedUploads.values().forEach(p -> p.expireIfIdle(options.partsTimeout())));
+    }
+
+    /**
+     * Parts of checkpoints a previous run of the service was receiving: no client can complete them now (their
+     * ids start afresh), so they go.
+     */
+    private static void removeOldParts(Path spool) throws IOException {
+        try (Stream<Path> entries = Files.list(spool)) {
+            for (Path folder : entries.filter(p -> p.getFileName().toString().startsWith(PARTS_FOLDER)).toList()) {
+                try (Stream<Path> files = Files.walk(folder)) {
+                    for (Path f : files.sorted(Comparator.reverseOrder()).toList()) {
+                        Files.deleteIfExists(f);
+                    }
+                }
+            }
         }
     }
 
@@ -155,6 +199,7 @@ public final class IngestServer implements AutoCloseable {
     /** Stops listening and drops open connections; uploads in flight commit nothing. */
     @Override
     public void close() {
+        partsTimeouts.dispose();
         server.disposeNow();
         bodyThreads.shutdown();
     }
@@ -192,8 +237,7 @@ public final class IngestServer implements AutoCloseable {
     private Mono<Void> upload(HttpServerRequest req, HttpServerResponse res) {
         String id = req.param("id");
         if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, "invalid checkpoint id: use 1 to 200 of A-Z a-z 0-9 . _ : -,"
-                    + " starting with a letter, a digit or _");
+            return error(res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
         }
         UploadConfig config;
         try {
@@ -268,28 +312,214 @@ public final class IngestServer implements AutoCloseable {
      * finished uploads are kept for GET until more than {@link #FINISHED_UPLOADS_KEPT} pile up.
      */
     private UploadStatus begin(String id) {
+        synchronized (uploads) {
+            forgetFinished();
+            UploadStatus old = uploads.get(id);
+            if (old != null && old.state() == UploadStatus.State.RECEIVING) {
+                return null;
+            }
+            UploadStatus created = new UploadStatus(id, metrics);
+            uploads.put(id, created);
+            return created;
+        }
+    }
+
+    private void forgetFinished() {
         if (uploads.size() > FINISHED_UPLOADS_KEPT) {
             uploads.values().removeIf(u -> u.state() != UploadStatus.State.RECEIVING);
+            partedUploads.values().removeIf(p -> p.status().state() != UploadStatus.State.RECEIVING);
         }
-        UploadStatus[] created = {null};
-        uploads.compute(id, (k, old) -> {
-            if (old != null && old.state() == UploadStatus.State.RECEIVING) {
-                return old;
+    }
+
+    /**
+     * The checkpoint {@code id} being uploaded in {@code parts} parts, begun now (by its manifest, when
+     * {@code manifest} is given, or its first part) unless it is running; refused while a single upload of
+     * the id runs, for a part count other than the checkpoint's, or for a manifest after its first part.
+     */
+    private PartedUpload parted(String id, int parts, UploadConfig config, Optional<List<TensorInfo>> manifest) {
+        synchronized (uploads) {
+            PartedUpload running = partedUploads.get(id);
+            if (running != null && running.status().state() == UploadStatus.State.RECEIVING) {
+                if (manifest.isPresent()) {
+                    throw new PartedUpload.Refused(HttpResponseStatus.CONFLICT, "checkpoint " + id
+                            + " is being uploaded in parts already: declare its manifest before its first part");
+                }
+                if (running.parts() != parts) {
+                    throw new PartedUpload.Refused(HttpResponseStatus.BAD_REQUEST, "checkpoint " + id + " has " + running.parts()
+                            + " parts, as its first request said, but this one says parts=" + parts);
+                }
+                return running;
             }
-            created[0] = new UploadStatus(id, metrics);
-            return created[0];
-        });
-        return created[0];
+            UploadStatus single = uploads.get(id);
+            if (single != null && single.state() == UploadStatus.State.RECEIVING) {
+                throw new PartedUpload.Refused(HttpResponseStatus.CONFLICT, "checkpoint " + id + " is being uploaded already");
+            }
+            forgetFinished();
+            UploadStatus status = new UploadStatus(id, metrics);
+            CheckpointSink sink;
+            try {
+                sink = options.sinks().open(id, status);
+            } catch (RuntimeException e) {
+                status.failed("cannot open the sink: " + e.getMessage());
+                throw new PartedUpload.Refused(HttpResponseStatus.INTERNAL_SERVER_ERROR, "cannot open the sink: " + e.getMessage());
+            }
+            if (!sink.placesPieces()) {
+                String why = "this service's sink takes whole tensors only: upload checkpoint " + id + " in one PUT";
+                status.failed(why);
+                throw new PartedUpload.Refused(HttpResponseStatus.NOT_IMPLEMENTED, why);
+            }
+            Path folder = options.spoolDir().resolve(PARTS_FOLDER + id + "-" + Long.toHexString(System.nanoTime()));
+            PartedUpload created;
+            try {
+                created = new PartedUpload(id, parts, config, manifest, folder, status, sink);
+            } catch (IOException e) {
+                status.failed("cannot create " + folder + ": " + e.getMessage());
+                throw new UncheckedIOException(e);
+            }
+            status.reportAlso(created::partsJson);
+            uploads.put(id, status);
+            partedUploads.put(id, created);
+            return created;
+        }
+    }
+
+    /** {@code PUT /v1/checkpoints/{id}/parts/{part}?parts=N}: one part, received whole, then kept or committed. */
+    private Mono<Void> part(HttpServerRequest req, HttpServerResponse res) {
+        String id = req.param("id");
+        if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
+            return error(res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
+        }
+        Map<String, List<String>> query = new QueryStringDecoder(req.uri()).parameters();
+        int part;
+        int parts;
+        UploadConfig config;
+        try {
+            parts = count(query.getOrDefault("parts", List.of()), "parts", 1);
+            part = count(List.of(req.param("part")), "the part number", 0);
+            config = UploadConfig.resolve(options, query);
+        } catch (IllegalArgumentException | InvalidCheckpointException e) {
+            return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
+        }
+        PartedUpload upload;
+        Mono<Void> ended;
+        try {
+            upload = parted(id, parts, config, Optional.empty());
+            ended = upload.begin(part);
+        } catch (PartedUpload.Refused e) {
+            return error(res, e.status, e.getMessage());
+        }
+        Flux<ByteBuf> body = req.receive().retain().publishOn(bodyReader, BODY_PREFETCH);
+        Mono<List<Path>> received = PartReceiver.receive(body, upload.folder(), String.format("part-%05d", part),
+                new UploadSourceOptions(options.spoolDir(), options.maxHeaderBytes(), false, headerBudget::reserve,
+                        upload.listener(), 0));
+        return Mono.firstWithSignal(received, ended.then(Mono.<List<Path>>never()))
+                .flatMap(files -> upload.arrived(part, files))
+                .flatMap(json -> reply(res, HttpResponseStatus.OK, json))
+                .onErrorResume(e -> {
+                    upload.dropped(part);
+                    if (e instanceof PartedUpload.Refused r) {
+                        return error(res, r.status, r.getMessage());
+                    }
+                    if (isClientGone(e) || isIdle(e)) {
+                        return Mono.empty();
+                    }
+                    HttpResponseStatus code = statusFor(e);
+                    String message = e.getMessage() != null ? e.getMessage() : e.toString();
+                    if (upload.status().state() != UploadStatus.State.RECEIVING) {
+                        // The commit failed: the checkpoint's status says why.
+                        return reply(res, code, upload.status().toJson());
+                    }
+                    return error(res, code, "part " + part + " of checkpoint " + id + " was dropped: " + message
+                            + (code.code() < 500 ? "" : "; send it again"));
+                })
+                .doOnCancel(() -> upload.dropped(part));
+    }
+
+    /** {@code PUT /v1/checkpoints/{id}/manifest}: declares a checkpoint's tensors and parts before its first part. */
+    private Mono<Void> manifest(HttpServerRequest req, HttpServerResponse res) {
+        String id = req.param("id");
+        if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
+            return error(res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
+        }
+        UploadConfig config;
+        try {
+            config = UploadConfig.resolve(options, new QueryStringDecoder(req.uri()).parameters());
+        } catch (IllegalArgumentException | InvalidCheckpointException e) {
+            return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
+        }
+        return req.receive().aggregate().asByteArray().defaultIfEmpty(new byte[0])
+                .flatMap(bytes -> {
+                    PartsManifest manifest;
+                    try {
+                        manifest = PartsManifest.parse(bytes, options.maxHeaderBytes());
+                    } catch (InvalidCheckpointException e) {
+                        return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
+                    }
+                    PartedUpload upload;
+                    try {
+                        upload = parted(id, manifest.parts(), config, Optional.of(manifest.tensors()));
+                    } catch (PartedUpload.Refused e) {
+                        return error(res, e.status, e.getMessage());
+                    }
+                    Optional<Throwable> failed = upload.failure();
+                    if (failed.isPresent()) {
+                        HttpResponseStatus code = statusFor(failed.get());
+                        return failed.get() instanceof OutputExistsException ? error(res, code, committedAlready(id))
+                                : reply(res, code, upload.status().toJson());
+                    }
+                    return reply(res, HttpResponseStatus.OK, upload.status().toJson());
+                });
+    }
+
+    /** {@code DELETE /v1/checkpoints/{id}}: ends a checkpoint being uploaded in parts, committing nothing. */
+    private Mono<Void> delete(HttpServerRequest req, HttpServerResponse res) {
+        return afterRequest(req, () -> deleteParted(req.param("id"), res));
+    }
+
+    private Mono<Void> deleteParted(String id, HttpServerResponse res) {
+        UploadStatus latest = uploads.get(id);
+        PartedUpload upload = partedUploads.get(id);
+        if (latest == null) {
+            return error(res, HttpResponseStatus.NOT_FOUND, "no upload of checkpoint " + id + " since the service started");
+        }
+        if (upload == null || upload.status() != latest) {
+            return error(res, HttpResponseStatus.CONFLICT, latest.state() == UploadStatus.State.RECEIVING
+                    ? "checkpoint " + id + " is uploaded in one PUT, which ends when its connection closes"
+                    : "checkpoint " + id + " is not being uploaded in parts (" + latest.state().json() + ")");
+        }
+        try {
+            return reply(res, HttpResponseStatus.OK, upload.delete());
+        } catch (PartedUpload.Refused e) {
+            return error(res, e.status, e.getMessage());
+        }
+    }
+
+    /** A count given as a path segment or query parameter: a whole number of at least {@code min}. */
+    private static int count(List<String> values, String what, int min) {
+        if (values.size() != 1) {
+            throw new IllegalArgumentException(what + " must be given once" + (what.equals("parts") ? ", as ?parts=N" : ""));
+        }
+        try {
+            int n = Integer.parseInt(values.getFirst());
+            if (n >= min) {
+                return n;
+            }
+        } catch (NumberFormatException e) {
+            // Reported below, naming what was given.
+        }
+        throw new IllegalArgumentException(what + " must be a whole number from " + min + ", got \"" + values.getFirst() + "\"");
     }
 
     /** A known path with a method it does not take is 405 with the methods it does; anything else 404, in JSON. */
     private static Mono<Void> notRouted(HttpServerRequest req, HttpServerResponse res) {
         String path = new QueryStringDecoder(req.uri()).path();
-        String allowed = UPLOAD_PATH_PATTERN.matcher(path).matches() ? "GET, PUT"
+        String allowed = UPLOAD_PATH_PATTERN.matcher(path).matches() ? "GET, PUT, DELETE"
+                : PARTED_PATH_PATTERN.matcher(path).matches() ? "PUT"
                 : path.equals("/healthz") ? "GET, HEAD"
                 : path.equals("/metrics") ? "GET" : null;
         if (allowed == null) {
-            return error(res, HttpResponseStatus.NOT_FOUND, "no endpoint " + path + ": see /v1/checkpoints/{id}, /healthz, /metrics");
+            return error(res, HttpResponseStatus.NOT_FOUND, "no endpoint " + path + ": see /v1/checkpoints/{id}, "
+                    + "/v1/checkpoints/{id}/parts/{part}, /v1/checkpoints/{id}/manifest, /healthz, /metrics");
         }
         res.header(HttpHeaderNames.ALLOW, allowed);
         return error(res, HttpResponseStatus.METHOD_NOT_ALLOWED, req.method() + " is not allowed on " + path + "; use " + allowed);
@@ -349,19 +579,32 @@ public final class IngestServer implements AutoCloseable {
     }
 
     private Mono<Void> status(HttpServerRequest req, HttpServerResponse res) {
-        UploadStatus status = uploads.get(req.param("id"));
-        return status == null
-                ? error(res, HttpResponseStatus.NOT_FOUND, "no upload of checkpoint " + req.param("id") + " since the service started")
-                : reply(res, HttpResponseStatus.OK, status.toJson());
+        return afterRequest(req, () -> {
+            UploadStatus status = uploads.get(req.param("id"));
+            return status == null
+                    ? error(res, HttpResponseStatus.NOT_FOUND, "no upload of checkpoint " + req.param("id") + " since the service started")
+                    : reply(res, HttpResponseStatus.OK, status.toJson());
+        });
+    }
+
+    /**
+     * {@code answer}, once the request has been received to its end. Answering a request without a body
+     * before its end has been read left the connection unread now and then (reactor-netty 1.2), so the next
+     * request on a kept-alive connection waited forever.
+     */
+    private static Mono<Void> afterRequest(HttpServerRequest req, Supplier<Mono<Void>> answer) {
+        return req.receive().then(Mono.defer(answer));
     }
 
     private Mono<Void> metrics(HttpServerRequest req, HttpServerResponse res) {
-        byte[] text = metrics.scrape().getBytes(StandardCharsets.UTF_8);
-        return res.status(HttpResponseStatus.OK)
-                .header(HttpHeaderNames.CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-                .header(HttpHeaderNames.CONTENT_LENGTH, Integer.toString(text.length))
-                .sendByteArray(Mono.just(text))
-                .then();
+        return afterRequest(req, () -> {
+            byte[] text = metrics.scrape().getBytes(StandardCharsets.UTF_8);
+            return res.status(HttpResponseStatus.OK)
+                    .header(HttpHeaderNames.CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                    .header(HttpHeaderNames.CONTENT_LENGTH, Integer.toString(text.length))
+                    .sendByteArray(Mono.just(text))
+                    .then();
+        });
     }
 
     private static Mono<Void> error(HttpServerResponse res, HttpResponseStatus code, String message) {

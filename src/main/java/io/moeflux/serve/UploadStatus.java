@@ -8,6 +8,7 @@ import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Supplier;
 
 /** One upload's state and progress, as {@code GET /v1/checkpoints/{id}} reports it; updated from any thread. */
 final class UploadStatus implements Progress, UploadSourceOptions.Listener {
@@ -21,6 +22,8 @@ final class UploadStatus implements Progress, UploadSourceOptions.Listener {
 
     private final String id;
     private final IngestMetrics metrics;
+    /** More to report, for a checkpoint uploaded in parts. */
+    private volatile Supplier<Map<String, Object>> details = Map::of;
     private final long startNanos = System.nanoTime();
     private final AtomicLong bytesReceived = new AtomicLong();
     private final AtomicLong tensorsReceived = new AtomicLong();
@@ -42,6 +45,11 @@ final class UploadStatus implements Progress, UploadSourceOptions.Listener {
 
     State state() {
         return state;
+    }
+
+    /** Reports {@code more} too, after the upload's own fields. */
+    void reportAlso(Supplier<Map<String, Object>> more) {
+        details = more;
     }
 
     @Override
@@ -81,11 +89,14 @@ final class UploadStatus implements Progress, UploadSourceOptions.Listener {
         }
     }
 
-    synchronized void failed(String message) {
-        if (state == State.RECEIVING) {
-            error = message;
-            end(State.FAILED);
+    /** Fails the upload unless it has ended already; returns whether it did. */
+    synchronized boolean failed(String message) {
+        if (state != State.RECEIVING) {
+            return false;
         }
+        error = message;
+        end(State.FAILED);
+        return true;
     }
 
     /**
@@ -99,11 +110,27 @@ final class UploadStatus implements Progress, UploadSourceOptions.Listener {
         }
     }
 
-    synchronized void aborted(String why) {
-        if (state == State.RECEIVING) {
-            error = why;
-            end(State.ABORTED);
+    /** Aborts the upload unless it has ended already; returns whether it did. */
+    synchronized boolean aborted(String why) {
+        if (state != State.RECEIVING) {
+            return false;
         }
+        error = why;
+        end(State.ABORTED);
+        return true;
+    }
+
+    /** Why the upload failed or was aborted, or null. */
+    String error() {
+        return error;
+    }
+
+    /** {@code 30 min}, {@code 2 s}, {@code 500 ms}: a timeout as an error message names it. */
+    static String duration(Duration d) {
+        if (d.toMillis() % 60_000 == 0) {
+            return d.toMinutes() + " min";
+        }
+        return d.toMillis() % 1000 == 0 ? d.toSeconds() + " s" : d.toMillis() + " ms";
     }
 
     private void end(State s) {
@@ -144,6 +171,7 @@ final class UploadStatus implements Progress, UploadSourceOptions.Listener {
         m.put("tensors_written", tensorsWritten.get());
         m.put("bytes_written", bytesWritten.get());
         m.put("seconds", seconds());
+        m.putAll(details.get());
         CommitSummary s = summary;
         if (s != null) {
             m.put("location", s.location());

@@ -53,9 +53,12 @@ class ServiceEndpointsTest {
             HttpResponse<String> delete = TestServers.client(server).send(HttpRequest.newBuilder(URI.create(server.baseUri() + "/healthz"))
                     .DELETE().build(), HttpResponse.BodyHandlers.ofString());
             HttpResponse<String> unknown = get(server, "/v2/nothing");
+            HttpResponse<String> part = get(server, "/v1/checkpoints/x/parts/0");
 
             assertThat(post.statusCode()).isEqualTo(405);
-            assertThat(post.headers().firstValue("Allow")).hasValue("GET, PUT");
+            assertThat(post.headers().firstValue("Allow")).hasValue("GET, PUT, DELETE");
+            assertThat(part.statusCode()).isEqualTo(405);
+            assertThat(part.headers().firstValue("Allow")).hasValue("PUT");
             assertThat(json(post).get("error").asText()).contains("POST is not allowed");
             assertThat(delete.statusCode()).isEqualTo(405);
             assertThat(delete.headers().firstValue("Allow")).hasValue("GET, HEAD");

@@ -91,6 +91,52 @@ public final class SafetensorsSource {
                 ShardedSave.outputFiles(path, infos)));
     }
 
+    /**
+     * The files of a multi-part upload's parts as one checkpoint of pieces: each a rank's sharded-save file
+     * (its pieces described by {@code DCP_SHARDING_INFO}) or a file of whole tensors. Every header is read
+     * and checked here, naming the file and tensor.
+     *
+     * @param declared the checkpoint's tensors as declared up front: every piece must be of one of them, of
+     *                 its type and inside its shape, and takes its whole shape from it; the files need not
+     *                 cover them (a sink checks that at its commit). Without it the files are the whole
+     *                 checkpoint, and every tensor's pieces must cover it exactly once, as for a sharded save
+     * @param configJson the model's {@code config.json}, to describe the checkpoint with
+     */
+    public static CheckpointSource openPieces(List<Path> files, Optional<List<TensorInfo>> declared,
+            Optional<byte[]> configJson) throws IOException {
+        List<Shard> shards = readPieces(files);
+        List<TensorInfo> infos = declared.isPresent() ? ShardedSave.checkAgainst(shards, declared.get())
+                : ShardedSave.wholeTensors(shards);
+        return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(infos), configJson));
+    }
+
+    /**
+     * Reads and checks the headers of files of pieces or whole tensors, as {@link #openPieces} does, without
+     * relating them to each other (one part of many); returns the bytes of tensor data they hold.
+     */
+    public static long checkPieces(List<Path> files) throws IOException {
+        return readPieces(files).stream().mapToLong(s -> s.header().dataLength()).sum();
+    }
+
+    private static List<Shard> readPieces(List<Path> files) throws IOException {
+        List<Shard> shards = new ArrayList<>(files.size());
+        for (Path f : files) {
+            Shard s = readShard(f);
+            Map<String, long[]> offsets = ShardedSave.isShard(s.header()) ? ShardedSave.offsets(s) : wholeTensorOffsets(s);
+            shards.add(new Shard(s.file(), s.size(), s.header(), offsets));
+        }
+        return shards;
+    }
+
+    /** A whole tensor is the piece at offset 0 of every dimension. */
+    private static Map<String, long[]> wholeTensorOffsets(Shard s) {
+        Map<String, long[]> offsets = new HashMap<>();
+        for (SafetensorsFormat.Entry e : s.header().entries()) {
+            offsets.put(e.name(), new long[e.shape().length]);
+        }
+        return offsets;
+    }
+
     /** A folder's index, when it has one; an index that is not a file is refused rather than passed over. */
     private static Optional<ShardIndex> index(Path folder) throws IOException {
         Path index = folder.resolve(ShardIndex.FILE_NAME);

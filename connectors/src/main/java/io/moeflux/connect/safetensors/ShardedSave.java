@@ -12,6 +12,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.Iterator;
@@ -133,6 +134,33 @@ final class ShardedSave {
             }
         }
         return offsets;
+    }
+
+    /**
+     * {@code declared}, once every piece of the shards is found to be of one of its tensors, of its type and
+     * inside its shape; throws naming the file and tensor otherwise.
+     */
+    static List<TensorInfo> checkAgainst(List<SafetensorsSource.Shard> shards, List<TensorInfo> declared) {
+        Map<String, TensorInfo> byName = new HashMap<>();
+        declared.forEach(t -> byName.put(t.name(), t));
+        for (SafetensorsSource.Shard s : shards) {
+            for (SafetensorsFormat.Entry e : s.header().entries()) {
+                TensorInfo t = byName.get(e.name());
+                if (t == null) {
+                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + " is not in the declared checkpoint");
+                }
+                if (t.dtype() != e.dtype()) {
+                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + " is " + e.dtype()
+                            + " but declared " + t.dtype());
+                }
+                Box box = new Box(s.pieceOffsets().get(e.name()), e.shape());
+                if (box.rank() != t.shape().length || !box.fitsIn(t.shape())) {
+                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + ": piece " + box
+                            + " does not fit its declared shape " + Arrays.toString(t.shape()));
+                }
+            }
+        }
+        return declared;
     }
 
     /**
