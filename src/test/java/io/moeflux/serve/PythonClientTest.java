@@ -16,6 +16,8 @@ import org.junit.jupiter.api.io.TempDir;
 /** The standard-library Python client of the README, run as documented: one tensor per blob during a "save". */
 class PythonClientTest {
     static final Path DOC = Path.of("../README.md");
+    /** The rank client's folder: this module's Python sources. */
+    static final Path CLIENT = Path.of("main/python");
 
     @TempDir
     Path tmp;
@@ -53,6 +55,93 @@ class PythonClientTest {
             assertThat(p.waitFor()).as(out).isZero();
             assertThat(out).contains("\"state\": \"committed\"");
             assertThat(Manifests.of(tmp.resolve("out/from-python"))).isEqualTo(Manifests.of(HF_FROM_HF));
+        }
+    }
+
+    /**
+     * The rank client in the repository, as a training job would use it: four ranks, each with its FSDP row
+     * pieces of every tensor (whole small ones spread between them), upload at once on four threads; one
+     * rank's first connection breaks halfway, and the client sends the part again. One checkpoint is
+     * declared first with the manifest helper, the other is not; both commit the reference conversion.
+     */
+    @Test
+    void theRankClientUploadsFourRanksAtOnceRetriesABrokenPartAndCommitsTheReference() throws Exception {
+        assumeThat(pythonInstalled()).as("python3 is installed").isTrue();
+        Files.writeString(tmp.resolve("ranks.py"), """
+                import json, struct, sys, threading
+                sys.path.insert(0, sys.argv[2])
+                import moeflux_parts
+
+                def tensors(paths):
+                    for path in paths:
+                        b = open(path, "rb").read()
+                        n = struct.unpack("<Q", b[:8])[0]
+                        for name, v in json.loads(b[8:8 + n]).items():
+                            if name != "__metadata__":
+                                s, e = v["data_offsets"]
+                                yield name, v["dtype"], v["shape"], memoryview(b)[8 + n + s:8 + n + e]
+
+                RANKS = 4
+                whole = list(tensors(sys.argv[3:]))
+                pieces = [[] for _ in range(RANKS)]
+                for i, (name, dtype, shape, data) in enumerate(whole):
+                    if len(shape) == 0 or shape[0] < RANKS:
+                        pieces[i % RANKS].append(moeflux_parts.Piece(name, data, dtype=dtype, shape=shape))
+                        continue
+                    row = len(data) // shape[0]
+                    for r in range(RANKS):
+                        a, z = r * shape[0] // RANKS, (r + 1) * shape[0] // RANKS
+                        pieces[r].append(moeflux_parts.Piece(name, data[a * row:z * row], offsets=[a] + [0] * (len(shape) - 1),
+                                                             dtype=dtype, shape=[z - a] + shape[1:]))
+
+                # Rank 2's first connection breaks after 4 KiB of its body.
+                real = moeflux_parts._connection
+                broken = []
+                def connection(base_url, timeout):
+                    conn = real(base_url, timeout)
+                    if threading.current_thread().name == "rank-2" and not broken:
+                        broken.append(conn)
+                        sent, send = [0], conn.send
+                        def breaking(data):
+                            if sent[0] > 4096:
+                                conn.sock.close()
+                                raise BrokenPipeError("cut by the test")
+                            sent[0] += len(data)
+                            send(data)
+                        conn.send = breaking
+                    return conn
+                moeflux_parts._connection = connection
+
+                url = "http://127.0.0.1:" + sys.argv[1]
+                moeflux_parts.declare_manifest(url, "declared", RANKS,
+                                               {name: (dtype, shape) for name, dtype, shape, _ in whole})
+                for checkpoint in ("declared", "undeclared"):
+                    broken.clear()
+                    answers = {}
+                    def upload(rank):
+                        answers[rank] = moeflux_parts.upload_part(url, checkpoint, rank, RANKS, pieces[rank], backoff=0.1)
+                    threads = [threading.Thread(target=upload, args=(r,), name="rank-%d" % r) for r in range(RANKS)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    print(checkpoint, json.dumps(sorted(a["state"] for a in answers.values())), len(broken))
+                """);
+        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
+        try (IngestServer server = IngestServer.start(options(Direction.FROM_HF, tmp.resolve("out")).withConfigJson(config))) {
+            Process p = new ProcessBuilder("python3", "ranks.py", Integer.toString(server.port()),
+                    CLIENT.toAbsolutePath().toString(),
+                    HF_IN.resolve("model-00001-of-00003.safetensors").toAbsolutePath().toString(),
+                    HF_IN.resolve("model-00002-of-00003.safetensors").toAbsolutePath().toString(),
+                    HF_IN.resolve("model-00003-of-00003.safetensors").toAbsolutePath().toString())
+                    .directory(tmp.toFile()).redirectErrorStream(true).start();
+            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+
+            assertThat(p.waitFor()).as(out).isZero();
+            assertThat(out).contains("declared [\"committed\", \"receiving\", \"receiving\", \"receiving\"] 1")
+                    .contains("undeclared [\"committed\", \"receiving\", \"receiving\", \"receiving\"] 1");
+            assertThat(Manifests.of(tmp.resolve("out/declared"))).isEqualTo(Manifests.of(HF_FROM_HF));
+            assertThat(Manifests.of(tmp.resolve("out/undeclared"))).isEqualTo(Manifests.of(HF_FROM_HF));
         }
     }
 
