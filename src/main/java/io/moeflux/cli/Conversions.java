@@ -58,7 +58,7 @@ final class Conversions {
      */
     static Transfer.Summary copy(String from, String to, Endpoints.SinkSettings settings, boolean bySize, PrintWriter err)
             throws IOException {
-        CheckpointSource source = Endpoints.source(from);
+        CheckpointSource source = Endpoints.sourceFor(from, to);
         CheckpointDescriptor described = source.describe().block();
         CheckpointDescriptor planned = bySize ? described.withoutOutputFiles() : described;
         return Transfer.run("copy", from, described, to, settings, planned, sink -> source.tensors(), err);

@@ -22,7 +22,7 @@ import picocli.CommandLine.ParameterException;
 /**
  * Turns the locations users type ({@code IN}, {@code OUT}, {@code SRC}, {@code DST}) into sources and
  * sinks. This is the one place that knows which kinds of location exist: a safetensors file or
- * folder, or a Kafka topic ({@code kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]}).
+ * folder, or a Kafka topic ({@code kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID[&part=R&parts=N]]}).
  */
 final class Endpoints {
     private Endpoints() {}
@@ -92,6 +92,19 @@ final class Endpoints {
                     }));
         }
         return SafetensorsSource.open(Path.of(location));
+    }
+
+    /**
+     * What {@code copy} reads from {@code location} for {@code destination}: a file checkpoint published as one
+     * part of a Kafka checkpoint is read as a part, its pieces without the other ranks' (a single rank's file
+     * of a sharded save, or a whole save as one part); anything else as {@link #source}.
+     */
+    static CheckpointSource sourceFor(String location, String destination) throws IOException {
+        if (!KafkaEndpoint.isKafka(location) && KafkaEndpoint.isKafka(destination)
+                && KafkaEndpoint.parse(destination).part().isPresent()) {
+            return SafetensorsSource.openPart(Path.of(location));
+        }
+        return source(location);
     }
 
     /** A sink that commits to {@code location}; a non-empty folder is refused at write time unless {@code overwrite}. */

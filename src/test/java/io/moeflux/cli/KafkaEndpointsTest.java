@@ -58,6 +58,37 @@ class KafkaEndpointsTest {
         assertThat(Cli.run("verify", out, Cli.REFERENCE_VECTORS.resolve("hy3-lora-hf/native")).out()).contains("identical: 54 tensors");
     }
 
+    /**
+     * Each rank of the reference's four-rank DCP save publishes its own file as one part, at once; from-hf out
+     * of Kafka gives the reference's native checkpoint, and copy its consolidation.
+     */
+    @Test
+    void ranksPublishTheirFilesAsPartsAndFromHfOutOfKafkaEqualsTheReference() throws Exception {
+        Path save = Cli.REFERENCE_VECTORS.resolve("hy3-tiny-dcp/sharded");
+        ExecutorService ranks = Executors.newFixedThreadPool(4);
+        try {
+            List<Future<Cli>> published = new java.util.ArrayList<>();
+            for (int r = 0; r < 4; r++) {
+                Path file = save.resolve(String.format("shard-%05d-model-00001-of-00001.safetensors", r + 1));
+                String part = topic("ranks", "step-1") + "&part=" + r + "&parts=4";
+                published.add(ranks.submit(() -> Cli.run("copy", file, part)));
+            }
+            for (Future<Cli> f : published) {
+                Cli publish = f.get(60, TimeUnit.SECONDS);
+                assertThat(publish.exitCode()).as(publish.err()).isEqualTo(ExitCodes.OK);
+            }
+        } finally {
+            ranks.shutdownNow();
+        }
+        Path nativeOut = dir.resolve("native");
+        Cli convert = Cli.run("from-hf", topic("ranks", "step-1"), nativeOut);
+        assertThat(convert.exitCode()).as(convert.err()).isEqualTo(ExitCodes.OK);
+        assertThat(Cli.run("verify", nativeOut, TINY_NATIVE).out()).contains("identical: 44 tensors");
+        Path hf = dir.resolve("hf");
+        assertThat(Cli.run("copy", topic("ranks", "step-1"), hf).exitCode()).isEqualTo(ExitCodes.OK);
+        assertThat(Cli.run("verify", hf, TINY_HF).out()).contains("identical: 129 tensors");
+    }
+
     @Test
     void copyToKafkaThenFromHfOutOfKafkaEqualsTheReference() {
         Cli publish = Cli.run("copy", TINY_HF, topic("hf", "step-1"));

@@ -29,11 +29,18 @@ final class Chunker {
     private final String topic;
     private final String checkpoint;
     private final int chunkBytes;
+    private final Optional<KafkaEndpoint.PartOf> part;
 
-    Chunker(String topic, String checkpoint, int chunkBytes) {
+    /** For a publisher of {@code part} of a checkpoint, its chunks name the part and their piece's offsets. */
+    Chunker(String topic, String checkpoint, int chunkBytes, Optional<KafkaEndpoint.PartOf> part) {
         this.topic = topic;
         this.checkpoint = checkpoint;
         this.chunkBytes = chunkBytes;
+        this.part = part;
+    }
+
+    Chunker(String topic, String checkpoint, int chunkBytes) {
+        this(topic, checkpoint, chunkBytes, Optional.empty());
     }
 
     /**
@@ -49,6 +56,7 @@ final class Chunker {
             long count = Math.max(1, (total + payload - 1) / payload);
             byte[] key = WireFormat.partitionKey(checkpoint, info.name()).getBytes(StandardCharsets.UTF_8);
             CRC32C whole = new CRC32C();
+            Optional<WireFormat.PieceOf> piece = part.map(p -> new WireFormat.PieceOf(p.part(), event.box().offsets()));
             return Flux.<SenderRecord<byte[], byte[], Sent>, Long>generate(() -> 0L, (index, sink) -> {
                 long offset = index * payload;
                 int len = (int) Math.min(payload, total - offset);
@@ -60,7 +68,7 @@ final class Chunker {
                 boolean last = index == count - 1;
                 List<Header> headers = WireFormat.chunkHeaders(checkpoint, info.name(), info.dtype(), info.shape(), index,
                         count, offset, total, (int) crc.getValue(),
-                        last ? Optional.of((int) whole.getValue()) : Optional.empty());
+                        last ? Optional.of((int) whole.getValue()) : Optional.empty(), piece);
                 sink.next(SenderRecord.create(new ProducerRecord<>(topic, null, key, value, headers),
                         new Sent(info.name(), len, last)));
                 if (last) {
@@ -86,22 +94,27 @@ final class Chunker {
             for (int i = 0; i < parts; i++) {
                 int from = i * partBytes;
                 byte[] value = java.util.Arrays.copyOfRange(json, from, Math.min(json.length, from + partBytes));
-                List<Header> headers = List.of(WireFormat.header(WireFormat.TYPE, WireFormat.MANIFEST),
+                List<Header> headers = new ArrayList<>(List.of(WireFormat.header(WireFormat.TYPE, WireFormat.MANIFEST),
                         WireFormat.header(WireFormat.CHECKPOINT, checkpoint),
                         WireFormat.header(WireFormat.CHUNK, Integer.toString(i)),
-                        WireFormat.header(WireFormat.CHUNKS, Integer.toString(parts)));
+                        WireFormat.header(WireFormat.CHUNKS, Integer.toString(parts))));
+                // The manifests of many parts interleave in a partition: the part header keeps each one's records apart.
+                part.ifPresent(of -> headers.add(WireFormat.header(WireFormat.PART, Integer.toString(of.part()))));
                 (i == 0 ? first : rest).add(control(p, value, headers));
             }
         }
         return new Manifest(first, rest);
     }
 
-    /** One commit record per partition, each saying how many tensors that partition carries. */
+    /**
+     * One commit record per partition, each saying how many tensors (for a part: pieces) that partition
+     * carries.
+     */
     List<SenderRecord<byte[], byte[], Sent>> commits(long tensors, long bytes, long[] partitionTensors) {
         List<SenderRecord<byte[], byte[], Sent>> records = new ArrayList<>(partitionTensors.length);
         for (int p = 0; p < partitionTensors.length; p++) {
             byte[] value = WireFormat.commitJson(new WireFormat.Commit(checkpoint, tensors, bytes, partitionTensors.length,
-                    partitionTensors[p]));
+                    partitionTensors[p], part));
             records.add(control(p, value, List.of(WireFormat.header(WireFormat.TYPE, WireFormat.COMMIT),
                     WireFormat.header(WireFormat.CHECKPOINT, checkpoint))));
         }

@@ -9,6 +9,7 @@ import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -50,7 +51,16 @@ final class GroupMember {
         Mono<Integer> sourcePartitions = Topics.partitions(source.bootstrapServers(), source.topic())
                 .map(p -> p.orElseThrow(() -> new KafkaCheckpointException("topic " + source.topic() + " does not exist")));
         Mono<KafkaGroupConversion.Plan> plan = scanner.manifest(sourceId)
-                .map(found -> planner.plan(new CheckpointDescriptor(found.manifest().tensors(), found.manifest().configJson())));
+                .map(found -> {
+                    if (found.parts().isPresent()) {
+                        // Each member converts whole layers from its partitions; pieces of a layer's tensors from many
+                        // parts would have to meet in one member first.
+                        throw new KafkaCheckpointException("checkpoint " + sourceId + " on topic " + source.topic()
+                                + " was published in " + found.parts().get() + " parts, which a scale-out group does not"
+                                + " read yet: convert it with one reader (from-hf or to-hf of the kafka:// location)");
+                    }
+                    return planner.plan(new CheckpointDescriptor(found.manifest().tensors(), found.manifest().configJson()));
+                });
         Mono<Integer> outputPartitions = Topics.ensure(sink.bootstrapServers(), sink.topic(), sink.partitionsIfCreated());
         return Mono.zip(sourcePartitions, plan, outputPartitions).flatMap(t -> Mono.usingWhen(
                 Mono.fromCallable(() -> KafkaSender.create(senderOptions())),
@@ -113,7 +123,7 @@ final class GroupMember {
             // The manifest opens the converted checkpoint on every output partition; each member sends it
             // (readers take the first copy), part 0 alone first, as the sink explains.
             Chunker.Manifest manifest = chunker.manifest(WireFormat.manifestJson(sink.checkpointId(),
-                    plan.output().tensors(), plan.output().configJson()), outputPartitions);
+                    plan.output().tensors(), plan.output().configJson(), Optional.empty()), outputPartitions);
             Mono<Void> open = sender.send(Flux.fromIterable(manifest.first()))
                     .then(sender.send(Flux.fromIterable(manifest.rest())).then());
             Flux<Void> segments = KafkaReceiver.create(receiverOptions())

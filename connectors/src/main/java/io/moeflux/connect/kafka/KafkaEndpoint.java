@@ -12,19 +12,37 @@ import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.regex.Pattern;
 
 /**
- * A checkpoint location on Kafka: {@code kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]}.
+ * A checkpoint location on Kafka: {@code kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID[&part=R&parts=N]]}.
  *
  * @param bootstrapServers the brokers, as {@code bootstrap.servers} wants them ({@code h1:p1,h2:p2})
  * @param topic            the topic that carries checkpoints
  * @param checkpoint       the checkpoint id; when absent a source reads the newest complete checkpoint
  *                         and a sink must be given one by other means
+ * @param part             for a publisher of one part of a checkpoint published by many (one per rank): which
+ *                         part it is, of how many
  */
-public record KafkaEndpoint(String bootstrapServers, String topic, Optional<String> checkpoint) {
+public record KafkaEndpoint(String bootstrapServers, String topic, Optional<String> checkpoint, Optional<PartOf> part) {
+    /** Part {@code part} (from 0) of a checkpoint published in {@code parts} parts. */
+    public record PartOf(int part, int parts) {
+        public PartOf {
+            if (parts < 1 || part < 0 || part >= parts) {
+                throw new IllegalArgumentException("part " + part + " of " + parts + ": part must be in 0.." + (parts - 1)
+                        + " and parts at least 1");
+            }
+        }
+    }
+
+    public KafkaEndpoint(String bootstrapServers, String topic, Optional<String> checkpoint) {
+        this(bootstrapServers, topic, checkpoint, Optional.empty());
+    }
+
     public static final String SCHEME = "kafka://";
     private static final Pattern HOST_PORT = Pattern.compile("[A-Za-z0-9.\\-_]+:\\d{1,5}|\\[[0-9A-Fa-f:.]+]:\\d{1,5}");
     private static final Pattern TOPIC = Pattern.compile("[A-Za-z0-9._\\-]{1,249}");
@@ -35,6 +53,9 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
                     + "': use 1 to 249 letters, digits, '.', '_' or '-'");
         }
         checkpoint.ifPresent(WireFormat::checkCheckpointId);
+        if (part.isPresent() && checkpoint.isEmpty()) {
+            throw new IllegalArgumentException("a part names its checkpoint: give checkpoint=ID with part and parts");
+        }
     }
 
     /** True for strings that name a Kafka endpoint rather than a path. */
@@ -71,23 +92,38 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
             }
             hosts.add(hp);
         }
-        Optional<String> checkpoint = Optional.empty();
+        Map<String, String> params = new HashMap<>();
         if (query != null && !query.isEmpty()) {
             for (String param : query.split("&")) {
                 int eq = param.indexOf('=');
                 String name = eq < 0 ? param : param.substring(0, eq);
                 String value = eq < 0 ? "" : URLDecoder.decode(param.substring(eq + 1), StandardCharsets.UTF_8);
-                if (!name.equals("checkpoint")) {
-                    throw invalid(uri, "unknown parameter '" + name + "' (only 'checkpoint' is known)");
+                if (!List.of("checkpoint", "part", "parts").contains(name)) {
+                    throw invalid(uri, "unknown parameter '" + name + "' (known: checkpoint, part, parts)");
                 }
                 if (value.isEmpty()) {
-                    throw invalid(uri, "checkpoint is empty");
+                    throw invalid(uri, name + " is empty");
                 }
-                checkpoint = Optional.of(value);
+                if (params.put(name, value) != null) {
+                    throw invalid(uri, name + " is given twice");
+                }
+            }
+        }
+        Optional<PartOf> part = Optional.empty();
+        if (params.containsKey("part") != params.containsKey("parts")) {
+            throw invalid(uri, "part and parts go together");
+        }
+        if (params.containsKey("part")) {
+            try {
+                part = Optional.of(new PartOf(Integer.parseInt(params.get("part")), Integer.parseInt(params.get("parts"))));
+            } catch (NumberFormatException e) {
+                throw invalid(uri, "part and parts must be whole numbers");
+            } catch (IllegalArgumentException e) {
+                throw invalid(uri, e.getMessage());
             }
         }
         try {
-            return new KafkaEndpoint(String.join(",", hosts), topic, checkpoint);
+            return new KafkaEndpoint(String.join(",", hosts), topic, Optional.ofNullable(params.get("checkpoint")), part);
         } catch (IllegalArgumentException e) {
             throw invalid(uri, e.getMessage());
         }
@@ -95,7 +131,7 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
 
     private static InvalidEndpointException invalid(String uri, String why) {
         return new InvalidEndpointException("invalid Kafka endpoint '" + uri + "': " + why
-                + "; expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]");
+                + "; expected kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID[&part=R&parts=N]]");
     }
 
     /**
@@ -128,6 +164,7 @@ public record KafkaEndpoint(String bootstrapServers, String topic, Optional<Stri
     @Override
     public String toString() {
         return SCHEME + bootstrapServers + "/" + topic
-                + checkpoint.map(c -> "?checkpoint=" + URLEncoder.encode(c, StandardCharsets.UTF_8)).orElse("");
+                + checkpoint.map(c -> "?checkpoint=" + URLEncoder.encode(c, StandardCharsets.UTF_8)).orElse("")
+                + part.map(p -> "&part=" + p.part() + "&parts=" + p.parts()).orElse("");
     }
 }

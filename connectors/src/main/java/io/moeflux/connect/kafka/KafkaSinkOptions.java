@@ -3,6 +3,7 @@ package io.moeflux.connect.kafka;
 import io.moeflux.pipeline.Progress;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Optional;
 
 /**
  * How a checkpoint is published to a topic.
@@ -23,10 +24,14 @@ import java.util.Objects;
  * @param partitionsIfCreated partitions of a topic this sink creates (one per converter instance you plan to run)
  * @param producerProperties  further producer settings, applied last (e.g. {@code compression.type})
  * @param progress            told of every byte and tensor acknowledged by the broker
+ * @param part                when present, this publisher is one of many (one per rank), each publishing its
+ *                            own part of the checkpoint: its manifest, its pieces and its commit records; a
+ *                            reader completes the checkpoint once every part has committed. The transactional
+ *                            id then needs the part in it, as the default has
  */
 public record KafkaSinkOptions(String bootstrapServers, String topic, String checkpointId, int chunkBytes,
         long bufferMemory, Transactions transactions, String transactionalId, int partitionsIfCreated,
-        Map<String, Object> producerProperties, Progress progress) {
+        Map<String, Object> producerProperties, Progress progress, Optional<KafkaEndpoint.PartOf> part) {
 
     public static final int DEFAULT_CHUNK_BYTES = 1 << 20;
     public static final long DEFAULT_BUFFER_MEMORY = 32L << 20;
@@ -59,15 +64,17 @@ public record KafkaSinkOptions(String bootstrapServers, String topic, String che
         }
         producerProperties = Map.copyOf(producerProperties);
         Objects.requireNonNull(progress, "progress");
+        Objects.requireNonNull(part, "part");
     }
 
-    /** Publishes to {@code endpoint}, which must name the checkpoint id. */
+    /** Publishes to {@code endpoint} (the checkpoint, or one part of it), which must name the checkpoint id. */
     public static KafkaSinkOptions to(KafkaEndpoint endpoint) {
         String id = endpoint.checkpoint().orElseThrow(() -> new IllegalArgumentException(
                 "a Kafka destination needs a checkpoint id: " + endpoint + "?checkpoint=ID"));
         return new KafkaSinkOptions(endpoint.bootstrapServers(), endpoint.topic(), id, DEFAULT_CHUNK_BYTES,
-                DEFAULT_BUFFER_MEMORY, Transactions.NONE, "moeflux-" + endpoint.topic() + "-" + id, 1, Map.of(),
-                Progress.NONE);
+                DEFAULT_BUFFER_MEMORY, Transactions.NONE, "moeflux-" + endpoint.topic() + "-" + id
+                        + endpoint.part().map(p -> "-part-" + p.part()).orElse(""), 1, Map.of(),
+                Progress.NONE, endpoint.part());
     }
 
     /**
@@ -79,41 +86,41 @@ public record KafkaSinkOptions(String bootstrapServers, String topic, String che
     }
 
     public KafkaEndpoint endpoint() {
-        return new KafkaEndpoint(bootstrapServers, topic, java.util.Optional.of(checkpointId));
+        return new KafkaEndpoint(bootstrapServers, topic, Optional.of(checkpointId), part);
     }
 
     public KafkaSinkOptions withChunkBytes(int bytes) {
         return new KafkaSinkOptions(bootstrapServers, topic, checkpointId, bytes, bufferMemory, transactions,
-                transactionalId, partitionsIfCreated, producerProperties, progress);
+                transactionalId, partitionsIfCreated, producerProperties, progress, part);
     }
 
     public KafkaSinkOptions withBufferMemory(long bytes) {
         return new KafkaSinkOptions(bootstrapServers, topic, checkpointId, chunkBytes, bytes, transactions,
-                transactionalId, partitionsIfCreated, producerProperties, progress);
+                transactionalId, partitionsIfCreated, producerProperties, progress, part);
     }
 
     public KafkaSinkOptions withTransactions(Transactions mode) {
         return new KafkaSinkOptions(bootstrapServers, topic, checkpointId, chunkBytes, bufferMemory, mode,
-                transactionalId, partitionsIfCreated, producerProperties, progress);
+                transactionalId, partitionsIfCreated, producerProperties, progress, part);
     }
 
     public KafkaSinkOptions withTransactionalId(String id) {
         return new KafkaSinkOptions(bootstrapServers, topic, checkpointId, chunkBytes, bufferMemory, transactions, id,
-                partitionsIfCreated, producerProperties, progress);
+                partitionsIfCreated, producerProperties, progress, part);
     }
 
     public KafkaSinkOptions withPartitionsIfCreated(int partitions) {
         return new KafkaSinkOptions(bootstrapServers, topic, checkpointId, chunkBytes, bufferMemory, transactions,
-                transactionalId, partitions, producerProperties, progress);
+                transactionalId, partitions, producerProperties, progress, part);
     }
 
     public KafkaSinkOptions withProducerProperties(Map<String, Object> properties) {
         return new KafkaSinkOptions(bootstrapServers, topic, checkpointId, chunkBytes, bufferMemory, transactions,
-                transactionalId, partitionsIfCreated, properties, progress);
+                transactionalId, partitionsIfCreated, properties, progress, part);
     }
 
     public KafkaSinkOptions withProgress(Progress p) {
         return new KafkaSinkOptions(bootstrapServers, topic, checkpointId, chunkBytes, bufferMemory, transactions,
-                transactionalId, partitionsIfCreated, producerProperties, p);
+                transactionalId, partitionsIfCreated, producerProperties, p, part);
     }
 }

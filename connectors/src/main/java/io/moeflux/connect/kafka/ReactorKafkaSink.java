@@ -122,11 +122,12 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
             this.plan = planned.tensors().map(list -> list.stream()
                     .collect(Collectors.toMap(TensorInfo::name, Function.identity(), (a, b) -> a)));
             this.partitionTensors = new long[partitions];
-            this.chunker = new Chunker(options.topic(), options.checkpointId(), options.chunkBytes());
+            this.chunker = new Chunker(options.topic(), options.checkpointId(), options.chunkBytes(), options.part());
         }
 
         Mono<CommitSummary> run(Flux<TensorEvent> events) {
-            byte[] manifest = WireFormat.manifestJson(options.checkpointId(), planned.tensors(), planned.configJson());
+            byte[] manifest = WireFormat.manifestJson(options.checkpointId(), planned.tensors(), planned.configJson(),
+                    options.part());
             Mono<Void> sendManifest = sendOpening(chunker.manifest(manifest, partitionTensors.length));
             Flux<TensorEvent> checked = events.handle((event, sink) -> {
                 try {
@@ -155,11 +156,17 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
         }
 
         private void checkPlanned(TensorEvent event) {
+            if (options.part().isPresent()) {
+                checkPiece(event);
+                return;
+            }
             if (!event.isWhole()) {
-                // The wire format carries whole tensors; a converter asks the sink (placesPieces) before it cuts any.
+                // A whole checkpoint's records carry whole tensors; a converter asks the sink (placesPieces) before it
+                // cuts any. A part's carry pieces.
                 throw new IllegalArgumentException("tensor " + event.fqn() + " arrived as a piece (" + event.box()
-                        + " of " + Shapes.format(event.wholeShape()) + "), but a Kafka destination"
-                        + " takes whole tensors only");
+                        + " of " + Shapes.format(event.wholeShape()) + "), but a Kafka destination takes whole tensors"
+                        + " unless it is one part of a checkpoint: add &part=R&parts=N to it (&part=0&parts=1 for all"
+                        + " of a sharded save)");
             }
             if (!written.add(event.fqn())) {
                 throw new IllegalArgumentException("tensor " + event.fqn() + " arrived twice for checkpoint "
@@ -177,6 +184,21 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
             }
         }
 
+        /** A part's pieces: each once, of a planned tensor, of its type and inside its reach. */
+        private void checkPiece(TensorEvent event) {
+            if (!written.add(event.fqn() + " " + event.box())) {
+                throw new IllegalArgumentException("piece " + event.box() + " of tensor " + event.fqn() + " arrived twice for part "
+                        + options.part().get().part() + " of checkpoint " + options.checkpointId());
+            }
+            if (plan.isPresent()) {
+                TensorInfo expected = plan.get().get(event.fqn());
+                if (expected == null || expected.dtype() != event.tensor().dtype() || !event.box().fitsIn(expected.shape())) {
+                    throw new IllegalArgumentException("piece " + event.box() + " of tensor " + event.wholeInfo()
+                            + " is not in the planned part " + (expected == null ? "" : "(" + expected + ")"));
+                }
+            }
+        }
+
         /**
          * A producer's first batch to a partition must be acknowledged before it sends another there: the
          * broker accepts any sequence number from a producer it has no state for, so if that first batch
@@ -188,7 +210,7 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
         }
 
         private Flux<SenderRecord<byte[], byte[], Sent>> commitRecords() {
-            if (plan.isPresent() && plan.get().size() != written.size()) {
+            if (options.part().isEmpty() && plan.isPresent() && plan.get().size() != written.size()) {
                 var missing = plan.get().keySet().stream().filter(n -> !written.contains(n)).sorted().limit(5).toList();
                 return Flux.error(new IllegalArgumentException("the planned checkpoint has " + plan.get().size()
                         + " tensors but only " + written.size() + " arrived; missing e.g. " + missing));

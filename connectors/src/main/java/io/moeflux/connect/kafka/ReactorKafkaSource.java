@@ -6,6 +6,7 @@ import io.moeflux.pipeline.TensorEvent;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Collectors;
@@ -57,9 +58,8 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
             String checkpoint = t.getT2();
             // Start where the checkpoint starts rather than at the beginning of a topic that may hold
             // many older checkpoints: the manifest goes out before any of its data on every partition.
-            return manifest
-                    .flatMap(found -> scanner.offsetsAt(partitions, found.timestamp() - CLOCK_SKEW.toMillis()))
-                    .flatMapMany(start -> read(checkpoint, partitions, start));
+            return manifest.flatMapMany(found -> scanner.offsetsAt(partitions, found.timestamp() - CLOCK_SKEW.toMillis())
+                    .flatMapMany(start -> read(checkpoint, partitions, start, Reassembler.Parts.of(found))));
         });
     }
 
@@ -73,11 +73,12 @@ final class ReactorKafkaSource implements KafkaCheckpointSource {
                         + options.bootstrapServers())));
     }
 
-    private Flux<TensorEvent> read(String checkpoint, int partitionCount, Map<Integer, Long> start) {
+    private Flux<TensorEvent> read(String checkpoint, int partitionCount, Map<Integer, Long> start,
+            Optional<Reassembler.Parts> parts) {
         return Stages.releaseOnDiscard(Flux.defer(() -> {
             Set<Integer> partitions = IntStream.range(0, partitionCount).boxed().collect(Collectors.toSet());
             ReassemblyBudget budget = new ReassemblyBudget(options.maxReassemblyBytes());
-            Reassembler reassembler = new Reassembler(options.topic(), checkpoint, partitions, budget, options.spill());
+            Reassembler reassembler = new Reassembler(options.topic(), checkpoint, partitions, budget, options.spill(), parts);
             StallWatchdog watchdog = new StallWatchdog(options.stallTimeout(), budget::hasWaiters,
                     () -> "checkpoint " + checkpoint + " on topic " + options.topic() + " (" + reassembler.state() + ")");
             List<TopicPartition> assignment = partitions.stream().map(p -> new TopicPartition(options.topic(), p)).toList();

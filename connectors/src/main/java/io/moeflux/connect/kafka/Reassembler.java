@@ -1,6 +1,7 @@
 package io.moeflux.connect.kafka;
 
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Box;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.Shapes;
@@ -31,10 +32,29 @@ import reactor.core.publisher.Mono;
  * partition in scope has delivered its commit record: in-partition order puts each partition's data
  * before its commit, so anything still missing then is lost, not late.
  *
+ * <p>A checkpoint published in parts (one per rank) is read the same way, each piece being reassembled on
+ * its own (a part may publish many pieces of one tensor, and parts publish pieces of the same tensors) and
+ * handed out as a piece of its whole tensor; it is complete once every part's commit record has arrived
+ * from every partition in scope.
+ *
  * <p>Called by one thread at a time (records are processed one after the other); {@link #releaseAll}
  * may come from a cancelling thread, hence the locking.
  */
 final class Reassembler {
+    /**
+     * A checkpoint published in {@code count} parts, whose tensors have these whole shapes (from every part's
+     * manifest, see {@link PartedManifests}).
+     */
+    record Parts(int count, Map<String, TensorInfo> whole) {
+        static Optional<Parts> of(TopicScanner.Found found) {
+            return found.parts().map(n -> {
+                Map<String, TensorInfo> byName = new HashMap<>();
+                found.manifest().tensors().orElseThrow().forEach(t -> byName.put(t.name(), t));
+                return new Parts(n, byName);
+            });
+        }
+    }
+
     sealed interface Step {}
 
     record Emit(TensorEvent event) implements Step {}
@@ -51,6 +71,9 @@ final class Reassembler {
     private final Map<String, Entry> tensors = new LinkedHashMap<>();
     private final Map<Integer, ManifestParts> manifestParts = new HashMap<>();
     private final Map<Integer, WireFormat.Commit> commits = new TreeMap<>();
+    private final Optional<Parts> parts;
+    /** For a checkpoint in parts: each part's commit records, by partition. */
+    private final Map<Integer, Map<Integer, WireFormat.Commit>> partCommits = new TreeMap<>();
     private Optional<WireFormat.Manifest> manifest = Optional.empty();
     private Optional<Map<String, TensorInfo>> manifestIndex = Optional.empty();
     private long completeTensors;
@@ -66,12 +89,18 @@ final class Reassembler {
         return spill.isFileBacked(bytes) ? 0 : bytes;
     }
 
-    Reassembler(String topic, String checkpoint, Set<Integer> partitions, ReassemblyBudget budget, SpillArea spill) {
+    Reassembler(String topic, String checkpoint, Set<Integer> partitions, ReassemblyBudget budget, SpillArea spill,
+            Optional<Parts> parts) {
         this.topic = topic;
         this.checkpoint = checkpoint;
         this.partitions = Set.copyOf(partitions);
         this.budget = budget;
         this.spill = spill;
+        this.parts = parts;
+    }
+
+    Reassembler(String topic, String checkpoint, Set<Integer> partitions, ReassemblyBudget budget, SpillArea spill) {
+        this(topic, checkpoint, partitions, budget, spill, Optional.empty());
     }
 
     /** Processes one record; may wait for reassembly room; emits a tensor when its last chunk arrives. */
@@ -83,8 +112,9 @@ final class Reassembler {
         }
         return switch (WireFormat.typeOf(h)) {
             case WireFormat.DATA -> onChunk(record);
-            case WireFormat.MANIFEST -> Mono.fromCallable(() -> onManifestPart(record)).then(NOTHING);
-            case WireFormat.COMMIT -> Mono.fromCallable(() -> onCommit(record));
+            // A checkpoint in parts is described by every part's manifest, which the reader has read before.
+            case WireFormat.MANIFEST -> parts.isPresent() ? NOTHING : Mono.fromCallable(() -> onManifestPart(record)).then(NOTHING);
+            case WireFormat.COMMIT -> Mono.fromCallable(() -> parts.isPresent() ? onPartCommit(record) : onCommit(record));
             default -> NOTHING;
         };
     }
@@ -99,7 +129,10 @@ final class Reassembler {
             Headers h = record.headers();
             String where = where(record);
             String name = WireFormat.required(h, WireFormat.TENSOR, where);
-            String at = where + ", tensor " + name;
+            Optional<WireFormat.PieceOf> piece = pieceOf(h, where + ", tensor " + name);
+            String key = piece.map(p -> name + " " + p.part() + " " + WireFormat.shapeText(p.offsets())).orElse(name);
+            String at = where + ", tensor " + name + piece.map(p -> " (part " + p.part() + ", piece at "
+                    + WireFormat.shapeText(p.offsets()) + ")").orElse("");
             long index = WireFormat.requiredLong(h, WireFormat.CHUNK, at);
             long count = WireFormat.requiredLong(h, WireFormat.CHUNKS, at);
             long offset = WireFormat.requiredLong(h, WireFormat.OFFSET, at);
@@ -115,7 +148,7 @@ final class Reassembler {
             }
             Entry entry;
             synchronized (this) {
-                entry = tensors.get(name);
+                entry = tensors.get(key);
             }
             if (entry != null) {
                 return Mono.fromCallable(() -> accept(entry, record, index, count, offset, total, (int) actual.getValue(), at));
@@ -130,15 +163,19 @@ final class Reassembler {
                 return Mono.error(new KafkaCheckpointException(at + ": " + dtype + Shapes.format(shape) + " has "
                         + Shapes.byteSize(dtype, shape) + " bytes but the chunk header says " + total));
             }
-            checkAgainstManifest(name, dtype, shape, at);
+            if (piece.isPresent()) {
+                checkPiece(name, dtype, shape, piece.get(), at);
+            } else {
+                checkAgainstManifest(name, dtype, shape, at);
+            }
             return budget.reserve(budgeted(total)).then(Mono.fromCallable(() -> {
-                Entry created = new Entry(name, dtype, shape, total, count, record.partition());
+                Entry created = new Entry(name, dtype, shape, total, count, record.partition(), piece);
                 synchronized (this) {
                     if (done) {
                         created.abandon();
                         throw new KafkaCheckpointException(at + ": reading was stopped");
                     }
-                    tensors.put(name, created);
+                    tensors.put(key, created);
                 }
                 return accept(created, record, index, count, offset, total, (int) actual.getValue(), at);
             }));
@@ -150,6 +187,36 @@ final class Reassembler {
             return DType.parse(text);
         } catch (IllegalArgumentException e) {
             throw new KafkaCheckpointException(at + ": unknown dtype '" + text + "'");
+        }
+    }
+
+    /** The part and offsets of a chunk of a checkpoint in parts; refused in a whole checkpoint and required in one in parts. */
+    private Optional<WireFormat.PieceOf> pieceOf(Headers h, String at) {
+        Optional<String> part = WireFormat.text(h, WireFormat.PART);
+        if (parts.isEmpty()) {
+            if (part.isPresent()) {
+                throw new KafkaCheckpointException(at + ": a chunk of part " + part.get() + " in a checkpoint not published"
+                        + " in parts");
+            }
+            return Optional.empty();
+        }
+        int p = (int) WireFormat.requiredLong(h, WireFormat.PART, at);
+        if (p < 0 || p >= parts.get().count()) {
+            throw new KafkaCheckpointException(at + ": part " + p + " of a checkpoint in " + parts.get().count() + " parts");
+        }
+        return Optional.of(new WireFormat.PieceOf(p, WireFormat.parseShape(WireFormat.required(h, WireFormat.OFFSETS, at), at)));
+    }
+
+    /** A piece must be of a tensor of the parts' manifests, of its type and inside its whole shape. */
+    private void checkPiece(String name, DType dtype, long[] shape, WireFormat.PieceOf piece, String at) {
+        TensorInfo whole = parts.orElseThrow().whole().get(name);
+        if (whole == null) {
+            throw new KafkaCheckpointException(at + ": tensor is in no part's manifest");
+        }
+        if (whole.dtype() != dtype || piece.offsets().length != shape.length
+                || !new Box(piece.offsets(), shape).fitsIn(whole.shape())) {
+            throw new KafkaCheckpointException(at + ": a " + dtype + Shapes.format(shape) + " piece at "
+                    + WireFormat.shapeText(piece.offsets()) + " does not fit " + whole);
         }
     }
 
@@ -210,6 +277,10 @@ final class Reassembler {
         }
         completeTensors++;
         completeBytes += e.total;
+        if (e.piece.isPresent()) {
+            long[] whole = parts.orElseThrow().whole().get(e.name).shape();
+            return new Emit(TensorEvent.piece(e.name, whole, e.piece.get().offsets(), e.handOut()));
+        }
         return new Emit(new TensorEvent(e.name, e.handOut()));
     }
 
@@ -274,6 +345,60 @@ final class Reassembler {
         return new Done();
     }
 
+    /**
+     * A part's commit record: the checkpoint is complete once every part's has come from every partition in
+     * scope; then every piece must be whole and each part's counts must match what arrived of it.
+     */
+    private synchronized Step onPartCommit(ConsumerRecord<byte[], byte[]> record) {
+        String where = where(record);
+        WireFormat.Commit commit = WireFormat.parseCommit(record.value(), where);
+        int count = parts.orElseThrow().count();
+        if (commit.part().isEmpty() || commit.part().get().parts() != count) {
+            throw new KafkaCheckpointException(where + ": a commit record that is not of one of the " + count
+                    + " parts of the checkpoint");
+        }
+        partCommits.computeIfAbsent(commit.part().get().part(), p -> new TreeMap<>()).putIfAbsent(record.partition(), commit);
+        for (int p = 0; p < count; p++) {
+            if (!partCommits.getOrDefault(p, Map.of()).keySet().containsAll(partitions)) {
+                return null;
+            }
+        }
+        for (Entry e : tensors.values()) {
+            if (!e.isComplete()) {
+                throw new KafkaCheckpointException("checkpoint " + checkpoint + " on topic " + topic + ", tensor "
+                        + e.name + " (part " + e.piece.orElseThrow().part() + ", partition " + e.partition + "): chunk "
+                        + e.next + " of " + e.count + " is missing (the commit records came and it did not)");
+            }
+        }
+        for (var byPart : partCommits.entrySet()) {
+            int part = byPart.getKey();
+            long[] pieces = {0, 0};
+            for (var c : byPart.getValue().entrySet()) {
+                long here = tensors.values().stream()
+                        .filter(e -> e.partition == c.getKey() && e.piece.orElseThrow().part() == part).count();
+                if (here != c.getValue().partitionTensors()) {
+                    throw new KafkaCheckpointException("checkpoint " + checkpoint + " on topic " + topic + ", part " + part
+                            + ", partition " + c.getKey() + ": the commit record says " + c.getValue().partitionTensors()
+                            + " pieces but " + here + " arrived");
+                }
+            }
+            for (Entry e : tensors.values()) {
+                if (e.piece.orElseThrow().part() == part) {
+                    pieces[0]++;
+                    pieces[1] += e.total;
+                }
+            }
+            WireFormat.Commit any = byPart.getValue().values().iterator().next();
+            if (partitions.size() == any.partitions() && (pieces[0] != any.tensors() || pieces[1] != any.bytes())) {
+                throw new KafkaCheckpointException("checkpoint " + checkpoint + " on topic " + topic + ", part " + part
+                        + ": the commit record says " + any.tensors() + " pieces of " + any.bytes() + " bytes but "
+                        + pieces[0] + " pieces of " + pieces[1] + " bytes arrived");
+            }
+        }
+        done = true;
+        return new Done();
+    }
+
     private String missingNames() {
         return manifest.flatMap(WireFormat.Manifest::tensors)
                 .map(list -> list.stream().map(TensorInfo::name).filter(n -> !tensors.containsKey(n)).limit(5).toList())
@@ -286,9 +411,11 @@ final class Reassembler {
     synchronized String state() {
         List<String> partial = tensors.values().stream().filter(e -> !e.isComplete()).limit(3)
                 .map(e -> e.name + " (" + e.next + " of " + e.count + " chunks)").toList();
-        return completeTensors + " tensors complete"
-                + (partial.isEmpty() ? "" : ", in progress: " + partial)
-                + ", commit records from partitions " + commits.keySet() + " of " + new TreeSet<>(partitions);
+        String committed = parts.isPresent()
+                ? ", commit records from parts " + partCommits.keySet() + " of " + parts.get().count()
+                : ", commit records from partitions " + commits.keySet() + " of " + new TreeSet<>(partitions);
+        return completeTensors + (parts.isPresent() ? " pieces" : " tensors") + " complete"
+                + (partial.isEmpty() ? "" : ", in progress: " + partial) + committed;
     }
 
     /** Frees tensors still being reassembled (on complete, error and cancel). */
@@ -321,6 +448,8 @@ final class Reassembler {
         final long total;
         final long count;
         final int partition;
+        /** For a checkpoint in parts, the part this piece came from and where it starts. */
+        final Optional<WireFormat.PieceOf> piece;
         final int[] crcs;
         final long[] offsets;
         final CRC32C running = new CRC32C();
@@ -329,7 +458,7 @@ final class Reassembler {
         long next;
         long filled;
 
-        Entry(String name, DType dtype, long[] shape, long total, long count, int partition) {
+        Entry(String name, DType dtype, long[] shape, long total, long count, int partition, Optional<WireFormat.PieceOf> piece) {
             if (count < 1 || count > Integer.MAX_VALUE - 8) {
                 throw new KafkaCheckpointException("tensor " + name + ": implausible chunk count " + count);
             }
@@ -339,6 +468,7 @@ final class Reassembler {
             this.total = total;
             this.count = count;
             this.partition = partition;
+            this.piece = piece;
             this.crcs = new int[(int) count];
             this.offsets = new long[(int) count];
             // Large tensors go to unlinked file mappings (page cache the kernel can evict), small ones

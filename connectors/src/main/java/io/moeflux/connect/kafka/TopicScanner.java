@@ -2,9 +2,12 @@ package io.moeflux.connect.kafka;
 
 import java.time.Duration;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Consumer;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -97,13 +100,34 @@ final class TopicScanner {
         return p;
     }
 
-    /** The id of the last checkpoint with a commit record. */
+    /**
+     * The id of the last checkpoint with a commit record; for a checkpoint published in parts, the last whose
+     * commit records from every part are in.
+     */
     Mono<String> newestCommitted() {
         return Mono.fromCallable(() -> {
             String[] newest = {null};
+            Map<String, Set<Integer>> committedParts = new HashMap<>();
             scan(record -> {
                 if (WireFormat.COMMIT.equals(WireFormat.typeOf(record.headers()))) {
-                    newest[0] = WireFormat.text(record.headers(), WireFormat.CHECKPOINT).orElse(null);
+                    String id = WireFormat.text(record.headers(), WireFormat.CHECKPOINT).orElse(null);
+                    Optional<KafkaEndpoint.PartOf> part;
+                    try {
+                        part = WireFormat.parseCommit(record.value(), "checkpoint " + id + " on topic " + topic
+                                + " (offset " + record.offset() + ")").part();
+                    } catch (KafkaCheckpointException unreadable) {
+                        // A record this version cannot read does not stop it finding one it can.
+                        return false;
+                    }
+                    if (part.isEmpty()) {
+                        newest[0] = id;
+                    } else {
+                        Set<Integer> parts = committedParts.computeIfAbsent(id, k -> new HashSet<>());
+                        parts.add(part.get().part());
+                        if (parts.size() == part.get().parts()) {
+                            newest[0] = id;
+                        }
+                    }
                 }
                 return false;
             });
@@ -115,16 +139,23 @@ final class TopicScanner {
         }).subscribeOn(Schedulers.boundedElastic()).transform(this::retryUntilVisible);
     }
 
-    /** A manifest and the timestamp of its first part's record. */
-    record Found(WireFormat.Manifest manifest, long timestamp) {}
+    /**
+     * A manifest and the timestamp of its first record's first copy; for a checkpoint published in parts,
+     * the whole checkpoint every part's manifest makes, the earliest timestamp of them, and how many parts.
+     */
+    record Found(WireFormat.Manifest manifest, long timestamp, Optional<Integer> parts) {}
 
-    /** The manifest of {@code checkpoint}, the first complete copy in partition 0. */
+    /**
+     * The manifest of {@code checkpoint}, the first complete copy in partition 0; for a checkpoint published
+     * in parts, the first complete copy of every part's, which must all be there.
+     */
     Mono<Found> manifest(String checkpoint) {
         return Mono.fromCallable(() -> {
-            java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
-            int[] next = {0};
-            long[] timestamp = {0};
-            Found[] found = {null};
+            Map<String, ManifestRecords> assembling = new HashMap<>();
+            Map<Integer, WireFormat.Manifest> parts = new TreeMap<>();
+            long[] earliest = {Long.MAX_VALUE};
+            Found[] whole = {null};
+            int[] partCount = {0};
             scan(record -> {
                 var h = record.headers();
                 if (!WireFormat.MANIFEST.equals(WireFormat.typeOf(h))
@@ -132,30 +163,63 @@ final class TopicScanner {
                     return false;
                 }
                 String where = "checkpoint " + checkpoint + " on topic " + topic + " (offset " + record.offset() + ")";
-                int index = (int) WireFormat.requiredLong(h, WireFormat.CHUNK, where);
-                int count = (int) WireFormat.requiredLong(h, WireFormat.CHUNKS, where);
-                if (index == 0) {
-                    bytes.reset();
-                    next[0] = 0;
-                    timestamp[0] = record.timestamp();
-                }
-                if (index != next[0]) {
+                String part = WireFormat.text(h, WireFormat.PART).orElse("");
+                ManifestRecords m = assembling.computeIfAbsent(part, k -> new ManifestRecords());
+                byte[] complete = m.add(record, where);
+                if (complete == null) {
                     return false;
                 }
-                bytes.writeBytes(record.value());
-                next[0]++;
-                if (next[0] == count) {
-                    found[0] = new Found(WireFormat.parseManifest(bytes.toByteArray(), where), timestamp[0]);
+                WireFormat.Manifest parsed = WireFormat.parseManifest(complete, where);
+                if (parsed.part().isEmpty()) {
+                    whole[0] = new Found(parsed, m.timestamp, Optional.empty());
                     return true;
                 }
-                return false;
+                partCount[0] = parsed.part().get().parts();
+                if (parts.putIfAbsent(parsed.part().get().part(), parsed) == null) {
+                    earliest[0] = Math.min(earliest[0], m.timestamp);
+                }
+                return parts.size() == partCount[0];
             });
-            if (found[0] == null) {
+            if (whole[0] != null) {
+                return whole[0];
+            }
+            if (parts.isEmpty()) {
                 throw new NotVisibleYet("topic " + topic + " holds no manifest of checkpoint " + checkpoint,
                         "the manifest of checkpoint " + checkpoint);
             }
-            return found[0];
+            if (parts.size() < partCount[0]) {
+                List<Integer> missing = java.util.stream.IntStream.range(0, partCount[0]).filter(p -> !parts.containsKey(p))
+                        .boxed().toList();
+                throw new NotVisibleYet("topic " + topic + " holds the manifests of " + parts.size() + " of the " + partCount[0]
+                        + " parts of checkpoint " + checkpoint + "; parts " + missing + " have published none",
+                        "the manifests of parts " + missing + " of checkpoint " + checkpoint);
+            }
+            return new Found(PartedManifests.combine(checkpoint, parts), earliest[0], Optional.of(partCount[0]));
         }).subscribeOn(Schedulers.boundedElastic()).transform(this::retryUntilVisible);
+    }
+
+    /** The records of one manifest copy being put together, in order, restarting at each record 0. */
+    private static final class ManifestRecords {
+        final java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        int next;
+        long timestamp;
+
+        /** The whole manifest once {@code record} completes it, else null. */
+        byte[] add(ConsumerRecord<byte[], byte[]> record, String where) {
+            int index = (int) WireFormat.requiredLong(record.headers(), WireFormat.CHUNK, where);
+            int count = (int) WireFormat.requiredLong(record.headers(), WireFormat.CHUNKS, where);
+            if (index == 0) {
+                bytes.reset();
+                next = 0;
+                timestamp = record.timestamp();
+            }
+            if (index != next) {
+                return null;
+            }
+            bytes.writeBytes(record.value());
+            next++;
+            return next == count ? bytes.toByteArray() : null;
+        }
     }
 
     /**

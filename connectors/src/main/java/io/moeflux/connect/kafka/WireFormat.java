@@ -13,6 +13,7 @@ import java.util.Base64;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Optional;
+import java.util.Set;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.apache.kafka.common.header.Header;
@@ -33,7 +34,9 @@ import org.apache.kafka.common.record.RecordBatch;
 final class WireFormat {
     private WireFormat() {}
 
-    static final String FORMAT = "moeflux-kafka/1";
+    /** What this build writes; it reads this and every earlier version ({@link #READABLE}). */
+    static final String FORMAT = "moeflux-kafka/2";
+    static final Set<String> READABLE = Set.of("moeflux-kafka/1", FORMAT);
 
     static final String TYPE = "moeflux.type";
     static final String CHECKPOINT = "moeflux.checkpoint";
@@ -46,6 +49,10 @@ final class WireFormat {
     static final String TENSOR_BYTES = "moeflux.tensor-bytes";
     static final String CRC32C = "moeflux.crc32c";
     static final String TENSOR_CRC32C = "moeflux.tensor-crc32c";
+    /** Version 2, a checkpoint published in parts: the part a chunk belongs to. */
+    static final String PART = "moeflux.part";
+    /** Version 2, a checkpoint published in parts: where the chunk's piece starts in its whole tensor. */
+    static final String OFFSETS = "moeflux.offsets";
 
     static final String MANIFEST = "manifest";
     static final String DATA = "chunk";
@@ -134,8 +141,8 @@ final class WireFormat {
 
     /** The headers of chunk {@code index}; the whole tensor's CRC only on the last chunk (only then is it known). */
     static List<Header> chunkHeaders(String checkpoint, String tensor, DType dtype, long[] shape, long index, long count,
-            long offset, long tensorBytes, int chunkCrc, Optional<Integer> tensorCrc) {
-        List<Header> h = new ArrayList<>(11);
+            long offset, long tensorBytes, int chunkCrc, Optional<Integer> tensorCrc, Optional<PieceOf> piece) {
+        List<Header> h = new ArrayList<>(13);
         h.add(header(TYPE, DATA));
         h.add(header(CHECKPOINT, checkpoint));
         h.add(header(TENSOR, tensor));
@@ -147,8 +154,18 @@ final class WireFormat {
         h.add(header(TENSOR_BYTES, Long.toString(tensorBytes)));
         h.add(header(CRC32C, crcText(chunkCrc)));
         tensorCrc.ifPresent(c -> h.add(header(TENSOR_CRC32C, crcText(c))));
+        piece.ifPresent(p -> {
+            h.add(header(PART, Integer.toString(p.part())));
+            h.add(header(OFFSETS, shapeText(p.offsets())));
+        });
         return h;
     }
+
+    /**
+     * Where a chunk's tensor sits in a checkpoint published in parts: the part that published it, and where
+     * this piece starts in the whole tensor (its shape is the chunk's {@code moeflux.shape}).
+     */
+    record PieceOf(int part, long[] offsets) {}
 
     /**
      * How many tensor bytes fit in one chunk record of at most {@code recordBytes}, as Kafka counts a
@@ -157,8 +174,10 @@ final class WireFormat {
      */
     static int payloadPerChunk(String checkpoint, TensorInfo info, int recordBytes) {
         long widest = Math.max(info.byteSize(), 1);
+        long[] widestOffsets = new long[info.shape().length];
+        java.util.Arrays.fill(widestOffsets, Long.MAX_VALUE);
         List<Header> worst = chunkHeaders(checkpoint, info.name(), info.dtype(), info.shape(), widest, widest, widest,
-                widest, 0, Optional.of(0));
+                widest, 0, Optional.of(0), Optional.of(new PieceOf(Integer.MAX_VALUE, widestOffsets)));
         byte[] key = partitionKey(checkpoint, info.name()).getBytes(StandardCharsets.UTF_8);
         int overhead = AbstractRecords.estimateSizeInBytesUpperBound(RecordBatch.CURRENT_MAGIC_VALUE, CompressionType.NONE,
                 key, new byte[0], worst.toArray(Header[]::new));
@@ -177,10 +196,19 @@ final class WireFormat {
 
     // --- manifest and commit bodies (JSON) ---
 
-    static byte[] manifestJson(String checkpoint, Optional<List<TensorInfo>> tensors, Optional<byte[]> configJson) {
+    /**
+     * @param tensors for a part, its tensors as far as its pieces reach (the whole tensors are known only
+     *                from every part's manifest)
+     */
+    static byte[] manifestJson(String checkpoint, Optional<List<TensorInfo>> tensors, Optional<byte[]> configJson,
+            Optional<KafkaEndpoint.PartOf> part) {
         ObjectNode root = JSON.createObjectNode();
         root.put("format", FORMAT);
         root.put("checkpoint", checkpoint);
+        part.ifPresent(p -> {
+            root.put("part", p.part());
+            root.put("parts", p.parts());
+        });
         if (tensors.isPresent()) {
             ArrayNode list = root.putArray("tensors");
             for (TensorInfo t : tensors.get()) {
@@ -200,14 +228,17 @@ final class WireFormat {
         return write(root);
     }
 
-    record Manifest(String checkpoint, Optional<List<TensorInfo>> tensors, Optional<byte[]> configJson) {}
+    /** A manifest; {@code part} when it is one part's, its tensors then as far as the part's pieces reach. */
+    record Manifest(String checkpoint, Optional<List<TensorInfo>> tensors, Optional<byte[]> configJson,
+            Optional<KafkaEndpoint.PartOf> part) {
+        Manifest(String checkpoint, Optional<List<TensorInfo>> tensors, Optional<byte[]> configJson) {
+            this(checkpoint, tensors, configJson, Optional.empty());
+        }
+    }
 
     static Manifest parseManifest(byte[] json, String where) {
         JsonNode root = read(json, where);
-        if (!FORMAT.equals(root.path("format").asText())) {
-            throw new KafkaCheckpointException(where + ": manifest format '" + root.path("format").asText()
-                    + "' is not " + FORMAT);
-        }
+        requireReadable(root, "manifest", where);
         Optional<List<TensorInfo>> tensors = Optional.empty();
         JsonNode list = root.path("tensors");
         if (list.isArray()) {
@@ -231,7 +262,26 @@ final class WireFormat {
         Optional<byte[]> configJson = config.isTextual()
                 ? Optional.of(Base64.getDecoder().decode(config.asText()))
                 : Optional.empty();
-        return new Manifest(root.path("checkpoint").asText(), tensors, configJson);
+        return new Manifest(root.path("checkpoint").asText(), tensors, configJson, partOf(root, where));
+    }
+
+    private static void requireReadable(JsonNode root, String what, String where) {
+        if (!READABLE.contains(root.path("format").asText())) {
+            throw new KafkaCheckpointException(where + ": " + what + " format '" + root.path("format").asText()
+                    + "' is not one this version reads (" + String.join(", ", new java.util.TreeSet<>(READABLE)) + ")");
+        }
+    }
+
+    /** The {@code part} and {@code parts} of a part's manifest or commit record; absent in a whole checkpoint's. */
+    private static Optional<KafkaEndpoint.PartOf> partOf(JsonNode root, String where) {
+        if (!root.has("part")) {
+            return Optional.empty();
+        }
+        try {
+            return Optional.of(new KafkaEndpoint.PartOf(root.path("part").asInt(-1), root.path("parts").asInt(-1)));
+        } catch (IllegalArgumentException e) {
+            throw new KafkaCheckpointException(where + ": " + e.getMessage());
+        }
     }
 
     /**
@@ -241,13 +291,23 @@ final class WireFormat {
      * @param bytes            tensor bytes in the whole checkpoint
      * @param partitions       partitions the checkpoint spans (a reader is done when it has a commit from each)
      * @param partitionTensors tensors whose chunks went to this record's partition
+     * @param part             for a part's commit: which part; its counts are then the part's pieces
      */
-    record Commit(String checkpoint, long tensors, long bytes, int partitions, long partitionTensors) {}
+    record Commit(String checkpoint, long tensors, long bytes, int partitions, long partitionTensors,
+            Optional<KafkaEndpoint.PartOf> part) {
+        Commit(String checkpoint, long tensors, long bytes, int partitions, long partitionTensors) {
+            this(checkpoint, tensors, bytes, partitions, partitionTensors, Optional.empty());
+        }
+    }
 
     static byte[] commitJson(Commit c) {
         ObjectNode root = JSON.createObjectNode();
         root.put("format", FORMAT);
         root.put("checkpoint", c.checkpoint());
+        c.part().ifPresent(p -> {
+            root.put("part", p.part());
+            root.put("parts", p.parts());
+        });
         root.put("tensors", c.tensors());
         root.put("bytes", c.bytes());
         root.put("partitions", c.partitions());
@@ -257,8 +317,9 @@ final class WireFormat {
 
     static Commit parseCommit(byte[] json, String where) {
         JsonNode root = read(json, where);
+        requireReadable(root, "commit record", where);
         return new Commit(root.path("checkpoint").asText(), root.path("tensors").asLong(-1), root.path("bytes").asLong(-1),
-                root.path("partitions").asInt(-1), root.path("partition_tensors").asLong(-1));
+                root.path("partitions").asInt(-1), root.path("partition_tensors").asLong(-1), partOf(root, where));
     }
 
     /**

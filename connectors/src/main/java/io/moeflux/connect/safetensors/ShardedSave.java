@@ -5,8 +5,6 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.tensor.Box;
-import io.moeflux.tensor.DType;
-import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.TensorInfo;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -16,7 +14,6 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.Iterator;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -168,50 +165,13 @@ final class ShardedSave {
      * (and the region, or the files), unless every tensor's pieces agree in type and cover it exactly once.
      */
     static List<TensorInfo> wholeTensors(List<SafetensorsSource.Shard> shards) {
-        record Piece(SafetensorsSource.Shard shard, DType dtype, Box box) {}
-        Map<String, List<Piece>> pieces = new LinkedHashMap<>();
+        List<PieceCoverage.Piece> pieces = new ArrayList<>();
         for (SafetensorsSource.Shard s : shards) {
             for (SafetensorsFormat.Entry e : s.header().entries()) {
-                pieces.computeIfAbsent(e.name(), n -> new ArrayList<>())
-                        .add(new Piece(s, e.dtype(), new Box(s.pieceOffsets().get(e.name()), e.shape())));
+                pieces.add(new PieceCoverage.Piece(e.name(), e.dtype(), new Box(s.pieceOffsets().get(e.name()), e.shape()),
+                        s.file().toString()));
             }
         }
-        List<TensorInfo> infos = new ArrayList<>(pieces.size());
-        pieces.forEach((name, list) -> {
-            Piece first = list.getFirst();
-            long[] shape = new long[first.box().rank()];
-            for (Piece p : list) {
-                if (p.dtype() != first.dtype()) {
-                    throw new InvalidCheckpointException("tensor " + name + " is " + first.dtype() + " in " + first.shard().file()
-                            + " but " + p.dtype() + " in " + p.shard().file() + ": pieces of one tensor must have one type");
-                }
-                if (p.box().rank() != shape.length) {
-                    throw new InvalidCheckpointException("tensor " + name + " has " + shape.length + " dimensions in "
-                            + first.shard().file() + " but " + p.box().rank() + " in " + p.shard().file());
-                }
-                for (int d = 0; d < shape.length; d++) {
-                    shape[d] = Math.max(shape[d], p.box().end(d));
-                }
-            }
-            long covered = 0;
-            List<Box> boxes = new ArrayList<>(list.size());
-            for (Piece p : list) {
-                for (int i = 0; i < boxes.size(); i++) {
-                    if (p.box().overlaps(boxes.get(i))) {
-                        throw new InvalidCheckpointException("tensor " + name + ": region " + p.box().intersection(boxes.get(i))
-                                + " is saved twice, in " + list.get(i).shard().file() + " and " + p.shard().file());
-                    }
-                }
-                boxes.add(p.box());
-                covered += p.box().numel();
-            }
-            if (covered != Shapes.numel(shape)) {
-                throw new InvalidCheckpointException("tensor " + name + ": region " + Layouts.firstGap(boxes.stream()
-                        .filter(b -> !b.isEmpty()).toList(), shape) + " of " + Shapes.format(shape) + " is in no shard file ("
-                        + list.size() + " pieces are)");
-            }
-            infos.add(new TensorInfo(name, first.dtype(), shape));
-        });
-        return infos;
+        return PieceCoverage.wholeTensors(pieces, "shard file");
     }
 }

@@ -31,10 +31,20 @@ class KafkaEndpointTest {
     void malformedEndpointsAreRejectedWithTheExpectedForm() {
         for (String bad : new String[] {"kafka://h:1", "kafka://h:1/", "kafka://h/t", "kafka://h:1,/t",
                 "kafka://h:1/t?partition=2", "kafka://h:1/t?checkpoint=", "kafka://h:1/t?checkpoint=a%20b",
-                "kafka://h:1/bad topic", "http://h:1/t"}) {
+                "kafka://h:1/bad topic", "http://h:1/t", "kafka://h:1/t?checkpoint=c&part=1",
+                "kafka://h:1/t?checkpoint=c&part=4&parts=4", "kafka://h:1/t?checkpoint=c&part=x&parts=2",
+                "kafka://h:1/t?part=0&parts=2", "kafka://h:1/t?checkpoint=c&checkpoint=d"}) {
             assertThatThrownBy(() -> KafkaEndpoint.parse(bad)).as(bad)
                     .isInstanceOf(IllegalArgumentException.class)
-                    .hasMessageContaining("kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID]");
+                    .hasMessageContaining("kafka://HOST:PORT[,HOST:PORT]/TOPIC[?checkpoint=ID[&part=R&parts=N]]");
         }
+    }
+
+    @Test
+    void aPartOfACheckpointIsNamedByPartAndPartsAndPrintsAsParsed() {
+        KafkaEndpoint e = KafkaEndpoint.parse("kafka://h:1/t?checkpoint=step-1&part=2&parts=4");
+        assertThat(e.part()).hasValue(new KafkaEndpoint.PartOf(2, 4));
+        assertThat(e).hasToString("kafka://h:1/t?checkpoint=step-1&part=2&parts=4");
+        assertThat(KafkaEndpoint.parse("kafka://h:1/t?checkpoint=step-1").part()).isEmpty();
     }
 }

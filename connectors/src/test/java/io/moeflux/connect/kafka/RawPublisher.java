@@ -31,7 +31,7 @@ final class RawPublisher {
     List<ProducerRecord<byte[], byte[]>> records(String checkpoint, List<TensorInfo> infos, long seed) {
         Chunker chunker = new Chunker(topic, checkpoint, chunkBytes);
         List<ProducerRecord<byte[], byte[]>> out = new ArrayList<>();
-        var manifest = chunker.manifest(WireFormat.manifestJson(checkpoint, Optional.of(infos), Optional.empty()), partitions);
+        var manifest = chunker.manifest(WireFormat.manifestJson(checkpoint, Optional.of(infos), Optional.empty(), Optional.empty()), partitions);
         out.addAll(manifest.first());
         out.addAll(manifest.rest());
         long[] perPartition = new long[partitions];

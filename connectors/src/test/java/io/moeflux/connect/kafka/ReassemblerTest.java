@@ -31,7 +31,7 @@ class ReassemblerTest {
     static List<ConsumerRecord<byte[], byte[]>> records(String checkpoint, long seed) {
         Chunker chunker = new Chunker("t", checkpoint, 4096);
         List<ProducerRecord<byte[], byte[]>> out = new ArrayList<>();
-        var manifest = chunker.manifest(WireFormat.manifestJson(checkpoint, Optional.of(INFOS), Optional.empty()), 1);
+        var manifest = chunker.manifest(WireFormat.manifestJson(checkpoint, Optional.of(INFOS), Optional.empty(), Optional.empty()), 1);
         out.addAll(manifest.first());
         out.addAll(manifest.rest());
         long bytes = 0;

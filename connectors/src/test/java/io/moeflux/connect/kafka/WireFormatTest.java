@@ -46,12 +46,12 @@ class WireFormatTest {
     void manifestsAndCommitsRoundTripThroughJson() {
         List<TensorInfo> infos = List.of(new TensorInfo("a", DType.F32, new long[] {2, 3}),
                 new TensorInfo("b", DType.BF16, new long[] {}));
-        var m = WireFormat.parseManifest(WireFormat.manifestJson("c", Optional.of(infos), Optional.of(new byte[] {'{', '}'})),
+        var m = WireFormat.parseManifest(WireFormat.manifestJson("c", Optional.of(infos), Optional.of(new byte[] {'{', '}'}), Optional.empty()),
                 "test");
         assertThat(m.checkpoint()).isEqualTo("c");
         assertThat(m.tensors()).contains(infos);
         assertThat(m.configJson()).hasValueSatisfying(c -> assertThat(c).containsExactly('{', '}'));
-        assertThat(WireFormat.parseManifest(WireFormat.manifestJson("c", Optional.empty(), Optional.empty()), "test")
+        assertThat(WireFormat.parseManifest(WireFormat.manifestJson("c", Optional.empty(), Optional.empty(), Optional.empty()), "test")
                 .tensors()).isEmpty();
 
         var commit = new WireFormat.Commit("c", 10, 1000, 4, 3);
