@@ -8,9 +8,11 @@ import io.moeflux.hy3.Hy3Options;
 import io.moeflux.hy3.MergedOutput;
 import io.moeflux.tensor.Box;
 import io.moeflux.tensor.DType;
+import io.moeflux.tensor.SpillArea;
 import io.moeflux.testing.Pieces;
 import io.moeflux.testing.SyntheticHy3;
 import io.moeflux.testing.TrackedTensors;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
@@ -18,6 +20,7 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Function;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 import reactor.core.publisher.Flux;
@@ -73,8 +76,13 @@ class StagesReactiveTest {
                 new NamedStage("from-hf", ADAPTER::fromHf, Input.HF),
                 new NamedStage("from-hf, slab pieces", hf -> ADAPTER.fromHf(hf, MergedOutput.SLAB_PIECES), Input.HF_PIECES),
                 new NamedStage("to-hf", ADAPTER::toHf, Input.NATIVE),
-                new NamedStage("to-hf", ADAPTER::toHf, Input.NATIVE_PIECES));
+                new NamedStage("to-hf", ADAPTER::toHf, Input.NATIVE_PIECES),
+                new NamedStage("gather pieces", Stages.gatherPieces(SPILL), Input.HF_PIECES),
+                new NamedStage("gather pieces", Stages.gatherPieces(SPILL), Input.NATIVE_PIECES));
     }
+
+    /** Tensors of 256 bytes and more gather in file mappings, the rest in memory: both are exercised. */
+    static final SpillArea SPILL = SpillArea.in(Path.of(System.getProperty("java.io.tmpdir")), 256);
 
     List<TensorEvent> input() {
         return SyntheticHy3.hf(t, 3, 4, 8, 6, DType.BF16);
@@ -117,6 +125,25 @@ class StagesReactiveTest {
         };
     }
 
+    @Test
+    void gatheringRefusesAPieceThatArrivesTwiceNamingTheRegion() {
+        List<TensorEvent> pieces = Pieces.cut(t, t.event("w", DType.BF16, 6, 4), 0, 3);
+        List<TensorEvent> others = Pieces.cut(t, t.event("w", DType.BF16, 6, 4), 0, 3);
+        StepVerifier.create(Flux.fromIterable(List.of(pieces.get(0), pieces.get(1), others.get(1))).transform(Stages.gatherPieces(SPILL)))
+                .verifyErrorMessage("tensor w: region [2:4, 0:4] arrived twice");
+        pieces.get(2).release();
+        others.get(0).release();
+        others.get(2).release();
+    }
+
+    @Test
+    void gatheringFailsAtTheEndNamingARegionThatNeverArrived() {
+        List<TensorEvent> pieces = Pieces.cut(t, t.event("w", DType.BF16, 6, 4), 0, 3);
+        StepVerifier.create(Flux.fromIterable(List.of(pieces.get(0), pieces.get(2))).transform(Stages.gatherPieces(SPILL)))
+                .verifyErrorMessage("tensor w: region [2:4, 0:4] of [6, 4] never arrived (2 pieces did)");
+        pieces.get(1).release();
+    }
+
     @ParameterizedTest
     @MethodSource("stages")
     void piecesComeOutAsTheWholeTensorsWould(NamedStage s) {
@@ -128,7 +155,9 @@ class StagesReactiveTest {
         TrackedTensors forActual = new TrackedTensors(7);
         Map<String, byte[]> expected = Pieces.assemble(Flux.fromIterable(input(whole, forExpected)).transform(wholeStage).collectList().block());
         List<TensorEvent> out = Flux.fromIterable(input(s.input(), forActual)).transform(s.stage()).collectList().block();
-        if (s.input() != whole || s.name().contains("slab pieces")) {
+        if (s.name().startsWith("gather")) {
+            assertThat(out).as("every tensor whole").allMatch(TensorEvent::isWhole);
+        } else if (s.input() != whole || s.name().contains("slab pieces")) {
             assertThat(out).as("pieces among the output").anyMatch(e -> !e.isWhole());
         }
         Map<String, byte[]> actual = Pieces.assemble(out);

@@ -50,21 +50,13 @@ final class GroupMember {
                 source.stallTimeout(), source.waiting());
         Mono<Integer> sourcePartitions = Topics.partitions(source.bootstrapServers(), source.topic())
                 .map(p -> p.orElseThrow(() -> new KafkaCheckpointException("topic " + source.topic() + " does not exist")));
-        Mono<KafkaGroupConversion.Plan> plan = scanner.manifest(sourceId)
-                .map(found -> {
-                    if (found.parts().isPresent()) {
-                        // Each member converts whole layers from its partitions; pieces of a layer's tensors from many
-                        // parts would have to meet in one member first.
-                        throw new KafkaCheckpointException("checkpoint " + sourceId + " on topic " + source.topic()
-                                + " was published in " + found.parts().get() + " parts, which a scale-out group does not"
-                                + " read yet: convert it with one reader (from-hf or to-hf of the kafka:// location)");
-                    }
-                    return planner.plan(new CheckpointDescriptor(found.manifest().tensors(), found.manifest().configJson()));
-                });
+        Mono<TopicScanner.Found> found = scanner.manifest(sourceId).cache();
+        Mono<KafkaGroupConversion.Plan> plan = found
+                .map(f -> planner.plan(new CheckpointDescriptor(f.manifest().tensors(), f.manifest().configJson())));
         Mono<Integer> outputPartitions = Topics.ensure(sink.bootstrapServers(), sink.topic(), sink.partitionsIfCreated());
-        return Mono.zip(sourcePartitions, plan, outputPartitions).flatMap(t -> Mono.usingWhen(
+        return Mono.zip(sourcePartitions, plan, outputPartitions, found).flatMap(t -> Mono.usingWhen(
                 Mono.fromCallable(() -> KafkaSender.create(senderOptions())),
-                sender -> new Run(sender, t.getT1(), t.getT2(), t.getT3()).run(),
+                sender -> new Run(sender, t.getT1(), t.getT2(), t.getT3(), Reassembler.Parts.of(t.getT4())).run(),
                 GroupMember::close,
                 (sender, error) -> close(sender),
                 GroupMember::close));
@@ -105,8 +97,11 @@ final class GroupMember {
         private final Chunker chunker;
         private final ReassemblyBudget budget;
         private final OutputWatch watch;
+        /** When the source checkpoint was published in parts. */
+        private final Optional<Reassembler.Parts> parts;
 
-        Run(KafkaSender<byte[], byte[]> sender, int sourcePartitions, KafkaGroupConversion.Plan plan, int outputPartitions) {
+        Run(KafkaSender<byte[], byte[]> sender, int sourcePartitions, KafkaGroupConversion.Plan plan, int outputPartitions,
+                Optional<Reassembler.Parts> parts) {
             this.sender = sender;
             this.sourcePartitions = sourcePartitions;
             this.plan = plan;
@@ -114,6 +109,7 @@ final class GroupMember {
             this.chunker = new Chunker(sink.topic(), sink.checkpointId(), sink.chunkBytes());
             this.budget = new ReassemblyBudget(source.maxReassemblyBytes());
             this.watch = new OutputWatch(sink, sourcePartitions, source.consumerProperties());
+            this.parts = parts;
         }
 
         Mono<CommitSummary> run() {
@@ -143,7 +139,7 @@ final class GroupMember {
         private Flux<Void> segment(GroupedFlux<Integer, ReceiverRecord<byte[], byte[]>> records) {
             int partition = records.key();
             return Flux.defer(() -> {
-                Reassembler reassembler = new Reassembler(source.topic(), sourceId, Set.of(partition), budget, source.spill());
+                Reassembler reassembler = new Reassembler(source.topic(), sourceId, Set.of(partition), budget, source.spill(), parts);
                 AtomicReference<ReceiverOffset> commitRecord = new AtomicReference<>();
                 long[] perPartition = new long[outputPartitions];
                 long[] totals = new long[2];
@@ -156,7 +152,10 @@ final class GroupMember {
                         .takeWhile(step -> step instanceof Reassembler.Emit)
                         .map(step -> ((Reassembler.Emit) step).event())
                         .doFinally(signal -> reassembler.releaseAll()));
-                Flux<SenderRecord<byte[], byte[], Sent>> out = events.transform(plan.stage()).concatMap(chunker::chunks, 1);
+                // A layer's tensors are in this partition whole or in the pieces of every part; the conversion and the
+                // converted checkpoint take them whole.
+                Flux<SenderRecord<byte[], byte[], Sent>> out = events.transform(Stages.gatherPieces(source.spill()))
+                        .transform(plan.stage()).concatMap(chunker::chunks, 1);
                 return sender.send(out.doOnDiscard(TensorEvent.class, TensorEvent::release)
                                 .publishOn(Schedulers.boundedElastic(), SEND_PREFETCH))
                         .doOnNext(result -> count(result, perPartition, totals))

@@ -6,6 +6,7 @@ import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.Box;
+import io.moeflux.tensor.BoxLayout;
 import io.moeflux.tensor.FileRegion;
 import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.Tensor;
@@ -210,9 +211,9 @@ final class FolderSink implements CheckpointSink {
                 slot.written(0);
                 return List.of();
             }
-            int partial = Layouts.lastPartialDim(box, whole);
-            if (Layouts.isContiguous(box, whole, partial)) {
-                long at = slot.fileOffset() + Layouts.firstElement(box, whole) * elementBytes;
+            int partial = BoxLayout.lastPartialDim(box, whole);
+            if (BoxLayout.isContiguous(box, whole, partial)) {
+                long at = slot.fileOffset() + BoxLayout.firstElement(box, whole) * elementBytes;
                 List<Tensor.ByteRange> ranges = event.tensor().byteRanges();
                 AtomicInteger remaining = new AtomicInteger(ranges.size());
                 List<WriteTask> tasks = new ArrayList<>(ranges.size());
@@ -222,7 +223,7 @@ final class FolderSink implements CheckpointSink {
                 return tasks;
             }
             Tensor.ByteRange all = new Tensor.ByteRange(0, event.tensor().byteSize(), event.tensor()::writeTo);
-            return List.of(new WriteTask(event, slot, all, slot.fileOffset(), new Layouts.Strided(box, whole, elementBytes),
+            return List.of(new WriteTask(event, slot, all, slot.fileOffset(), new BoxLayout.Strided(box, whole, elementBytes),
                     new AtomicInteger(1)));
         }
     }
@@ -293,12 +294,12 @@ final class FolderSink implements CheckpointSink {
         private final Slot slot;
         private final Tensor.ByteRange range;
         private final long fileOffset;
-        private final Layouts.Strided strided;
+        private final BoxLayout.Strided strided;
         private final AtomicInteger remaining;
         private final AtomicBoolean started = new AtomicBoolean();
         private final AtomicBoolean cancelled = new AtomicBoolean();
 
-        WriteTask(TensorEvent event, Slot slot, Tensor.ByteRange range, long fileOffset, Layouts.Strided strided,
+        WriteTask(TensorEvent event, Slot slot, Tensor.ByteRange range, long fileOffset, BoxLayout.Strided strided,
                   AtomicInteger remaining) {
             this.event = event;
             this.slot = slot;
@@ -498,7 +499,7 @@ final class FolderSink implements CheckpointSink {
 
         /** Why the tensor is not complete: what never arrived of it. */
         synchronized String missing() {
-            return "tensor " + info.name() + ": region " + Layouts.firstGap(arrived, info.shape()) + " of "
+            return "tensor " + info.name() + ": region " + BoxLayout.firstGap(arrived, info.shape()) + " of "
                     + Shapes.format(info.shape()) + " never arrived (" + arrived.size() + " pieces did)";
         }
 

@@ -2,6 +2,7 @@ package io.moeflux.connect.safetensors;
 
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.tensor.Box;
+import io.moeflux.tensor.BoxLayout;
 import io.moeflux.tensor.DType;
 import io.moeflux.tensor.Shapes;
 import io.moeflux.tensor.TensorInfo;
@@ -66,7 +67,7 @@ public final class PieceCoverage {
                 covered += p.box().numel();
             }
             if (covered != Shapes.numel(shape)) {
-                throw new InvalidCheckpointException("tensor " + name + ": region " + Layouts.firstGap(boxes.stream()
+                throw new InvalidCheckpointException("tensor " + name + ": region " + BoxLayout.firstGap(boxes.stream()
                         .filter(b -> !b.isEmpty()).toList(), shape) + " of " + Shapes.format(shape) + " is in no " + holder
                         + " (" + list.size() + " pieces are)");
             }

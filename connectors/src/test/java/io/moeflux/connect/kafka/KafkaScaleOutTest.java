@@ -63,6 +63,29 @@ class KafkaScaleOutTest {
         assertThat(both.getT1().tensors()).isEqualTo(TestCheckpoints.digest(KafkaRoundTripTest.NATIVE).size());
     }
 
+    /**
+     * The reference's four ranks publish their DCP files as the parts of one checkpoint; two members convert
+     * it, each gathering its layers' pieces from all parts, into the reference's native checkpoint.
+     */
+    @Test
+    void twoMembersConvertACheckpointPublishedInPartsIntoTheReference() throws Exception {
+        KAFKA.createTopic("so-parts-in", PARTITIONS);
+        for (int r = 0; r < 4; r++) {
+            CheckpointSource rank = SafetensorsSource.openPart(KafkaPartsTest.rank(r));
+            KafkaEndpoint part = KafkaEndpoint.parse("kafka://" + KAFKA.bootstrapServers() + "/so-parts-in?checkpoint=c&part="
+                    + r + "&parts=4");
+            KafkaCheckpointSink.create(KafkaSinkOptions.to(part).withChunkBytes(4096))
+                    .write(rank.describe().block(), rank.tensors()).block();
+        }
+
+        Mono<CommitSummary> a = conversion("so-parts-in", "so-parts-out", "part-converters", Progress.NONE).run(FROM_HF);
+        Mono<CommitSummary> b = conversion("so-parts-in", "so-parts-out", "part-converters", Progress.NONE).run(FROM_HF);
+        Mono.zip(a, b).block(Duration.ofSeconds(120));
+
+        KafkaCheckpointSource out = KafkaCheckpointSource.create(KafkaSourceOptions.from(KAFKA.endpoint("so-parts-out", "c-out")));
+        assertThat(TestCheckpoints.digest(out)).isEqualTo(TestCheckpoints.digest(KafkaRoundTripTest.NATIVE));
+    }
+
     @Test
     void aMemberKilledMidwayLeavesTheOtherToFinishACompleteCheckpoint() throws Exception {
         List<TensorInfo> infos = TestCheckpoints.syntheticInfos(48, 8192, 16);

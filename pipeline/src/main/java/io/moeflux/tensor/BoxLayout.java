@@ -1,6 +1,5 @@
-package io.moeflux.connect.safetensors;
+package io.moeflux.tensor;
 
-import io.moeflux.tensor.Box;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
@@ -9,11 +8,11 @@ import java.util.List;
 import java.util.TreeSet;
 
 /** Where the elements of a box of a row-major tensor lie in the tensor's bytes. */
-final class Layouts {
-    private Layouts() {}
+public final class BoxLayout {
+    private BoxLayout() {}
 
     /** The last dimension in which the box does not span the whole tensor, or -1 for the whole tensor. */
-    static int lastPartialDim(Box box, long[] whole) {
+    public static int lastPartialDim(Box box, long[] whole) {
         for (int d = whole.length - 1; d >= 0; d--) {
             if (box.size(d) != whole[d]) {
                 return d;
@@ -26,7 +25,7 @@ final class Layouts {
      * Whether the box is one run of consecutive elements: it spans every dimension after
      * {@code partial} whole, and only one index of every dimension before it.
      */
-    static boolean isContiguous(Box box, long[] whole, int partial) {
+    public static boolean isContiguous(Box box, long[] whole, int partial) {
         for (int d = 0; d < partial; d++) {
             if (box.size(d) != 1) {
                 return false;
@@ -36,7 +35,7 @@ final class Layouts {
     }
 
     /** The index, in elements, of the box's first element in the whole tensor. */
-    static long firstElement(Box box, long[] whole) {
+    public static long firstElement(Box box, long[] whole) {
         long index = 0;
         for (int d = 0; d < whole.length; d++) {
             index = index * whole[d] + box.offset(d);
@@ -46,7 +45,7 @@ final class Layouts {
 
     /** Writes {@code bytes} at {@code at}, a byte offset into the whole tensor. */
     @FunctionalInterface
-    interface RunWriter {
+    public interface RunWriter {
         void write(ByteBuffer bytes, long at) throws IOException;
     }
 
@@ -55,7 +54,7 @@ final class Layouts {
      * consecutive elements, one per index of the dimensions before {@code partial}. The box's bytes arrive
      * in row-major order, in chunks of any size, and each part of a chunk goes to its run.
      */
-    static final class Strided {
+    public static final class Strided {
         private final long[] offsets;
         private final long[] sizes;
         private final long[] strides;
@@ -63,7 +62,7 @@ final class Layouts {
         private final long runBytes;
         private final long elementBytes;
 
-        Strided(Box box, long[] whole, long elementBytes) {
+        public Strided(Box box, long[] whole, long elementBytes) {
             this.offsets = box.offsets();
             this.sizes = box.sizes();
             this.partial = lastPartialDim(box, whole);
@@ -78,7 +77,7 @@ final class Layouts {
         }
 
         /** Writes {@code chunk}, which starts {@code produced} bytes into the box's row-major bytes. */
-        void write(MemorySegment chunk, long produced, RunWriter out) throws IOException {
+        public void write(MemorySegment chunk, long produced, RunWriter out) throws IOException {
             long done = 0;
             while (done < chunk.byteSize()) {
                 long run = (produced + done) / runBytes;
@@ -108,7 +107,7 @@ final class Layouts {
      * A box of {@code whole} that none of {@code arrived} covers, for an error message: cut at every
      * edge of every piece, the grid's first cell outside all of them.
      */
-    static String firstGap(List<Box> arrived, long[] whole) {
+    public static String firstGap(List<Box> arrived, long[] whole) {
         int rank = whole.length;
         long[][] edges = new long[rank][];
         long cells = 1;
