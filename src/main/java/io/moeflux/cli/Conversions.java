@@ -4,9 +4,11 @@ import io.moeflux.hy3.Hy3Adapter;
 import io.moeflux.hy3.Hy3Options;
 import io.moeflux.hy3.MergedOutput;
 import io.moeflux.pipeline.CheckpointDescriptor;
+import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.SpillArea;
 import java.io.IOException;
 import java.io.PrintWriter;
 import reactor.core.publisher.Flux;
@@ -29,7 +31,8 @@ final class Conversions {
                 .orElse(described);
         // A sink that places pieces gets each expert's slab as soon as its weights are in, not whole layers.
         return Transfer.run("from-hf", in, described, out, settings, planned,
-                sink -> adapter.fromHf(source.tensors(), sink.placesPieces() ? MergedOutput.SLAB_PIECES : MergedOutput.WHOLE), err);
+                sink -> adapter.fromHf(tensorsFor(source, sink), sink.placesPieces() ? MergedOutput.SLAB_PIECES : MergedOutput.WHOLE),
+                err);
     }
 
     /**
@@ -45,11 +48,10 @@ final class Conversions {
         CheckpointDescriptor planned = described.tensors()
                 .map(infos -> described.withTensors(adapter.planToHf(infos)))
                 .orElse(described);
-        Flux<TensorEvent> events = perTensor
-                ? Stages.releaseOnDiscard(source.tensors().transform(adapter.toHfInputCheck())
+        return Transfer.run("to-hf", in, described, out, settings, planned, sink -> perTensor
+                ? Stages.releaseOnDiscard(tensorsFor(source, sink).transform(adapter.toHfInputCheck())
                         .concatMapIterable(e -> adapter.convertSingleTensorToHf(e.fqn(), e.tensor()), 1))
-                : adapter.toHf(source.tensors());
-        return Transfer.run("to-hf", in, described, out, settings, planned, sink -> events, err);
+                : adapter.toHf(tensorsFor(source, sink)), err);
     }
 
     /**
@@ -61,7 +63,16 @@ final class Conversions {
         CheckpointSource source = Endpoints.sourceFor(from, to);
         CheckpointDescriptor described = source.describe().block();
         CheckpointDescriptor planned = bySize ? described.withoutOutputFiles() : described;
-        return Transfer.run("copy", from, described, to, settings, planned, sink -> source.tensors(), err);
+        return Transfer.run("copy", from, described, to, settings, planned, sink -> tensorsFor(source, sink), err);
+    }
+
+    /**
+     * The source's tensors as {@code sink} takes them: pieces (of a sharded save) as they are for a sink that
+     * places pieces, whole otherwise (a Kafka checkpoint published whole), each gathered from its pieces in
+     * a spill file of the temporary folder as they are read.
+     */
+    private static Flux<TensorEvent> tensorsFor(CheckpointSource source, CheckpointSink sink) {
+        return sink.placesPieces() ? source.tensors() : source.tensors().transform(Stages.gatherPieces(SpillArea.inTempDir()));
     }
 
     static Transfer.Summary generate(SyntheticHy3 checkpoint, String presetName, String out,

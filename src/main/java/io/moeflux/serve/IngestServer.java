@@ -363,11 +363,6 @@ public final class IngestServer implements AutoCloseable {
                 status.failed("cannot open the sink: " + e.getMessage());
                 throw new PartedUpload.Refused(HttpResponseStatus.INTERNAL_SERVER_ERROR, "cannot open the sink: " + e.getMessage());
             }
-            if (!sink.placesPieces()) {
-                String why = "this service's sink takes whole tensors only: upload checkpoint " + id + " in one PUT";
-                status.failed(why);
-                throw new PartedUpload.Refused(HttpResponseStatus.NOT_IMPLEMENTED, why);
-            }
             Path folder = options.spoolDir().resolve(PARTS_FOLDER + id + "-" + Long.toHexString(System.nanoTime()));
             PartedUpload created;
             try {

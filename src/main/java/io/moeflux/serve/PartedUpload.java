@@ -6,7 +6,9 @@ import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.CommitSummary;
+import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.SpillArea;
 import io.moeflux.tensor.TensorInfo;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
@@ -63,6 +65,9 @@ final class PartedUpload {
             this.status = status;
         }
     }
+
+    /** Tensors of this many bytes and more are gathered from their pieces in a file of the spool, not in memory. */
+    private static final long GATHER_IN_FILES_FROM = 1L << 20;
 
     private final String id;
     private final int parts;
@@ -232,7 +237,10 @@ final class PartedUpload {
     /** Converts {@code uploaded} (the tensors {@code events} make whole) into the sink; the outcome ends the checkpoint. */
     private void write(List<TensorInfo> uploaded, Flux<TensorEvent> events) {
         ConversionLayout layout = config.layout(uploaded);
-        sink.write(config.descriptor().withTensors(layout.planned()), config.convert(events, true))
+        // A sink of whole tensors (Kafka) gets each tensor once its pieces are gathered, in the spool's folder.
+        Flux<TensorEvent> placed = sink.placesPieces() ? events
+                : events.transform(Stages.gatherPieces(SpillArea.in(folder, GATHER_IN_FILES_FROM)));
+        sink.write(config.descriptor().withTensors(layout.planned()), config.convert(placed, sink.placesPieces()))
                 .subscribe(summary -> {
                     status.committed(summary);
                     end();

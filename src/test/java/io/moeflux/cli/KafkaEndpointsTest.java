@@ -89,6 +89,17 @@ class KafkaEndpointsTest {
         assertThat(Cli.run("verify", hf, TINY_HF).out()).contains("identical: 129 tensors");
     }
 
+    /** A whole sharded save published as one checkpoint of whole tensors: each gathered from its pieces on the way. */
+    @Test
+    void aShardedSaveFolderPublishesAsAWholeCheckpoint() {
+        Path save = Cli.REFERENCE_VECTORS.resolve("hy3-tiny-dcp/sharded");
+        Cli publish = Cli.run("copy", save, topic("save", "step-1"));
+        assertThat(publish.exitCode()).as(publish.err()).isEqualTo(ExitCodes.OK);
+        Path hf = dir.resolve("hf");
+        assertThat(Cli.run("copy", topic("save", "step-1"), hf).exitCode()).isEqualTo(ExitCodes.OK);
+        assertThat(Cli.run("verify", hf, TINY_HF).out()).contains("identical: 129 tensors");
+    }
+
     @Test
     void copyToKafkaThenFromHfOutOfKafkaEqualsTheReference() {
         Cli publish = Cli.run("copy", TINY_HF, topic("hf", "step-1"));

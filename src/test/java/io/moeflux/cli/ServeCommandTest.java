@@ -96,6 +96,31 @@ class ServeCommandTest {
         }
     }
 
+    /** Four ranks' DCP files uploaded as parts to a service publishing whole checkpoints to Kafka. */
+    @Test
+    void partsUploadedToAKafkaSinkArePublishedAsAWholeCheckpoint() throws Exception {
+        Path save = Cli.REFERENCE_VECTORS.resolve("hy3-tiny-dcp/sharded");
+        try (LocalKafkaBroker broker = LocalKafkaBroker.start(0, tmp.resolve("broker"))) {
+            String topic = "kafka://" + broker.bootstrapServers() + "/parts";
+            ServeCommand command = parse("serve", "--port", "0", "--sink", topic, "--direction", "from-hf",
+                    "--config", save.resolve(".hf_metadata/config.json").toString(), "--spool-dir", tmp.resolve("spool").toString());
+            try (IngestServer server = command.start()) {
+                HttpClient client = HttpClient.newHttpClient();
+                for (int r = 0; r < 4; r++) {
+                    HttpRequest put = HttpRequest.newBuilder(URI.create(server.baseUri() + "/v1/checkpoints/step-8/parts/" + r + "?parts=4"))
+                            .PUT(HttpRequest.BodyPublishers.ofFile(save.resolve(String.format("shard-%05d-model-00001-of-00001.safetensors", r + 1))))
+                            .build();
+                    HttpResponse<String> answer = client.send(put, HttpResponse.BodyHandlers.ofString());
+                    assertThat(answer.statusCode()).as(answer.body()).isEqualTo(200);
+                }
+            }
+            Path out = tmp.resolve("native");
+            Cli copy = Cli.run("copy", topic + "?checkpoint=step-8", out);
+            assertThat(copy.exitCode()).as(copy.err()).isEqualTo(ExitCodes.OK);
+            assertThat(Manifests.of(out)).isEqualTo(Manifests.of(Cli.REFERENCE_VECTORS.resolve("hy3-tiny/native")));
+        }
+    }
+
     @Test
     void memoryAndHeaderLimitsTakeUnitsAndASlabMemoryOfZeroSpoolsEveryWeight() {
         ServeCommand withUnits = parse("serve", "--port", "0", "--sink", tmp.toString(), "--direction", "none",

@@ -86,6 +86,12 @@ final class ReactorKafkaSink implements KafkaCheckpointSink {
                                 + e.getMessage(), e)));
     }
 
+    /** A part of a checkpoint publishes its pieces as they are; a whole checkpoint's records carry whole tensors. */
+    @Override
+    public boolean placesPieces() {
+        return options.part().isPresent();
+    }
+
     private static boolean isKafkaFailure(Throwable e) {
         return e instanceof KafkaException || e instanceof ExecutionException || e instanceof TimeoutException;
     }
