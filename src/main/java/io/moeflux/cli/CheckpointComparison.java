@@ -1,8 +1,10 @@
 package io.moeflux.cli;
 
 import io.moeflux.pipeline.CheckpointSource;
+import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.Shapes;
+import io.moeflux.tensor.SpillArea;
 import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.Tensors;
 import java.io.IOException;
@@ -14,8 +16,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Predicate;
+import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
-import reactor.core.publisher.SynchronousSink;
 
 /**
  * Compares two checkpoints tensor by tensor: names, dtypes, shapes and bytes.
@@ -66,8 +68,8 @@ final class CheckpointComparison {
     static Mono<Report> compare(CheckpointSource a, CheckpointSource b, Predicate<String> include) {
         return Mono.defer(() -> {
             Comparing state = new Comparing(include);
-            return b.tensors().handle(CheckpointComparison::wholeOnly).doOnNext(state::holdB)
-                    .thenMany(a.tensors().handle(CheckpointComparison::wholeOnly))
+            return b.tensors().transform(CheckpointComparison::whole).doOnNext(state::holdB)
+                    .thenMany(a.tensors().transform(CheckpointComparison::whole))
                     .doOnNext(state::compareA)
                     .then(Mono.fromSupplier(state::finish))
                     .doFinally(signal -> state.releaseHeld());
@@ -75,17 +77,11 @@ final class CheckpointComparison {
     }
 
     /**
-     * Tensors are compared whole: a sharded save, whose tensors arrive in pieces, is refused rather than
-     * compared piece by piece against whole tensors (which would report every piece as a difference).
+     * Tensors are compared whole: those of a sharded save, which arrive in pieces, are gathered first, each in
+     * a spill file of the temporary folder until its last piece is read.
      */
-    private static void wholeOnly(TensorEvent event, SynchronousSink<TensorEvent> sink) {
-        if (event.isWhole()) {
-            sink.next(event);
-            return;
-        }
-        event.release();
-        sink.error(new BadInputException("tensor " + event.fqn() + " arrives in pieces (a sharded save): verify compares"
-                + " whole tensors, so consolidate the save with copy first"));
+    private static Flux<TensorEvent> whole(Flux<TensorEvent> events) {
+        return events.transform(Stages.gatherPieces(SpillArea.inTempDir()));
     }
 
     /** Per-subscription state: the held B tensors and what has been found so far. */

@@ -110,10 +110,10 @@ class ShardedSaveCliTest {
     }
 
     @Test
-    void verifyOfASaveIsRefusedAsBadInputUntilItIsConsolidated() {
+    void verifyComparesTheWholeTensorsASaveMakesWithAConsolidatedCheckpoint() {
         Cli verify = Cli.run("verify", SAVE, Cli.REFERENCE_VECTORS.resolve("hy3-tiny/hf"));
-        assertThat(verify.exitCode()).isEqualTo(ExitCodes.BAD_INPUT);
-        assertThat(verify.err()).contains("arrives in pieces").contains("consolidate the save with copy first");
+        assertThat(verify.exitCode()).as(verify.err()).isEqualTo(ExitCodes.OK);
+        assertThat(verify.out()).contains("identical: 129 tensors");
     }
 
     @Test
