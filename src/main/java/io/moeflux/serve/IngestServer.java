@@ -234,7 +234,12 @@ public final class IngestServer implements AutoCloseable {
         };
     }
 
-    private Mono<Void> upload(HttpServerRequest req, HttpServerResponse res) {
+    /**
+     * Runs {@code handler} with the request's checkpoint id and conversion (from its query, else the
+     * service's options), or answers 400 naming what is wrong with them.
+     */
+    private Mono<Void> withCheckpoint(HttpServerRequest req, HttpServerResponse res,
+            BiFunction<String, UploadConfig, Mono<Void>> handler) {
         String id = req.param("id");
         if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
             return error(res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
@@ -245,6 +250,14 @@ public final class IngestServer implements AutoCloseable {
         } catch (IllegalArgumentException | InvalidCheckpointException e) {
             return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
         }
+        return handler.apply(id, config);
+    }
+
+    private Mono<Void> upload(HttpServerRequest req, HttpServerResponse res) {
+        return withCheckpoint(req, res, (id, config) -> upload(id, config, req, res));
+    }
+
+    private Mono<Void> upload(String id, UploadConfig config, HttpServerRequest req, HttpServerResponse res) {
         UploadStatus status = begin(id);
         if (status == null) {
             return error(res, HttpResponseStatus.CONFLICT, "checkpoint " + id + " is being uploaded already");
@@ -380,19 +393,16 @@ public final class IngestServer implements AutoCloseable {
 
     /** {@code PUT /v1/checkpoints/{id}/parts/{part}?parts=N}: one part, received whole, then kept or committed. */
     private Mono<Void> part(HttpServerRequest req, HttpServerResponse res) {
-        String id = req.param("id");
-        if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
-        }
-        Map<String, List<String>> query = new QueryStringDecoder(req.uri()).parameters();
+        return withCheckpoint(req, res, (id, config) -> part(id, config, req, res));
+    }
+
+    private Mono<Void> part(String id, UploadConfig config, HttpServerRequest req, HttpServerResponse res) {
         int part;
         int parts;
-        UploadConfig config;
         try {
-            parts = count(query.getOrDefault("parts", List.of()), "parts", 1);
+            parts = count(new QueryStringDecoder(req.uri()).parameters().getOrDefault("parts", List.of()), "parts", 1);
             part = count(List.of(req.param("part")), "the part number", 0);
-            config = UploadConfig.resolve(options, query);
-        } catch (IllegalArgumentException | InvalidCheckpointException e) {
+        } catch (IllegalArgumentException e) {
             return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
         }
         PartedUpload upload;
@@ -432,16 +442,10 @@ public final class IngestServer implements AutoCloseable {
 
     /** {@code PUT /v1/checkpoints/{id}/manifest}: declares a checkpoint's tensors and parts before its first part. */
     private Mono<Void> manifest(HttpServerRequest req, HttpServerResponse res) {
-        String id = req.param("id");
-        if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
-        }
-        UploadConfig config;
-        try {
-            config = UploadConfig.resolve(options, new QueryStringDecoder(req.uri()).parameters());
-        } catch (IllegalArgumentException | InvalidCheckpointException e) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
-        }
+        return withCheckpoint(req, res, (id, config) -> manifest(id, config, req, res));
+    }
+
+    private Mono<Void> manifest(String id, UploadConfig config, HttpServerRequest req, HttpServerResponse res) {
         return req.receive().aggregate().asByteArray().defaultIfEmpty(new byte[0])
                 .flatMap(bytes -> {
                     PartsManifest manifest;

@@ -1,6 +1,5 @@
 package io.moeflux.connect.http;
 
-import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.safetensors.FileWrites;
 import io.moeflux.connect.safetensors.SafetensorsFormat;
@@ -278,17 +277,10 @@ final class BlobDecoder implements AutoCloseable {
             emitCompleted(emit);
         }
 
-        /**
-         * Refused before the header is allocated: the length prefix is the first thing a garbage body gets
-         * wrong. The header's length is taken from the allowance all uploads share until the blob ends.
-         */
+        /** The header's length, taken from the allowance all uploads share until the blob ends. */
         private long checkedHeaderLength() {
             long n = SafetensorsFormat.headerLength(ByteBuffer.wrap(lengthPrefix.array()), -1, where);
-            if (n > options.maxHeaderBytes()) {
-                throw new HeaderTooLargeException(where + ": header length " + n + " exceeds this service's limit of "
-                        + options.maxHeaderBytes() + " bytes");
-            }
-            headerHold = options.headerAllowance().reserve(n, where);
+            headerHold = options.reserveHeader(n, where);
             return n;
         }
 

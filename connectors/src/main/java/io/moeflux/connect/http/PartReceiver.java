@@ -1,6 +1,5 @@
 package io.moeflux.connect.http;
 
-import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.safetensors.FileWrites;
 import io.moeflux.connect.safetensors.SafetensorsFormat;
@@ -137,11 +136,7 @@ public final class PartReceiver {
 
         private long headerLength() {
             long n = SafetensorsFormat.headerLength(ByteBuffer.wrap(lengthPrefix.array()), -1, where);
-            if (n > options.maxHeaderBytes()) {
-                throw new HeaderTooLargeException(where + ": header length " + n + " exceeds this service's limit of "
-                        + options.maxHeaderBytes() + " bytes");
-            }
-            headerHold = options.headerAllowance().reserve(n, where);
+            headerHold = options.reserveHeader(n, where);
             return n;
         }
 

@@ -1,5 +1,6 @@
 package io.moeflux.connect.http;
 
+import io.moeflux.connect.HeaderTooLargeException;
 import io.moeflux.tensor.Releasable;
 import java.nio.file.Path;
 import java.util.Objects;
@@ -24,6 +25,19 @@ public record UploadSourceOptions(Path spoolDir, long maxHeaderBytes, boolean si
         Objects.requireNonNull(spoolDir, "spoolDir");
         Objects.requireNonNull(headerAllowance, "headerAllowance");
         Objects.requireNonNull(listener, "listener");
+    }
+
+    /**
+     * Room for a blob's header of {@code length} bytes, taken from the allowance until released; a header past
+     * {@code maxHeaderBytes} is refused before anything is allocated for it (the length prefix is the first
+     * thing a garbage body gets wrong).
+     */
+    Releasable reserveHeader(long length, String where) {
+        if (length > maxHeaderBytes) {
+            throw new HeaderTooLargeException(where + ": header length " + length + " exceeds this service's limit of "
+                    + maxHeaderBytes + " bytes");
+        }
+        return headerAllowance.reserve(length, where);
     }
 
     /** Reserves room for a header of {@code bytes} (of the blob {@code where}), or throws to refuse it. */
