@@ -89,12 +89,18 @@ final class TestServers {
         return SpoolFiles.inUse(sinkDir.resolve(".moeflux-spool"));
     }
 
-    /** Waits until no staging folder or spool file is left: a failed upload cleans up as its pipeline winds down. */
+    /**
+     * Waits until no staging folder or spool file is left, and none has appeared 100 ms later: a failed upload
+     * cleans up as its pipeline winds down, and a disconnect can race the sink's start, whose staging folder
+     * then appears just after the upload is reported aborted and goes again with the cancel.
+     */
     static void awaitCleanup(Path sinkDir) throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
-        while ((sinkEntries(sinkDir).stream().anyMatch(n -> n.contains(".partial-")) || !spoolInUse(sinkDir).isEmpty())
-                && System.nanoTime() < deadline) {
-            Thread.sleep(10);
+        int cleanSightings = 0;
+        while (cleanSightings < 2 && System.nanoTime() < deadline) {
+            boolean clean = sinkEntries(sinkDir).stream().noneMatch(n -> n.contains(".partial-")) && spoolInUse(sinkDir).isEmpty();
+            cleanSightings = clean ? cleanSightings + 1 : 0;
+            Thread.sleep(clean ? 100 : 10);
         }
     }
 
