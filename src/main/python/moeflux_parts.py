@@ -145,13 +145,16 @@ def upload_part(base_url, checkpoint_id, part, parts, pieces, *, token=None, que
     """Streams `pieces` (Piece objects) as part `part` (0..parts-1, usually the rank) of checkpoint
     `checkpoint_id` to the service at `base_url` (http://host:port).
 
-    A part whose connection breaks, or that the service is too busy to take (503), is sent again, up to
-    `retries` more times, `backoff` seconds apart and doubling: the service drops a broken part whole.
+    A part whose connection breaks, or that the service is too busy to take (503) or still holds from a broken
+    attempt (409 "is being received"), is sent again, up to `retries` more times, `backoff` seconds apart and
+    doubling: the service drops a broken part whole.
     A part the service says has arrived already (409), as when its answer was lost, counts as sent.
     `query` passes the model config (num_hidden_layers, num_experts, moe_intermediate_size) when the
     service has no --config. Returns the service's JSON answer: the checkpoint's status while other parts
     are missing (`state` "receiving", `parts_received`), or its commit summary for the part that completes
-    it. Raises MoefluxError when the service refuses the part or the checkpoint fails."""
+    it (if that answer is lost, say to `timeout` during a long commit, the part sent again is told it has
+    arrived and waits for the commit). Raises MoefluxError when the service refuses the part or the
+    checkpoint fails."""
     pieces = list(pieces)
     prefix, data_bytes = _blob(pieces)
     path = f"/v1/checkpoints/{checkpoint_id}/parts/{part}?" + urlencode({"parts": parts, **(query or {})})
@@ -174,8 +177,11 @@ def upload_part(base_url, checkpoint_id, part, parts, pieces, *, token=None, que
         if status == 200:
             return body
         if status == 409 and "has arrived already" in body.get("error", ""):
-            return _request(base_url, "GET", f"/v1/checkpoints/{checkpoint_id}", token, timeout)[1]
-        if status is not None and status != 503 and status < 500:
+            return _after_arrival(base_url, checkpoint_id, token, timeout)
+        # The service may not have noticed yet that a broken attempt's connection is gone (it does once the
+        # connection closes, or after its --body-idle-timeout): that attempt still holds the part.
+        held = status == 409 and "is being received" in body.get("error", "")
+        if status is not None and status != 503 and status < 500 and not held:
             raise MoefluxError(status, body)
         if status is not None and body.get("state") == "failed":
             raise MoefluxError(status, body)
@@ -185,6 +191,19 @@ def upload_part(base_url, checkpoint_id, part, parts, pieces, *, token=None, que
             raise MoefluxError(status, body)
         time.sleep(backoff * (2 ** attempt))
         attempt += 1
+
+
+def _after_arrival(base_url, checkpoint_id, token, timeout):
+    """The answer a part that has arrived would have had: the status while parts are missing, the commit once
+    the checkpoint has every part (waiting for it while it commits); raises if the checkpoint failed."""
+    while True:
+        status, body = _request(base_url, "GET", f"/v1/checkpoints/{checkpoint_id}", token, timeout)
+        state = body.get("state")
+        if state == "committed" or (state == "receiving" and len(body.get("parts_received", [])) < body.get("parts", 0)):
+            return body
+        if state != "receiving":
+            raise MoefluxError(status, body)
+        time.sleep(1)
 
 
 def declare_manifest(base_url, checkpoint_id, parts, tensors, *, token=None, query=None, timeout=60):

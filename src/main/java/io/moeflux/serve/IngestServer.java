@@ -352,7 +352,11 @@ public final class IngestServer implements AutoCloseable {
     private PartedUpload parted(String id, int parts, UploadConfig config, Optional<List<TensorInfo>> manifest) {
         synchronized (uploads) {
             PartedUpload running = partedUploads.get(id);
-            if (running != null && running.status().state() == UploadStatus.State.RECEIVING) {
+            // A part sent to a checkpoint that has committed in parts goes to it, to be told it arrived: the client
+            // of the part that completed the set may have lost its answer.
+            boolean latest = running != null && uploads.get(id) == running.status();
+            boolean committed = latest && running.status().state() == UploadStatus.State.COMMITTED && manifest.isEmpty();
+            if (running != null && (running.status().state() == UploadStatus.State.RECEIVING || committed)) {
                 if (manifest.isPresent()) {
                     throw new PartedUpload.Refused(HttpResponseStatus.CONFLICT, "checkpoint " + id
                             + " is being uploaded in parts already: declare its manifest before its first part");

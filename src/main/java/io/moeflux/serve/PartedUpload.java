@@ -135,10 +135,12 @@ final class PartedUpload {
             throw new Refused(HttpResponseStatus.BAD_REQUEST, "part " + part + " is outside 0.." + (parts - 1)
                     + " of checkpoint " + id + "'s " + parts + " parts");
         }
-        refuseUnlessReceiving();
-        if (arrived.containsKey(part)) {
+        // Also while and after the checkpoint commits: the client that sent the last part may have lost its answer.
+        boolean failed = status.state() == UploadStatus.State.FAILED || status.state() == UploadStatus.State.ABORTED;
+        if (arrived.containsKey(part) && !failed) {
             throw new Refused(HttpResponseStatus.CONFLICT, "part " + part + " of checkpoint " + id + " has arrived already");
         }
+        refuseUnlessReceiving();
         if (receiving.containsKey(part)) {
             throw new Refused(HttpResponseStatus.CONFLICT, "part " + part + " of checkpoint " + id + " is being received");
         }

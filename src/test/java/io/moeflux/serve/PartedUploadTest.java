@@ -201,12 +201,20 @@ class PartedUploadTest {
     }
 
     @Test
-    void aPartSentAgainAfterItArrivedIsAConflictNamingThePart() throws Exception {
+    void aPartSentAgainAfterItArrivedIsAConflictNamingThePartEvenOnceCommitted() throws Exception {
         try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
             assertThat(sendPart(server, "again", 3, 4, rank(3)).statusCode()).isEqualTo(200);
             HttpResponse<String> again = sendPart(server, "again", 3, 4, rank(3));
             assertThat(again.statusCode()).isEqualTo(409);
             assertThat(json(again).get("error").asText()).isEqualTo("part 3 of checkpoint again has arrived already");
+            for (int part = 0; part < 3; part++) {
+                assertThat(sendPart(server, "again", part, 4, rank(part)).statusCode()).isEqualTo(200);
+            }
+            // The client of the part that completed the set lost its answer: sent again, the part is still "arrived".
+            HttpResponse<String> afterCommit = sendPart(server, "again", 2, 4, rank(2));
+            assertThat(afterCommit.statusCode()).isEqualTo(409);
+            assertThat(json(afterCommit).get("error").asText()).isEqualTo("part 2 of checkpoint again has arrived already");
+            assertThat(json(get(server, "/v1/checkpoints/again")).get("state").asText()).isEqualTo("committed");
         }
     }
 
