@@ -140,7 +140,11 @@ final class PartedUpload {
         if (arrived.containsKey(part) && !failed) {
             throw new Refused(HttpResponseStatus.CONFLICT, "part " + part + " of checkpoint " + id + " has arrived already");
         }
-        refuseUnlessReceiving();
+        if (phase == Phase.ENDED) {
+            // A committing checkpoint has all its parts (answered above); an ended one takes no more.
+            throw new Refused(HttpResponseStatus.GONE, "checkpoint " + id + " has ended (" + status.state().json()
+                    + "); upload it again, from its manifest or first part");
+        }
         if (receiving.containsKey(part)) {
             throw new Refused(HttpResponseStatus.CONFLICT, "part " + part + " of checkpoint " + id + " is being received");
         }
@@ -148,16 +152,6 @@ final class PartedUpload {
         receiving.put(part, ended);
         touch();
         return ended.asMono();
-    }
-
-    private void refuseUnlessReceiving() {
-        if (phase == Phase.COMMITTING) {
-            throw new Refused(HttpResponseStatus.CONFLICT, "checkpoint " + id + " has all its parts and is being committed");
-        }
-        if (phase == Phase.ENDED) {
-            throw new Refused(HttpResponseStatus.GONE, "checkpoint " + id + " has ended (" + status.state().json()
-                    + "); upload it again, from its manifest or first part");
-        }
     }
 
     /** Counts a part's bytes as activity, and passes them on to the status. */
