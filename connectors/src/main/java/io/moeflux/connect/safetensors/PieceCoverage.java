@@ -26,17 +26,57 @@ public final class PieceCoverage {
     private PieceCoverage() {}
 
     /**
-     * The whole tensors the pieces make, in the order they first appear; throws
-     * {@link InvalidCheckpointException} naming the tensor (and the region, or both sources) unless every
-     * tensor's pieces agree in type and rank and cover it exactly once.
+     * Each tensor as far as its pieces reach (the largest {@code offset + size} per dimension), in the order
+     * they first appear; throws {@link InvalidCheckpointException} naming the tensor and both sources unless
+     * every tensor's pieces agree in type and rank. For pieces of only some of the ranks (one part of a
+     * checkpoint), the reach is what is known of the whole shape.
+     */
+    public static List<TensorInfo> reach(List<Piece> all) {
+        return reach(byTensor(all));
+    }
+
+    /**
+     * The whole tensors the pieces make, as {@link #reach}; throws {@link InvalidCheckpointException} naming
+     * the tensor (and the region, or both sources) unless every tensor's pieces also cover it exactly once.
      *
      * @param holder what holds pieces, in the message for a region none holds ({@code "shard file"})
      */
     public static List<TensorInfo> wholeTensors(List<Piece> all, String holder) {
+        Map<String, List<Piece>> pieces = byTensor(all);
+        List<TensorInfo> infos = reach(pieces);
+        for (TensorInfo whole : infos) {
+            List<Piece> list = pieces.get(whole.name());
+            long covered = 0;
+            List<Box> boxes = new ArrayList<>(list.size());
+            for (Piece p : list) {
+                for (int i = 0; i < boxes.size(); i++) {
+                    if (p.box().overlaps(boxes.get(i))) {
+                        throw new InvalidCheckpointException("tensor " + whole.name() + ": region "
+                                + p.box().intersection(boxes.get(i)) + " is saved twice, in " + list.get(i).source()
+                                + " and " + p.source());
+                    }
+                }
+                boxes.add(p.box());
+                covered += p.box().numel();
+            }
+            if (covered != Shapes.numel(whole.shape())) {
+                throw new InvalidCheckpointException("tensor " + whole.name() + ": region " + BoxLayout.firstGap(boxes.stream()
+                        .filter(b -> !b.isEmpty()).toList(), whole.shape()) + " of " + Shapes.format(whole.shape())
+                        + " is in no " + holder + " (" + list.size() + " pieces are)");
+            }
+        }
+        return infos;
+    }
+
+    private static Map<String, List<Piece>> byTensor(List<Piece> all) {
         Map<String, List<Piece>> pieces = new LinkedHashMap<>();
         for (Piece p : all) {
             pieces.computeIfAbsent(p.tensor(), n -> new ArrayList<>()).add(p);
         }
+        return pieces;
+    }
+
+    private static List<TensorInfo> reach(Map<String, List<Piece>> pieces) {
         List<TensorInfo> infos = new ArrayList<>(pieces.size());
         pieces.forEach((name, list) -> {
             Piece first = list.getFirst();
@@ -53,23 +93,6 @@ public final class PieceCoverage {
                 for (int d = 0; d < shape.length; d++) {
                     shape[d] = Math.max(shape[d], p.box().end(d));
                 }
-            }
-            long covered = 0;
-            List<Box> boxes = new ArrayList<>(list.size());
-            for (Piece p : list) {
-                for (int i = 0; i < boxes.size(); i++) {
-                    if (p.box().overlaps(boxes.get(i))) {
-                        throw new InvalidCheckpointException("tensor " + name + ": region " + p.box().intersection(boxes.get(i))
-                                + " is saved twice, in " + list.get(i).source() + " and " + p.source());
-                    }
-                }
-                boxes.add(p.box());
-                covered += p.box().numel();
-            }
-            if (covered != Shapes.numel(shape)) {
-                throw new InvalidCheckpointException("tensor " + name + ": region " + BoxLayout.firstGap(boxes.stream()
-                        .filter(b -> !b.isEmpty()).toList(), shape) + " of " + Shapes.format(shape) + " is in no " + holder
-                        + " (" + list.size() + " pieces are)");
             }
             infos.add(new TensorInfo(name, first.dtype(), shape));
         });

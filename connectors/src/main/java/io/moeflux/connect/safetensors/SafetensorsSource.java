@@ -3,7 +3,6 @@ package io.moeflux.connect.safetensors;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSource;
-import io.moeflux.tensor.Box;
 import io.moeflux.tensor.TensorInfo;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -15,7 +14,6 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -124,32 +122,11 @@ public final class SafetensorsSource {
         }
         List<Path> files = Files.isDirectory(path) ? unindexedShards(path) : List.of(path);
         List<Shard> shards = readPieces(files);
-        Map<String, TensorInfo> reach = new LinkedHashMap<>();
-        for (Shard s : shards) {
-            for (SafetensorsFormat.Entry e : s.header().entries()) {
-                Box box = new Box(s.pieceOffsets().get(e.name()), e.shape());
-                long[] end = new long[box.rank()];
-                for (int d = 0; d < end.length; d++) {
-                    end[d] = box.end(d);
-                }
-                TensorInfo seen = reach.get(e.name());
-                if (seen != null && (seen.dtype() != e.dtype() || seen.shape().length != end.length)) {
-                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + " is " + e.info()
-                            + " here but " + seen + " in another file of the part");
-                }
-                if (seen != null) {
-                    for (int d = 0; d < end.length; d++) {
-                        end[d] = Math.max(end[d], seen.shape()[d]);
-                    }
-                }
-                reach.put(e.name(), new TensorInfo(e.name(), e.dtype(), end));
-            }
-        }
+        List<TensorInfo> reach = PieceCoverage.reach(ShardedSave.pieces(shards));
         if (reach.isEmpty()) {
             throw new InvalidCheckpointException(path + ": holds no tensors");
         }
-        return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(List.copyOf(reach.values())),
-                ModelConfigJson.readBytes(path)));
+        return new MappedCheckpointSource(shards, new CheckpointDescriptor(Optional.of(reach), ModelConfigJson.readBytes(path)));
     }
 
     /**

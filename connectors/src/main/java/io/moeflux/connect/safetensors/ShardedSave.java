@@ -165,6 +165,11 @@ final class ShardedSave {
      * (and the region, or the files), unless every tensor's pieces agree in type and cover it exactly once.
      */
     static List<TensorInfo> wholeTensors(List<SafetensorsSource.Shard> shards) {
+        return PieceCoverage.wholeTensors(pieces(shards), "shard file");
+    }
+
+    /** Every piece the shards hold, named by its file. */
+    static List<PieceCoverage.Piece> pieces(List<SafetensorsSource.Shard> shards) {
         List<PieceCoverage.Piece> pieces = new ArrayList<>();
         for (SafetensorsSource.Shard s : shards) {
             for (SafetensorsFormat.Entry e : s.header().entries()) {
@@ -172,6 +177,6 @@ final class ShardedSave {
                         s.file().toString()));
             }
         }
-        return PieceCoverage.wholeTensors(pieces, "shard file");
+        return pieces;
     }
 }
