@@ -28,7 +28,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.Comparator;
 import java.security.MessageDigest;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -157,11 +156,7 @@ public final class IngestServer implements AutoCloseable {
     private static void removeOldParts(Path spool) throws IOException {
         try (Stream<Path> entries = Files.list(spool)) {
             for (Path folder : entries.filter(p -> p.getFileName().toString().startsWith(PARTS_FOLDER)).toList()) {
-                try (Stream<Path> files = Files.walk(folder)) {
-                    for (Path f : files.sorted(Comparator.reverseOrder()).toList()) {
-                        Files.deleteIfExists(f);
-                    }
-                }
+                PartedUpload.deleteTree(folder);
             }
         }
     }
@@ -242,13 +237,13 @@ public final class IngestServer implements AutoCloseable {
             BiFunction<String, UploadConfig, Mono<Void>> handler) {
         String id = req.param("id");
         if (id == null || !CHECKPOINT_ID.matcher(id).matches()) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
+            return refuse(req, res, HttpResponseStatus.BAD_REQUEST, INVALID_ID);
         }
         UploadConfig config;
         try {
             config = UploadConfig.resolve(options, new QueryStringDecoder(req.uri()).parameters());
         } catch (IllegalArgumentException | InvalidCheckpointException e) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
+            return refuse(req, res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
         }
         return handler.apply(id, config);
     }
@@ -260,14 +255,14 @@ public final class IngestServer implements AutoCloseable {
     private Mono<Void> upload(String id, UploadConfig config, HttpServerRequest req, HttpServerResponse res) {
         UploadStatus status = begin(id);
         if (status == null) {
-            return error(res, HttpResponseStatus.CONFLICT, "checkpoint " + id + " is being uploaded already");
+            return refuse(req, res, HttpResponseStatus.CONFLICT, "checkpoint " + id + " is being uploaded already");
         }
         CheckpointSink sink;
         try {
             sink = options.sinks().open(id, status);
         } catch (RuntimeException e) {
             status.failed("cannot open the sink: " + e.getMessage());
-            return reply(res, HttpResponseStatus.INTERNAL_SERVER_ERROR, status.toJson());
+            return afterRequest(req, () -> reply(res, HttpResponseStatus.INTERNAL_SERVER_ERROR, status.toJson()));
         }
         // Buffers cross to a worker thread, so they are retained here and released once on file.
         Flux<ByteBuf> body = req.receive().retain().publishOn(bodyReader, BODY_PREFETCH);
@@ -407,7 +402,7 @@ public final class IngestServer implements AutoCloseable {
             parts = count(new QueryStringDecoder(req.uri()).parameters().getOrDefault("parts", List.of()), "parts", 1);
             part = count(List.of(req.param("part")), "the part number", 0);
         } catch (IllegalArgumentException e) {
-            return error(res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
+            return refuse(req, res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
         }
         PartedUpload upload;
         Mono<Void> ended;
@@ -415,7 +410,7 @@ public final class IngestServer implements AutoCloseable {
             upload = parted(id, parts, config, Optional.empty());
             ended = upload.begin(part);
         } catch (PartedUpload.Refused e) {
-            return error(res, e.status, e.getMessage());
+            return refuse(req, res, e.status, e.getMessage());
         }
         Flux<ByteBuf> body = req.receive().retain().publishOn(bodyReader, BODY_PREFETCH);
         Mono<List<Path>> received = PartReceiver.receive(body, upload.folder(), String.format("part-%05d", part),
@@ -591,12 +586,18 @@ public final class IngestServer implements AutoCloseable {
     }
 
     /**
-     * {@code answer}, once the request has been received to its end. Answering a request without a body
-     * before its end has been read left the connection unread now and then (reactor-netty 1.2), so the next
-     * request on a kept-alive connection waited forever.
+     * {@code answer}, once the request has been received to its end (its body, if any, read and dropped).
+     * Answering a request before its end has been read left the connection unread now and then (reactor-netty
+     * 1.2), so the next request on a kept-alive connection waited forever; closing the connection instead
+     * cuts off a client still sending its body before it reads the answer.
      */
     private static Mono<Void> afterRequest(HttpServerRequest req, Supplier<Mono<Void>> answer) {
         return req.receive().then(Mono.defer(answer));
+    }
+
+    /** Refuses a request whose body has not been read, once it has arrived (see {@link #afterRequest}). */
+    private static Mono<Void> refuse(HttpServerRequest req, HttpServerResponse res, HttpResponseStatus code, String message) {
+        return afterRequest(req, () -> error(res, code, message));
     }
 
     private Mono<Void> metrics(HttpServerRequest req, HttpServerResponse res) {

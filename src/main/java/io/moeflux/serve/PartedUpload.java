@@ -73,6 +73,8 @@ final class PartedUpload {
     private final int parts;
     private final UploadConfig config;
     private final Optional<List<TensorInfo>> manifest;
+    /** The declared checkpoint's tensor bytes, what coverage is a fraction of. */
+    private final long manifestBytes;
     private final Path folder;
     private final UploadStatus status;
     private final CheckpointSink sink;
@@ -98,6 +100,7 @@ final class PartedUpload {
         this.parts = parts;
         this.config = config;
         this.manifest = manifest;
+        this.manifestBytes = manifest.map(tensors -> tensors.stream().mapToLong(TensorInfo::byteSize).sum()).orElse(0L);
         this.folder = folder;
         this.status = status;
         this.sink = sink;
@@ -222,8 +225,8 @@ final class PartedUpload {
                 CheckpointSource whole = SafetensorsSource.openPieces(all, Optional.empty(), Optional.empty());
                 write(whole.describe().block().tensors().orElseThrow(), whole.tensors());
             } catch (IOException | RuntimeException e) {
-                end();
                 status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
+                end();
                 return Mono.error(e instanceof IOException io ? new UncheckedIOException(io) : e);
             }
         }
@@ -331,11 +334,10 @@ final class PartedUpload {
         m.put("parts_receiving", List.copyOf(receiving.keySet()));
         Map<String, Object> coverage = new LinkedHashMap<>();
         coverage.put("bytes", bytesArrived);
-        manifest.ifPresent(tensors -> {
-            long total = tensors.stream().mapToLong(TensorInfo::byteSize).sum();
-            coverage.put("of_bytes", total);
-            coverage.put("fraction", total == 0 ? 1.0 : (double) bytesArrived / total);
-        });
+        if (manifest.isPresent()) {
+            coverage.put("of_bytes", manifestBytes);
+            coverage.put("fraction", manifestBytes == 0 ? 1.0 : (double) bytesArrived / manifestBytes);
+        }
         coverage.put("declared", manifest.isPresent());
         m.put("coverage", coverage);
         return m;
@@ -346,10 +348,22 @@ final class PartedUpload {
     }
 
     private void deleteFolder() {
-        try (Stream<Path> files = Files.walk(folder)) {
-            files.sorted(Comparator.reverseOrder()).forEach(f -> deleteQuietly(List.of(f)));
+        try {
+            deleteTree(folder);
         } catch (IOException e) {
-            // Gone already, or unreadable: the next start of the service clears the spool's part folders.
+            // Unreadable or held: the next start of the service clears the spool's part folders.
+        }
+    }
+
+    /** Deletes {@code folder} and everything in it, if it is there. */
+    static void deleteTree(Path folder) throws IOException {
+        if (!Files.exists(folder)) {
+            return;
+        }
+        try (Stream<Path> files = Files.walk(folder)) {
+            for (Path f : files.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(f);
+            }
         }
     }
 
