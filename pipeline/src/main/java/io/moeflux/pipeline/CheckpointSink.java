@@ -1,5 +1,6 @@
 package io.moeflux.pipeline;
 
+import java.util.Optional;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 
@@ -20,5 +21,16 @@ public interface CheckpointSink {
      */
     default boolean placesPieces() {
         return false;
+    }
+
+    /**
+     * Opens a write of the planned checkpoint that takes it in parts (see {@link PartedWrite}), or
+     * nothing when this sink writes a checkpoint from one stream only. A sink that offers it places
+     * pieces. Fails as {@link #write} would when the output cannot be made (it exists, say).
+     *
+     * @param planned the tensors that will arrive, all of them, and the config to store
+     */
+    default Optional<PartedWrite> writeInParts(CheckpointDescriptor planned) {
+        return Optional.empty();
     }
 }

@@ -4,6 +4,7 @@ import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CommitSummary;
+import io.moeflux.pipeline.PartedWrite;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.Box;
 import io.moeflux.tensor.BoxLayout;
@@ -23,14 +24,18 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.CancellationException;
+import java.util.concurrent.Callable;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.ReentrantLock;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
+import reactor.core.publisher.MonoSink;
 import reactor.core.publisher.SignalType;
 import reactor.core.scheduler.Scheduler;
 import reactor.core.scheduler.Schedulers;
@@ -82,8 +87,23 @@ final class FolderSink implements CheckpointSink {
         return true;
     }
 
-    /** One checkpoint being written: its staging folder, its files and its writer threads. */
-    private final class Run {
+    @Override
+    public Optional<PartedWrite> writeInParts(CheckpointDescriptor planned) {
+        if (planned.tensors().isEmpty()) {
+            throw new IllegalArgumentException("a checkpoint written in parts needs its tensors planned up front");
+        }
+        try {
+            return Optional.of(new Run(planned));
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot stage " + options.output() + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * One checkpoint being written: its staging folder, its files and its writer threads. A write from one
+     * stream is a write of one part, then the commit.
+     */
+    private final class Run implements PartedWrite {
         private final CheckpointDescriptor planned;
         private final Staging staging;
         private final Placer placer;
@@ -109,14 +129,48 @@ final class FolderSink implements CheckpointSink {
         }
 
         Mono<CommitSummary> write(Flux<TensorEvent> events) {
-            return events
-                    .concatMap(event -> Flux.fromIterable(tasks(event)), 1)
-                    .flatMap(task -> onIo(Mono.fromRunnable(() -> run(task))).doOnCancel(task::cancel),
-                            options.writeThreads(), 1)
-                    .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
-                    // Below both operators, so tensors they still queue when the write fails are released too.
-                    .doOnDiscard(TensorEvent.class, TensorEvent::release)
-                    .then(onIo(Mono.fromCallable(() -> {
+            return part(events)
+                    .onErrorResume(this::failed)
+                    .then(commit())
+                    .doOnCancel(() -> cancelled.set(true))
+                    // After the cancel has reached the source (so nothing a task waits for is still coming).
+                    .doFinally(signal -> {
+                        if (signal == SignalType.CANCEL) {
+                            discard();
+                        }
+                    });
+        }
+
+        @Override
+        public Mono<Void> part(Flux<TensorEvent> events) {
+            return Mono.defer(() -> {
+                if (cancelled.get()) {
+                    // Its events are never subscribed, so none is made that would need a release.
+                    return Mono.<Void>error(new IllegalStateException("the write of " + options.output() + " has ended"));
+                }
+                Part part = new Part();
+                return events
+                        .concatMap(event -> Flux.fromIterable(tasks(event, part)), 1)
+                        .flatMap(task -> onIo(() -> {
+                                    run(task);
+                                    return true;
+                                }).doOnCancel(task::cancel),
+                                options.writeThreads(), 1)
+                        .doOnDiscard(WriteTask.class, WriteTask::abandonUnstarted)
+                        // Below both operators, so tensors they still queue when the part fails are released too.
+                        .doOnDiscard(TensorEvent.class, TensorEvent::release)
+                        .then()
+                        .onErrorResume(e -> part.forget().then(Mono.error(e)))
+                        .doOnCancel(part::forgetLater);
+            });
+        }
+
+        @Override
+        public Mono<CommitSummary> commit() {
+            if (cancelled.get()) {
+                return Mono.error(new IllegalStateException("the write of " + options.output() + " has ended"));
+            }
+            return onIo(() -> {
                         // A cancel marks the run before it reaches the writes upstream, and writes that fail after
                         // it end quietly, so the writes can all "end" with tensors missing: never commit then.
                         if (cancelled.get()) {
@@ -127,29 +181,55 @@ final class FolderSink implements CheckpointSink {
                         staging.commit();
                         return new CommitSummary(options.output().toString(), layout.tensorCount(),
                                 layout.totalBytes(), layout.shards().size());
-                    })))
-                    // Tasks still running stop at their next write; the staging folder goes once they have.
-                    .onErrorResume(e -> {
-                        cancelled.set(true);
-                        return Mono.fromFuture(inFlight.close(), true).then(Mono.fromRunnable(this::cleanup)).then(Mono.error(e));
                     })
-                    .doOnSuccess(summary -> cleanup())
-                    .doOnCancel(() -> cancelled.set(true))
-                    // After the cancel has reached the source (so nothing a task waits for is still coming).
-                    .doFinally(signal -> {
-                        if (signal == SignalType.CANCEL) {
-                            abort();
-                        }
-                    });
+                    .onErrorResume(this::failed)
+                    .doOnSuccess(summary -> cleanup());
+        }
+
+        @Override
+        public Mono<Void> abort() {
+            return Mono.fromRunnable(this::discard);
+        }
+
+        /** Tasks still running stop at their next write; the staging folder goes once they have. */
+        private <T> Mono<T> failed(Throwable e) {
+            cancelled.set(true);
+            return Mono.fromFuture(inFlight.close(), true).then(Mono.fromRunnable(this::cleanup)).then(Mono.error(e));
         }
 
         /**
-         * {@code work} on the writer threads. Once the write is cancelled or failed, cleanup disposes them
-         * while a racing subscription may still try to schedule there; that rejection is expected and
-         * dropped rather than logged, as any failure after the end is.
+         * {@code work} on the writer threads. A cancel never interrupts it: an interrupt closes a file channel
+         * in the middle of a write, and the channels are shared by all of a run's parts; a cancelled task stops
+         * at its next write instead. Once the write is cancelled or failed, cleanup disposes the threads while
+         * a racing subscription may still try to schedule there; that rejection is expected and dropped rather
+         * than logged, as any failure after the end is.
          */
-        private <T> Mono<T> onIo(Mono<T> work) {
-            return work.subscribeOn(io).onErrorResume(e -> cancelled.get() ? Mono.empty() : Mono.error(e));
+        private <T> Mono<T> onIo(Callable<T> work) {
+            return Mono.create(sink -> {
+                Runnable task = () -> {
+                    T value;
+                    try {
+                        value = work.call();
+                    } catch (Throwable e) {
+                        endQuietlyIfCancelled(sink, e);
+                        return;
+                    }
+                    sink.success(value);
+                };
+                try {
+                    io.schedule(task);
+                } catch (RejectedExecutionException e) {
+                    endQuietlyIfCancelled(sink, e);
+                }
+            });
+        }
+
+        private void endQuietlyIfCancelled(MonoSink<?> sink, Throwable e) {
+            if (cancelled.get()) {
+                sink.success();
+            } else {
+                sink.error(e);
+            }
         }
 
         /**
@@ -158,7 +238,13 @@ final class FolderSink implements CheckpointSink {
          * log each with its stack trace.
          */
         private void run(WriteTask task) {
+            Part part = task.part;
             if (!inFlight.enter()) {
+                task.abandonUnstarted();
+                return;
+            }
+            if (!part.inFlight.enter()) {
+                inFlight.exit();
                 task.abandonUnstarted();
                 return;
             }
@@ -169,6 +255,7 @@ final class FolderSink implements CheckpointSink {
                     throw e;
                 }
             } finally {
+                part.inFlight.exit();
                 inFlight.exit();
             }
         }
@@ -178,7 +265,7 @@ final class FolderSink implements CheckpointSink {
          * once the run is cancelled, so this waits for one call at most. Blocks the cancelling thread for
          * that long: a Ctrl-C must not let the process exit before the folder is gone.
          */
-        void abort() {
+        void discard() {
             cancelled.set(true);
             inFlight.close().join();
             cleanup();
@@ -193,12 +280,13 @@ final class FolderSink implements CheckpointSink {
             }
         }
 
-        /** The write tasks of one arriving tensor or piece, after its slot has taken it. */
-        private List<WriteTask> tasks(TensorEvent event) {
+        /** The write tasks of one arriving tensor or piece of {@code part}, after its slot has taken it. */
+        private List<WriteTask> tasks(TensorEvent event, Part part) {
             Slot slot;
+            Taken taken;
             try {
                 slot = placer.slot(event);
-                slot.take(event);
+                taken = part.take(slot, event);
             } catch (RuntimeException e) {
                 event.release();
                 throw e;
@@ -218,13 +306,57 @@ final class FolderSink implements CheckpointSink {
                 AtomicInteger remaining = new AtomicInteger(ranges.size());
                 List<WriteTask> tasks = new ArrayList<>(ranges.size());
                 for (Tensor.ByteRange range : ranges) {
-                    tasks.add(new WriteTask(event, slot, range, at + range.offset(), null, remaining));
+                    tasks.add(new WriteTask(event, taken, part, range, at + range.offset(), null, remaining));
                 }
                 return tasks;
             }
             Tensor.ByteRange all = new Tensor.ByteRange(0, event.tensor().byteSize(), event.tensor()::writeTo);
-            return List.of(new WriteTask(event, slot, all, slot.fileOffset(), new BoxLayout.Strided(box, whole, elementBytes),
-                    new AtomicInteger(1)));
+            return List.of(new WriteTask(event, taken, part, all, slot.fileOffset(),
+                    new BoxLayout.Strided(box, whole, elementBytes), new AtomicInteger(1)));
+        }
+    }
+
+    /** A piece a part's slot took, and how many of its bytes are on file: what the part gives back if it fails. */
+    private record Taken(Slot slot, Box box, AtomicLong written) {}
+
+    /**
+     * One part of a run: its writes in flight, and the pieces it has taken, to be given back when it fails
+     * or is cancelled, after its last write has stopped (so nothing it writes can land on the bytes of
+     * whatever takes the region next).
+     */
+    private static final class Part {
+        final InFlight inFlight = new InFlight();
+        final AtomicBoolean cancelled = new AtomicBoolean();
+        private final List<Taken> taken = new ArrayList<>();
+        private boolean forgotten;
+
+        /** Has the slot take {@code event} for this part; refused once the part is forgotten. */
+        synchronized Taken take(Slot slot, TensorEvent event) {
+            if (forgotten) {
+                throw new CancellationException("the part was forgotten");
+            }
+            slot.take(event);
+            Taken t = new Taken(slot, event.box(), new AtomicLong());
+            taken.add(t);
+            return t;
+        }
+
+        /** Stops the part's writes; completes once the last has stopped and what it took is given back. */
+        Mono<Void> forget() {
+            cancelled.set(true);
+            return Mono.fromFuture(inFlight.close(), true).then(Mono.fromRunnable(this::giveBack));
+        }
+
+        /** As {@link #forget}, for a part whose write nobody waits for any more. */
+        void forgetLater() {
+            cancelled.set(true);
+            inFlight.close().thenRun(this::giveBack);
+        }
+
+        private synchronized void giveBack() {
+            forgotten = true;
+            taken.forEach(t -> t.slot().giveBack(t.box(), t.written().get()));
+            taken.clear();
         }
     }
 
@@ -292,6 +424,8 @@ final class FolderSink implements CheckpointSink {
     private final class WriteTask {
         private final TensorEvent event;
         private final Slot slot;
+        private final Taken taken;
+        private final Part part;
         private final Tensor.ByteRange range;
         private final long fileOffset;
         private final BoxLayout.Strided strided;
@@ -299,10 +433,12 @@ final class FolderSink implements CheckpointSink {
         private final AtomicBoolean started = new AtomicBoolean();
         private final AtomicBoolean cancelled = new AtomicBoolean();
 
-        WriteTask(TensorEvent event, Slot slot, Tensor.ByteRange range, long fileOffset, BoxLayout.Strided strided,
-                  AtomicInteger remaining) {
+        WriteTask(TensorEvent event, Taken taken, Part part, Tensor.ByteRange range, long fileOffset,
+                  BoxLayout.Strided strided, AtomicInteger remaining) {
             this.event = event;
-            this.slot = slot;
+            this.slot = taken.slot();
+            this.taken = taken;
+            this.part = part;
             this.range = range;
             this.fileOffset = fileOffset;
             this.strided = strided;
@@ -336,6 +472,7 @@ final class FolderSink implements CheckpointSink {
             if (remaining.decrementAndGet() == 0) {
                 event.release();
             }
+            taken.written().addAndGet(wrote);
             slot.written(wrote);
         }
 
@@ -385,9 +522,9 @@ final class FolderSink implements CheckpointSink {
             return produced[0];
         }
 
-        /** A cancelled run's writes stop at their next system call, so that its cleanup never waits long. */
+        /** A cancelled run's (or part's) writes stop at their next system call, so that its cleanup never waits long. */
         private void stopIfCancelled(AtomicBoolean runCancelled) {
-            if (runCancelled.get() || cancelled.get()) {
+            if (runCancelled.get() || part.cancelled.get() || cancelled.get()) {
                 throw new CancellationException("the write was cancelled");
             }
         }
@@ -399,7 +536,7 @@ final class FolderSink implements CheckpointSink {
         }
 
         boolean isCancelled() {
-            return cancelled.get();
+            return cancelled.get() || part.cancelled.get();
         }
 
         /** A task cancelled before it ran still owes its tensor a release. */
@@ -431,8 +568,8 @@ final class FolderSink implements CheckpointSink {
     /**
      * One tensor's place in a file, and what has arrived of it. A piece is taken (checked and counted)
      * when it arrives, before any byte of it is written, so an overlap is refused before it can
-     * overwrite anything; {@link #written} counts bytes on file, and the last of them runs
-     * {@code whenWhole}.
+     * overwrite anything; {@link #written} counts bytes on file, and the last of them tells
+     * {@code whenWhole}. A piece of a part that failed is given back: its region counts as never arrived.
      */
     private final class Slot {
         private final TensorInfo info;
@@ -441,16 +578,17 @@ final class FolderSink implements CheckpointSink {
         private final TensorWritten whenWhole;
         private final List<Box> arrived = new ArrayList<>();
         private long arrivedElements;
-        private boolean seen;
-        private final AtomicLong unwrittenBytes;
-        private final AtomicBoolean whole = new AtomicBoolean();
+        /** Pieces taken, empty ones too. */
+        private int pieces;
+        private long unwrittenBytes;
+        private boolean whole;
 
         Slot(TensorInfo info, OutputFile file, long fileOffset, TensorWritten whenWhole) {
             this.info = info;
             this.file = file;
             this.fileOffset = fileOffset;
             this.whenWhole = whenWhole;
-            this.unwrittenBytes = new AtomicLong(info.byteSize());
+            this.unwrittenBytes = info.byteSize();
         }
 
         TensorInfo info() {
@@ -481,20 +619,34 @@ final class FolderSink implements CheckpointSink {
                                     + earlier + " and " + box + ")");
                 }
             }
-            seen = true;
+            pieces++;
             if (!box.isEmpty()) {
                 arrived.add(box);
                 arrivedElements += box.numel();
             }
         }
 
+        /** A piece taken earlier, {@code writtenBytes} of it on file, is to count as never arrived. */
+        synchronized void giveBack(Box box, long writtenBytes) {
+            pieces--;
+            if (!box.isEmpty()) {
+                arrived.remove(box);
+                arrivedElements -= box.numel();
+            }
+            unwrittenBytes += writtenBytes;
+            if (whole && writtenBytes > 0) {
+                whole = false;
+                whenWhole.undone();
+            }
+        }
+
         /** Nothing arrived of it, not even an empty piece. */
         synchronized boolean isAbsent() {
-            return !seen;
+            return pieces == 0;
         }
 
         synchronized boolean isCovered() {
-            return seen && arrivedElements == Shapes.numel(info.shape());
+            return pieces > 0 && arrivedElements == Shapes.numel(info.shape());
         }
 
         /** Why the tensor is not complete: what never arrived of it. */
@@ -503,9 +655,11 @@ final class FolderSink implements CheckpointSink {
                     + Shapes.format(info.shape()) + " never arrived (" + arrived.size() + " pieces did)";
         }
 
-        void written(long bytes) {
+        synchronized void written(long bytes) {
             // Empty pieces report 0 bytes, also after the last bytes: the tensor is whole once.
-            if (unwrittenBytes.addAndGet(-bytes) == 0 && whole.compareAndSet(false, true)) {
+            unwrittenBytes -= bytes;
+            if (unwrittenBytes == 0 && !whole) {
+                whole = true;
                 options.progress().tensorWritten(info.name());
                 afterTensor(whenWhole, file);
             }
@@ -522,17 +676,24 @@ final class FolderSink implements CheckpointSink {
         void close();
     }
 
-    /** What a placer does once all of a tensor's bytes are in its file. */
-    @FunctionalInterface
+    /** What a placer does once all of a tensor's bytes are in its file, and when some of them are given back. */
     private interface TensorWritten {
-        TensorWritten NOTHING = () -> {};
+        TensorWritten NOTHING = new TensorWritten() {
+            @Override
+            public void whole() {}
 
-        void run() throws IOException;
+            @Override
+            public void undone() {}
+        };
+
+        void whole() throws IOException;
+
+        void undone();
     }
 
     private static void afterTensor(TensorWritten written, OutputFile target) {
         try {
-            written.run();
+            written.whole();
         } catch (IOException e) {
             throw new UncheckedIOException("syncing " + target.path() + ": " + e.getMessage(), e);
         }
@@ -580,9 +741,18 @@ final class FolderSink implements CheckpointSink {
                         ch.write(header, header.position());
                     }
                     AtomicInteger unwritten = new AtomicInteger(s.tensors().size());
-                    TensorWritten syncWhenLast = () -> {
-                        if (unwritten.decrementAndGet() == 0) {
-                            calls.syncFile(target.path(), target.channel());
+                    TensorWritten syncWhenLast = new TensorWritten() {
+                        @Override
+                        public void whole() throws IOException {
+                            if (unwritten.decrementAndGet() == 0) {
+                                calls.syncFile(target.path(), target.channel());
+                            }
+                        }
+
+                        @Override
+                        public void undone() {
+                            // Written again later, and synced again when its shard is whole again.
+                            unwritten.incrementAndGet();
                         }
                     };
                     for (TensorInfo t : s.tensors()) {
