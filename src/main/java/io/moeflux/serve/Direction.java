@@ -33,6 +33,26 @@ public enum Direction {
         };
     }
 
+    /**
+     * The conversion of one part of a checkpoint whose tensors {@link #layout} has checked, for a sink that
+     * places pieces (see {@link Hy3Adapter#fromHfPart}); only for checkpoints {@link #convertsInParts}.
+     */
+    Flux<TensorEvent> convertPart(Flux<TensorEvent> part, Hy3Adapter adapter) {
+        return switch (this) {
+            case TO_HF -> adapter.toHfPart(part);
+            case FROM_HF -> adapter.fromHfPart(part);
+            case NONE -> part;
+        };
+    }
+
+    /**
+     * Whether each part of a checkpoint of these tensors converts on its own as all of it would: not when
+     * from-hf regroups expert LoRA, which takes a layer's keys together whichever parts they are in.
+     */
+    boolean convertsInParts(List<TensorInfo> uploaded) {
+        return this != FROM_HF || uploaded.stream().noneMatch(t -> t.name().contains(".mlp.experts.") && t.name().contains("lora_"));
+    }
+
     /** What {@link #convert} makes of {@code uploaded}, before any byte moves. */
     ConversionLayout layout(List<TensorInfo> uploaded, Hy3Adapter adapter) {
         return switch (this) {

@@ -405,22 +405,28 @@ public final class IngestServer implements AutoCloseable {
             return refuse(req, res, HttpResponseStatus.BAD_REQUEST, e.getMessage());
         }
         PartedUpload upload;
-        Mono<Void> ended;
+        PartedUpload.Attempt attempt;
         try {
             upload = parted(id, parts, config, Optional.empty());
-            ended = upload.begin(part);
+            attempt = upload.begin(part);
         } catch (PartedUpload.Refused e) {
             return refuse(req, res, e.status, e.getMessage());
         }
         Flux<ByteBuf> body = req.receive().retain().publishOn(bodyReader, BODY_PREFETCH);
-        Mono<List<Path>> received = PartReceiver.receive(body, upload.folder(), String.format("part-%05d", part),
-                new UploadSourceOptions(options.spoolDir(), options.maxHeaderBytes(), false, headerBudget::reserve,
-                        upload.listener(), 0));
-        return Mono.firstWithSignal(received, ended.then(Mono.<List<Path>>never()))
-                .flatMap(files -> upload.arrived(part, files))
+        var sourceOptions = new UploadSourceOptions(options.spoolDir(), options.maxHeaderBytes(), false, headerBudget::reserve,
+                upload.listener(), 0);
+        Mono<Map<String, Object>> answer;
+        if (upload.streams()) {
+            answer = upload.stream(part, attempt, UploadSource.create(body, sourceOptions));
+        } else {
+            Mono<List<Path>> received = PartReceiver.receive(body, upload.folder(), String.format("part-%05d", part), sourceOptions);
+            answer = Mono.firstWithSignal(received, attempt.ended().then(Mono.<List<Path>>never()))
+                    .flatMap(files -> upload.arrived(part, attempt, files));
+        }
+        return answer
                 .flatMap(json -> reply(res, HttpResponseStatus.OK, json))
                 .onErrorResume(e -> {
-                    upload.dropped(part);
+                    upload.dropped(part, attempt);
                     if (e instanceof PartedUpload.Refused r) {
                         return error(res, r.status, r.getMessage());
                     }
@@ -436,7 +442,7 @@ public final class IngestServer implements AutoCloseable {
                     return error(res, code, "part " + part + " of checkpoint " + id + " was dropped: " + message
                             + (code.code() < 500 ? "" : "; send it again"));
                 })
-                .doOnCancel(() -> upload.dropped(part));
+                .doOnCancel(() -> upload.clientGone(part, attempt));
     }
 
     /** {@code PUT /v1/checkpoints/{id}/manifest}: declares a checkpoint's tensors and parts before its first part. */

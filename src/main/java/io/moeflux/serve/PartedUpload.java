@@ -1,11 +1,13 @@
 package io.moeflux.serve;
 
+import io.moeflux.connect.http.UploadSource;
 import io.moeflux.connect.http.UploadSourceOptions;
 import io.moeflux.connect.safetensors.SafetensorsSource;
 import io.moeflux.hy3.ConversionLayout;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.CommitSummary;
+import io.moeflux.pipeline.PartedWrite;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.SpillArea;
@@ -22,29 +24,36 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.IntStream;
 import java.util.stream.Stream;
+import reactor.core.Disposable;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
 import reactor.core.publisher.Sinks;
+import reactor.core.scheduler.Schedulers;
 
 /**
  * One checkpoint uploaded in parts ({@code PUT /v1/checkpoints/{id}/parts/{part}?parts=N}), usually one per
  * rank of a training job, each holding pieces of tensors (a rank's DCP file) or whole tensors.
  *
- * <p>A part is received whole into the spool before anything of it is used (see
- * {@link io.moeflux.connect.http.PartReceiver}), so a part whose body breaks is dropped whole and can be
- * sent again, and a part that has arrived is final. What happens to arrived parts depends on whether the
- * output can be laid out yet:
+ * <p>A part whose body breaks is dropped whole and can be sent again; a part that has arrived is final.
+ * How parts arrive depends on whether the output can be laid out yet:
  * <ul>
- *   <li>Without a manifest nothing says a tensor's whole shape until every part is in, so the parts wait in
- *       the spool; the last one to arrive opens them all as one sharded save (every tensor's pieces
- *       covering it exactly once, checked from the headers before a byte moves) and converts them into
- *       the sink, as {@code copy} or {@code from-hf} of a sharded save folder would.</li>
- *   <li>With a manifest (every tensor's name, type and whole shape, declared first) the output is laid out
- *       at once and each part's pieces go into their place as soon as the part has arrived; the sink
- *       refuses a piece that overlaps another on arrival and commits only when every tensor is covered.</li>
+ *   <li>With a manifest (every tensor's name, type and whole shape, declared first) and a sink that writes
+ *       in parts (a folder), the output is laid out at once and each part streams from its socket straight
+ *       into place as it arrives, converted on its own ({@link UploadConfig#convertPart}); the sink refuses a
+ *       piece that overlaps another on arrival, takes back what a failing part wrote (so it can be sent
+ *       again), and commits only when every tensor is covered.</li>
+ *   <li>Otherwise a part is received whole into the spool first (see
+ *       {@link io.moeflux.connect.http.PartReceiver}). Without a manifest nothing says a tensor's whole
+ *       shape until every part is in, so the parts wait there; the last one to arrive opens them all as one
+ *       sharded save (every tensor's pieces covering it exactly once, checked from the headers before a byte
+ *       moves) and converts them into the sink, as {@code copy} or {@code from-hf} of a sharded save folder
+ *       would. With a manifest but a sink of whole tensors (Kafka), or expert LoRA that from-hf regroups
+ *       across parts, each arrived part flows into one write started at once.</li>
  * </ul>
  * The checkpoint commits once, when all N parts have arrived and been written; it fails, committing
  * nothing and deleting its parts, on a torn set, after {@code --parts-timeout} without activity, or on
@@ -66,6 +75,18 @@ final class PartedUpload {
         }
     }
 
+    /**
+     * One attempt at receiving a part: ended (with the reason) when the checkpoint ends or its client goes, and
+     * what {@link #dropped} is told, so that a late failure of one attempt never drops the next.
+     */
+    static final class Attempt {
+        private final Sinks.Empty<Void> end = Sinks.empty();
+
+        Mono<Void> ended() {
+            return end.asMono();
+        }
+    }
+
     /** Tensors of this many bytes and more are gathered from their pieces in a file of the spool, not in memory. */
     private static final long GATHER_IN_FILES_FROM = 1L << 20;
 
@@ -80,7 +101,11 @@ final class PartedUpload {
     private final CheckpointSink sink;
     private final Map<Integer, List<Path>> arrived = new TreeMap<>();
     /** Parts being received, each with what ends it if the checkpoint ends first. */
-    private final Map<Integer, Sinks.Empty<Void>> receiving = new TreeMap<>();
+    private final Map<Integer, Attempt> receiving = new TreeMap<>();
+    /** With a manifest and a sink that writes in parts: the write parts stream into; else null. */
+    private final PartedWrite partedWrite;
+    /** With {@link #partedWrite}: the uploaded tensors that pass through unconverted, streamed from the socket into place. */
+    private final Set<String> passThrough;
     /** With a manifest: the arrived parts, flowing into the running write. */
     private final Sinks.Many<CheckpointSource> arrivedParts = Sinks.many().unicast().onBackpressureBuffer();
     private final Sinks.One<CommitSummary> committed = Sinks.one();
@@ -105,9 +130,30 @@ final class PartedUpload {
         this.status = status;
         this.sink = sink;
         Files.createDirectories(folder);
-        if (manifest.isPresent()) {
+        PartedWrite inParts = null;
+        Set<String> streamed = Set.of();
+        RuntimeException refused = null;
+        if (manifest.isPresent() && sink.placesPieces() && config.convertsInParts(manifest.get())) {
+            try {
+                ConversionLayout layout = config.layout(manifest.get());
+                inParts = sink.writeInParts(config.descriptor().withTensors(layout.planned())).orElse(null);
+                streamed = Set.copyOf(layout.passThrough().keySet());
+            } catch (RuntimeException e) {
+                refused = e;
+            }
+        }
+        this.partedWrite = inParts;
+        this.passThrough = streamed;
+        if (refused != null) {
+            committing(Mono.error(refused));
+        } else if (manifest.isPresent() && partedWrite == null) {
             write(manifest.get(), arrivedParts.asFlux().concatMap(CheckpointSource::tensors, 1));
         }
+    }
+
+    /** Whether parts stream straight into place ({@link #stream}) rather than arriving whole first ({@link #arrived}). */
+    boolean streams() {
+        return partedWrite != null;
     }
 
     int parts() {
@@ -133,7 +179,7 @@ final class PartedUpload {
      * arrived. Throws {@link Refused} for a part out of range, one that arrived already (409: a client that
      * lost the first answer can take that as success) or is being received, or a checkpoint that has ended.
      */
-    synchronized Mono<Void> begin(int part) {
+    synchronized Attempt begin(int part) {
         if (part < 0 || part >= parts) {
             throw new Refused(HttpResponseStatus.BAD_REQUEST, "part " + part + " is outside 0.." + (parts - 1)
                     + " of checkpoint " + id + "'s " + parts + " parts");
@@ -151,10 +197,10 @@ final class PartedUpload {
         if (receiving.containsKey(part)) {
             throw new Refused(HttpResponseStatus.CONFLICT, "part " + part + " of checkpoint " + id + " is being received");
         }
-        Sinks.Empty<Void> ended = Sinks.empty();
-        receiving.put(part, ended);
+        Attempt attempt = new Attempt();
+        receiving.put(part, attempt);
         touch();
-        return ended.asMono();
+        return attempt;
     }
 
     /** Counts a part's bytes as activity, and passes them on to the status. */
@@ -173,10 +219,47 @@ final class PartedUpload {
         };
     }
 
-    /** The part's body broke or was refused: it is forgotten (its files are gone) and may be sent again. */
-    synchronized void dropped(int part) {
-        receiving.remove(part);
+    /** The attempt's body broke or was refused: the part is forgotten (nothing of it is kept) and may be sent again. */
+    synchronized void dropped(int part, Attempt attempt) {
+        receiving.remove(part, attempt);
         touch();
+    }
+
+    /**
+     * The attempt's client has gone: a part streaming into place is ended, and dropped once the sink has
+     * taken back what it wrote (a resend before then would overlap it); a part received into the spool is
+     * dropped at once (its files go with the reception).
+     */
+    void clientGone(int part, Attempt attempt) {
+        if (streams()) {
+            attempt.end.tryEmitError(new Refused(HttpResponseStatus.BAD_REQUEST, "the client of part " + part + " has gone"));
+        } else {
+            dropped(part, attempt);
+        }
+    }
+
+    /**
+     * Streams {@code part} from {@code source} (its body) straight into place (see {@link #streams()}),
+     * converted on its own; answers as {@link #arrived} does. A part whose body breaks or that the sink
+     * refuses is taken back by the sink and dropped before the error is signalled, so it may be sent again
+     * at once. Closes {@code source} when the part's write has ended.
+     */
+    Mono<Map<String, Object>> stream(int part, Attempt attempt, UploadSource source) {
+        AtomicLong bytes = new AtomicLong();
+        var delivery = new UploadSource.Delivery(passThrough::contains, true, Map.of(), manifest);
+        Flux<TensorEvent> events = source.tensors(delivery).doOnNext(e -> bytes.addAndGet(e.tensor().byteSize()));
+        Disposable cutting = attempt.ended().subscribe(null, source::cut);
+        Sinks.One<Map<String, Object>> answer = Sinks.one();
+        partedWrite.part(config.convertPart(events))
+                .doFinally(signal -> {
+                    cutting.dispose();
+                    source.close();
+                })
+                .subscribe(null, error -> {
+                    dropped(part, attempt);
+                    answer.tryEmitError(error);
+                }, () -> received(part, attempt, List.of(), bytes.get()).subscribe(answer::tryEmitValue, answer::tryEmitError));
+        return answer.asMono();
     }
 
     /**
@@ -184,7 +267,7 @@ final class PartedUpload {
      * 400, and dropped), then kept. The answer is the checkpoint's status while parts are missing, or, for
      * the part that completes the set, its commit.
      */
-    Mono<Map<String, Object>> arrived(int part, List<Path> files) {
+    Mono<Map<String, Object>> arrived(int part, Attempt attempt, List<Path> files) {
         long bytes;
         Optional<CheckpointSource> source;
         try {
@@ -194,12 +277,21 @@ final class PartedUpload {
                     : Optional.empty();
         } catch (IOException | RuntimeException e) {
             deleteQuietly(files);
-            dropped(part);
+            dropped(part, attempt);
             return Mono.error(e instanceof IOException io ? new UncheckedIOException(io) : e);
         }
+        source.ifPresent(arrivedParts::tryEmitNext);
+        return received(part, attempt, files, bytes);
+    }
+
+    /**
+     * {@code part} is in ({@code files} in the spool, or written into place), {@code bytes} of tensor data:
+     * kept, and, when it is the last, the checkpoint written or committed. Answers as {@link #arrived}.
+     */
+    private Mono<Map<String, Object>> received(int part, Attempt attempt, List<Path> files, long bytes) {
         boolean last;
         synchronized (this) {
-            receiving.remove(part);
+            receiving.remove(part, attempt);
             if (phase != Phase.RECEIVING) {
                 deleteQuietly(files);
                 return Mono.error(new Refused(HttpResponseStatus.GONE, "checkpoint " + id + " ended while part " + part
@@ -208,7 +300,6 @@ final class PartedUpload {
             arrived.put(part, files);
             bytesArrived += bytes;
             touch();
-            source.ifPresent(arrivedParts::tryEmitNext);
             last = arrived.size() == parts;
             if (last) {
                 phase = Phase.COMMITTING;
@@ -217,7 +308,9 @@ final class PartedUpload {
         if (!last) {
             return Mono.just(status.toJson());
         }
-        if (manifest.isPresent()) {
+        if (partedWrite != null) {
+            committing(partedWrite.commit());
+        } else if (manifest.isPresent()) {
             arrivedParts.tryEmitComplete();
         } else {
             try {
@@ -239,17 +332,21 @@ final class PartedUpload {
         // A sink of whole tensors (Kafka) gets each tensor once its pieces are gathered, in the spool's folder.
         Flux<TensorEvent> placed = sink.placesPieces() ? events
                 : events.transform(Stages.gatherPieces(SpillArea.in(folder, GATHER_IN_FILES_FROM)));
-        sink.write(config.descriptor().withTensors(layout.planned()), config.convert(placed, sink.placesPieces()))
-                .subscribe(summary -> {
-                    status.committed(summary);
-                    end();
-                    committed.tryEmitValue(summary);
-                }, error -> {
-                    failure = error;
-                    status.failed(error.getMessage() != null ? error.getMessage() : error.toString());
-                    end();
-                    committed.tryEmitError(error);
-                });
+        committing(sink.write(config.descriptor().withTensors(layout.planned()), config.convert(placed, sink.placesPieces())));
+    }
+
+    /** The checkpoint's write or commit: its outcome ends the checkpoint. */
+    private void committing(Mono<CommitSummary> outcome) {
+        outcome.subscribe(summary -> {
+            status.committed(summary);
+            end();
+            committed.tryEmitValue(summary);
+        }, error -> {
+            failure = error;
+            status.failed(error.getMessage() != null ? error.getMessage() : error.toString());
+            end();
+            committed.tryEmitError(error);
+        });
     }
 
     /**
@@ -298,7 +395,7 @@ final class PartedUpload {
      * for parts is failed (its sink deletes its staging), and the spool folder goes once nothing reads it.
      */
     private void end() {
-        List<Sinks.Empty<Void>> cut;
+        List<Attempt> cut;
         boolean writeWaits;
         synchronized (this) {
             if (phase == Phase.ENDED) {
@@ -311,8 +408,11 @@ final class PartedUpload {
         }
         Refused gone = new Refused(HttpResponseStatus.GONE, "checkpoint " + id + " has ended (" + status.state().json() + ")"
                 + (status.error() != null ? ": " + status.error() : ""));
-        cut.forEach(s -> s.tryEmitError(gone));
-        if (writeWaits) {
+        cut.forEach(attempt -> attempt.end.tryEmitError(gone));
+        if (writeWaits && partedWrite != null) {
+            // Parts still streaming stop at their next write; everything written goes with the abort.
+            partedWrite.abort().subscribeOn(Schedulers.boundedElastic()).doFinally(signal -> deleteFolder()).subscribe();
+        } else if (writeWaits) {
             arrivedParts.tryEmitError(gone);
             committed.asMono().onErrorResume(e -> Mono.empty()).doFinally(signal -> deleteFolder()).subscribe();
         } else {

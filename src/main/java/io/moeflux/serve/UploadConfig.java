@@ -68,6 +68,16 @@ record UploadConfig(Direction direction, Optional<Hy3Adapter> adapter, Checkpoin
         return adapter.map(a -> direction.convert(uploaded, a, placesPieces)).orElse(uploaded);
     }
 
+    /** The conversion of one part of a declared checkpoint (see {@link Direction#convertPart}). */
+    Flux<TensorEvent> convertPart(Flux<TensorEvent> part) {
+        return adapter.map(a -> direction.convertPart(part, a)).orElse(part);
+    }
+
+    /** Whether each part of a checkpoint of these tensors converts on its own (see {@link Direction#convertsInParts}). */
+    boolean convertsInParts(List<TensorInfo> uploaded) {
+        return adapter.isEmpty() || direction.convertsInParts(uploaded);
+    }
+
     /** What the conversion makes of {@code uploaded}: its output tensors, and which uploaded tensors pass through. */
     ConversionLayout layout(List<TensorInfo> uploaded) {
         return adapter.map(a -> direction.layout(uploaded, a)).orElseGet(() -> Direction.unchanged(uploaded));

@@ -20,8 +20,10 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeflux.connect.safetensors.Manifests;
 import io.moeflux.connect.safetensors.SafetensorsSource;
+import io.moeflux.connect.safetensors.ShardedSaves;
 import io.moeflux.pipeline.CheckpointSink;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.Box;
 import io.moeflux.tensor.TensorInfo;
 import java.io.OutputStream;
 import java.net.Socket;
@@ -35,6 +37,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -143,15 +146,156 @@ class PartedUploadTest {
 
     /** Every tensor of hy3-tiny's HF checkpoint with its whole type and shape. */
     private static ObjectNode manifest(int parts) throws Exception {
+        return manifest(parts, HF_IN);
+    }
+
+    /** Every tensor of {@code checkpoint} with its whole type and shape. */
+    private static ObjectNode manifest(int parts, Path checkpoint) throws Exception {
         ObjectNode m = JSON.createObjectNode();
         m.put("parts", parts);
         ObjectNode tensors = m.putObject("tensors");
-        for (TensorInfo t : SafetensorsSource.open(HF_IN).describe().block().tensors().orElseThrow()) {
+        for (TensorInfo t : SafetensorsSource.open(checkpoint).describe().block().tensors().orElseThrow()) {
             ObjectNode e = tensors.putObject(t.name());
             e.put("dtype", t.dtype().safetensorsName());
             Arrays.stream(t.shape()).forEach(e.putArray("shape")::add);
         }
         return m;
+    }
+
+    @Test
+    void declaredPartsSentAtOnceStreamStraightIntoPlaceWithNothingSpooled() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
+            assertThat(put(server, "/v1/checkpoints/streamed/manifest", HttpRequest.BodyPublishers.ofString(manifest(4).toString()))
+                    .statusCode()).isEqualTo(200);
+            sendAllAtOnce(server, "streamed").forEach(r -> assertThat(r.statusCode()).as(r.body()).isEqualTo(200));
+            JsonNode end = awaitEnd(server, "streamed");
+            assertThat(end.get("state").asText()).isEqualTo("committed");
+            assertThat(end.get("bytes_spooled").asLong()).isZero();
+            assertThat(end.get("coverage").get("fraction").asDouble()).isEqualTo(1.0);
+            assertThat(Manifests.of(dir.resolve("sink/streamed"))).isEqualTo(Manifests.of(HF_IN));
+
+            // Undeclared, the same parts wait in the spool for the last.
+            sendAllAtOnce(server, "spooled").forEach(r -> assertThat(r.statusCode()).as(r.body()).isEqualTo(200));
+            assertThat(awaitEnd(server, "spooled").get("bytes_spooled").asLong()).isPositive();
+            awaitCleanup(dir.resolve("sink"));
+            assertThat(spoolInUse(dir.resolve("sink"))).isEmpty();
+        }
+    }
+
+    @Test
+    void aDeclaredPartCutOffAfterWritingGarbageIsTakenBackAndItsResendOverwritesIt() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
+            put(server, "/v1/checkpoints/cut/manifest", HttpRequest.BodyPublishers.ofString(manifest(4).toString()));
+            assertThat(sendPart(server, "cut", 0, 4, rank(0)).statusCode()).isEqualTo(200);
+            // Part 1's header as it is, its data inverted, and the connection closed three quarters in.
+            byte[] garbage = Files.readAllBytes(rank(1));
+            long dataStart = 8 + java.nio.ByteBuffer.wrap(garbage, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
+            for (int i = (int) dataStart; i < garbage.length; i++) {
+                garbage[i] = (byte) ~garbage[i];
+            }
+            int sent = garbage.length * 3 / 4;
+            try (Socket s = new Socket("127.0.0.1", server.port())) {
+                OutputStream out = s.getOutputStream();
+                out.write(("PUT /v1/checkpoints/cut/parts/1?parts=4 HTTP/1.1\r\nHost: x\r\nContent-Length: " + garbage.length
+                        + "\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
+                out.write(garbage, 0, sent);
+                out.flush();
+                long before = Files.size(rank(0));
+                awaitStatus(server, "cut", status -> status.get("bytes_received").asLong() >= before + sent);
+            }
+            awaitStatus(server, "cut", status -> status.get("parts_receiving").isEmpty());
+            assertThat(json(get(server, "/v1/checkpoints/cut")).get("parts_received").toString()).isEqualTo("[0]");
+
+            for (int part : new int[] {1, 2, 3}) {
+                HttpResponse<String> r = sendPart(server, "cut", part, 4, rank(part));
+                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            }
+            assertThat(awaitEnd(server, "cut").get("state").asText()).isEqualTo("committed");
+            assertThat(Manifests.of(dir.resolve("sink/cut"))).isEqualTo(Manifests.of(HF_IN));
+        }
+    }
+
+    @Test
+    void aDeclaredPartOverlappingAnotherIsRefusedNamingTheRegionAndTheCheckpointGoesOn() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
+            put(server, "/v1/checkpoints/twice/manifest", HttpRequest.BodyPublishers.ofString(manifest(4).toString()));
+            assertThat(sendPart(server, "twice", 0, 4, rank(0)).statusCode()).isEqualTo(200);
+            HttpResponse<String> again = sendPart(server, "twice", 1, 4, rank(0));
+            assertThat(again.statusCode()).as(again.body()).isEqualTo(400);
+            assertThat(json(again).get("error").asText()).startsWith("part 1 of checkpoint twice was dropped: tensor ")
+                    .contains("arrived twice");
+
+            for (int part : new int[] {3, 1, 2}) {
+                HttpResponse<String> r = sendPart(server, "twice", part, 4, rank(part));
+                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            }
+            assertThat(awaitEnd(server, "twice").get("state").asText()).isEqualTo("committed");
+            assertThat(Manifests.of(dir.resolve("sink/twice"))).isEqualTo(Manifests.of(HF_IN));
+        }
+    }
+
+    @Test
+    void aDeclaredCheckpointDeletedWhileAPartStreamsLeavesNothing() throws Exception {
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
+            put(server, "/v1/checkpoints/dropped/manifest", HttpRequest.BodyPublishers.ofString(manifest(4).toString()));
+            assertThat(sendPart(server, "dropped", 0, 4, rank(0)).statusCode()).isEqualTo(200);
+            byte[] whole = Files.readAllBytes(rank(1));
+            try (Socket s = new Socket("127.0.0.1", server.port())) {
+                OutputStream out = s.getOutputStream();
+                out.write(("PUT /v1/checkpoints/dropped/parts/1?parts=4 HTTP/1.1\r\nHost: x\r\nContent-Length: " + whole.length
+                        + "\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
+                out.write(whole, 0, whole.length / 2);
+                out.flush();
+                awaitStatus(server, "dropped", status -> status.get("parts_receiving").size() == 1);
+                HttpResponse<String> deleted = client(server).send(HttpRequest.newBuilder(
+                        URI.create(server.baseUri() + "/v1/checkpoints/dropped")).DELETE().build(), HttpResponse.BodyHandlers.ofString());
+                assertThat(deleted.statusCode()).as(deleted.body()).isEqualTo(200);
+                assertThat(json(deleted).get("state").asText()).isEqualTo("aborted");
+            }
+            awaitCleanup(dir.resolve("sink"));
+            assertThat(sinkEntries(dir.resolve("sink"))).isEmpty();
+            assertThat(spoolInUse(dir.resolve("sink"))).isEmpty();
+        }
+    }
+
+    @Test
+    void declaredPartsOfGroupedExpertBoxesConvertToHfAsTheyStream() throws Exception {
+        Path nativeIn = VECTORS.resolve("hy3-tiny-native/native");
+        Map<String, TensorEvent> tensors = new java.util.LinkedHashMap<>();
+        SafetensorsSource.open(nativeIn).tensors().toIterable().forEach(e -> tensors.put(e.fqn(), e));
+        List<ShardedSaves.Cut> cuts = new ArrayList<>();
+        tensors.forEach((name, e) -> {
+            long[] s = e.wholeShape();
+            if (name.endsWith("_projs")) {
+                // [e, c, 0] boxes: two ranges of experts, each split in two along the middle dimension.
+                for (int i = 0; i < 4; i++) {
+                    long e0 = (i / 2) * (s[0] / 2);
+                    long c0 = (i % 2) * (s[1] / 2);
+                    cuts.add(new ShardedSaves.Cut(name, i, new Box(new long[] {e0, c0, 0},
+                            new long[] {i / 2 == 0 ? s[0] / 2 : s[0] - s[0] / 2, i % 2 == 0 ? s[1] / 2 : s[1] - s[1] / 2, s[2]})));
+                }
+            } else {
+                cuts.add(new ShardedSaves.Cut(name, name.hashCode() & 3, Box.whole(s)));
+            }
+        });
+        Path save = dir.resolve("grouped");
+        ShardedSaves.write(save, tensors, cuts, ShardedSaves.Layout.TORCH);
+        tensors.values().forEach(TensorEvent::release);
+        IngestOptions toHf = options(Direction.TO_HF, dir.resolve("sink"))
+                .withConfigJson(Files.readAllBytes(nativeIn.resolve("config.json")));
+        try (IngestServer server = IngestServer.start(toHf)) {
+            // The reference's to-hf leaves out a key its test model adds; the checkpoint's first request says so for all parts.
+            assertThat(put(server, "/v1/checkpoints/hf/manifest?exclude_key_regex=%5Ecustom%5C.exclude",
+                    HttpRequest.BodyPublishers.ofString(manifest(4, nativeIn).toString())).statusCode()).isEqualTo(200);
+            for (int part = 0; part < 4; part++) {
+                HttpResponse<String> r = sendPart(server, "hf", part, 4,
+                        save.resolve(String.format("shard-%05d-model-00001-of-00001.safetensors", part + 1)));
+                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            }
+            JsonNode end = awaitEnd(server, "hf");
+            assertThat(end.get("state").asText()).as(end.toString()).isEqualTo("committed");
+            assertThat(Manifests.of(dir.resolve("sink/hf"))).isEqualTo(Manifests.of(VECTORS.resolve("hy3-tiny-native/hf")));
+        }
     }
 
     @Test

@@ -49,7 +49,10 @@ import reactor.core.publisher.SynchronousSink;
  * </ul>
  *
  * <p>At the end every layer that had expert keys must have had all of this rank's experts, as the
- * reference's {@code _validate_expert_availability}; the error names the first five missing keys.
+ * reference's {@code _validate_expert_availability}; the error names the first five missing keys. A merge of
+ * one part of a checkpoint (slab pieces only) checks nothing at the end, since the other parts hold the rest:
+ * a gate (or up) still waiting for its partner goes out alone, and the sink that places the pieces refuses,
+ * at its commit, what never arrived.
  */
 final class ExpertMerge {
     private final int numExperts;
@@ -61,8 +64,19 @@ final class ExpertMerge {
     /** 0 when the model facts do not say. */
     private final int hidden;
     private final MergedOutput output;
+    private final boolean onePart;
 
+    /** The merge of a whole checkpoint. */
     ExpertMerge(Hy3Config config, Hy3Options options, MergedOutput output) {
+        this(config, options, output, false);
+    }
+
+    /** The merge of a whole checkpoint, or, with {@code onePart}, of one part of one (slab pieces only). */
+    ExpertMerge(Hy3Config config, Hy3Options options, MergedOutput output, boolean onePart) {
+        if (onePart && output != MergedOutput.SLAB_PIECES) {
+            throw new IllegalArgumentException("a part of a checkpoint merges into slab pieces only");
+        }
+        this.onePart = onePart;
         this.numExperts = config.numExperts();
         this.inter = config.moeIntermediateSize();
         this.hidden = config.hiddenSize();
@@ -95,7 +109,7 @@ final class ExpertMerge {
         return events -> Stages.releaseOnDiscard(Flux.defer(() -> {
             State state = new State();
             return events.<TensorEvent>handle(state::onNext)
-                    .concatWith(Mono.defer(state::finish))
+                    .concatWith(Flux.defer(() -> onePart ? Flux.fromIterable(state.unpaired()) : state.finish().flux()))
                     .doFinally(signal -> state.releaseAll());
         }));
     }
@@ -261,6 +275,23 @@ final class ExpertMerge {
                 sink.next(TensorEvent.piece(mergedName, merged, new long[] {slab, box.offset(1), 0},
                         new StackedTransposeTensor(List.of(Arrays.asList(parts)), targetDtype)));
             }
+        }
+
+        /** Gate and up weights whose partners never came, each alone in its columns of its slab; taken out. */
+        synchronized List<TensorEvent> unpaired() {
+            List<TensorEvent> out = new ArrayList<>();
+            for (Map.Entry<PairKey, Tensor[]> pending : pairs.entrySet()) {
+                PairKey key = pending.getKey();
+                int which = pending.getValue()[0] != null ? 0 : 1;
+                long[] weight = firstWeight.get(key.mergedName()).shape();
+                long[] merged = {range.size(), weight[1], 2L * weight[0]};
+                long column = which == slot(Projection.UP) ? weight[0] : 0;
+                out.add(TensorEvent.piece(key.mergedName(), merged,
+                        new long[] {key.expert() - range.start(), key.box().offset(1), column},
+                        new StackedTransposeTensor(List.of(List.of(pending.getValue()[which])), targetDtype)));
+            }
+            pairs.clear();
+            return out;
         }
 
         synchronized Mono<TensorEvent> finish() {

@@ -107,6 +107,26 @@ public final class Hy3Adapter {
                 .transform(expertLoraMerge());
     }
 
+    /**
+     * from-hf of one part of a checkpoint (a rank's pieces), into slab pieces, for a checkpoint whose tensors
+     * were all checked by {@link #layoutFromHf} first (missing experts, no expert at all): nothing here
+     * needs the other parts. A gate or up weight whose partner is in another part goes out alone, and the
+     * sink that places the pieces refuses what no part covered. Expert LoRA regroups a layer only when one
+     * part holds all of it.
+     */
+    public Flux<TensorEvent> fromHfPart(Flux<TensorEvent> part) {
+        return part.transform(mtpFilter())
+                .transform(renameToNative())
+                .transform(Stages.filter(key -> !Hy3Keys.isScaleInv(key)))
+                .transform(new ExpertMerge(config, options, MergedOutput.SLAB_PIECES, true).stage())
+                .transform(expertLoraMerge());
+    }
+
+    /** to-hf of one part of a checkpoint whose tensors were all checked by {@link #layoutToHf} first. */
+    public Flux<TensorEvent> toHfPart(Flux<TensorEvent> part) {
+        return part.transform(expertSplit()).transform(renameToHf()).transform(keyExclusion());
+    }
+
     /** Native to on-disk Hy3. */
     public Flux<TensorEvent> toHf(Flux<TensorEvent> nativeEvents) {
         return nativeEvents.transform(toHfInputCheck()).transform(expertSplit()).transform(renameToHf()).transform(keyExclusion());

@@ -160,6 +160,30 @@ class Hy3AdapterTest {
     }
 
     @Test
+    void partsConvertedOnTheirOwnMakeTheWholeCheckpointWithGateAndUpInDifferentParts() {
+        Hy3Adapter adapter = new Hy3Adapter(CONFIG, Hy3Options.DEFAULTS);
+        Map<String, byte[]> whole = io.moeflux.testing.Pieces.assemble(adapter.fromHf(Flux.fromIterable(
+                SyntheticHy3.hf(new TrackedTensors(9), LAYERS, EXPERTS, HIDDEN, INTER, DType.F32))).collectList().block());
+        // Gates in part 0, ups in part 1, downs in part 2, everything else alone in part 3 (no expert at all).
+        List<List<TensorEvent>> parts = List.of(new ArrayList<>(), new ArrayList<>(), new ArrayList<>(), new ArrayList<>());
+        for (TensorEvent e : SyntheticHy3.hf(new TrackedTensors(9), LAYERS, EXPERTS, HIDDEN, INTER, DType.F32)) {
+            int part = e.fqn().contains(".gate_proj.") ? 0 : e.fqn().contains(".up_proj.") ? 1 : e.fqn().contains(".down_proj.") ? 2 : 3;
+            parts.get(part).add(e);
+        }
+        List<TensorEvent> out = new ArrayList<>();
+        for (List<TensorEvent> part : parts) {
+            out.addAll(adapter.fromHfPart(Flux.fromIterable(part)).collectList().block());
+        }
+
+        Map<String, Long> elementBytes = new LinkedHashMap<>();
+        out.forEach(e -> elementBytes.merge(e.fqn(), e.box().numel() * e.tensor().dtype().byteSize(), Long::sum));
+        elementBytes.forEach((name, n) -> assertThat(n).as(name + " covered once").isEqualTo(whole.get(name).length));
+        Map<String, byte[]> assembled = io.moeflux.testing.Pieces.assemble(out);
+        assertThat(assembled.keySet()).containsExactlyInAnyOrderElementsOf(whole.keySet());
+        whole.forEach((name, bytes) -> assertThat(assembled.get(name)).as(name).isEqualTo(bytes));
+    }
+
+    @Test
     void castsFloatExpertsToTheTargetDtype() {
         List<TensorEvent> hf = SyntheticHy3.hf(t, LAYERS, EXPERTS, HIDDEN, INTER, DType.F32);
         Map<String, byte[]> in = bytesOf(hf);

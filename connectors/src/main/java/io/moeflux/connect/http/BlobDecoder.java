@@ -3,12 +3,14 @@ package io.moeflux.connect.http;
 import io.moeflux.connect.InvalidCheckpointException;
 import io.moeflux.connect.safetensors.FileWrites;
 import io.moeflux.connect.safetensors.SafetensorsFormat;
+import io.moeflux.connect.safetensors.ShardedSave;
 import io.moeflux.pipeline.TensorEvent;
 import io.moeflux.tensor.DenseTensor;
 import io.moeflux.tensor.FileRegion;
 import io.moeflux.tensor.RefCounted;
 import io.moeflux.tensor.ColumnBlockedTensor;
 import io.moeflux.tensor.Releasable;
+import io.moeflux.tensor.Tensor;
 import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.TransposedRead;
 import io.netty.buffer.ByteBuf;
@@ -21,6 +23,7 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -53,6 +56,8 @@ final class BlobDecoder implements AutoCloseable {
     private Predicate<String> streamed = name -> false;
     private boolean rowPieces;
     private Map<String, TransposedRead> transposed = Map.of();
+    /** The declared checkpoint's tensors by name, when blobs hold pieces of them; null otherwise. */
+    private Map<String, TensorInfo> declared;
     private Optional<List<TensorInfo>> firstHeader = Optional.empty();
 
     private long bodyOffset;
@@ -70,6 +75,11 @@ final class BlobDecoder implements AutoCloseable {
         this.streamed = delivery.streamed();
         this.rowPieces = delivery.rowPieces();
         this.transposed = delivery.transposed();
+        this.declared = delivery.declared().map(tensors -> {
+            Map<String, TensorInfo> byName = new HashMap<>();
+            tensors.forEach(t -> byName.put(t.name(), t));
+            return byName;
+        }).orElse(null);
     }
 
     /**
@@ -218,6 +228,8 @@ final class BlobDecoder implements AutoCloseable {
         private long rowsEmitted;
         /** This blob's share of the header allowance, from its length prefix to its end. */
         private Releasable headerHold = Releasable.NONE;
+        /** Per tensor, where it starts in its declared whole tensor; null when the checkpoint is not declared. */
+        private Map<String, long[]> pieceOffsets;
 
         Blob(int index, long bodyOffset) {
             this.where = "blob " + index + " (at body byte " + bodyOffset + ")";
@@ -266,6 +278,13 @@ final class BlobDecoder implements AutoCloseable {
         void startData(Consumer<TensorEvent> emit) throws IOException {
             if (streams != null) {
                 return;
+            }
+            if (declared != null) {
+                pieceOffsets = ShardedSave.placesIn(header, where, List.copyOf(declared.values()));
+            } else if (ShardedSave.isShard(header)) {
+                // Taken as whole tensors, its pieces would be stored as tensors of their pieces' shapes.
+                throw new InvalidCheckpointException(where + ": holds pieces of tensors (DCP_SHARDING_INFO): a rank's file of a"
+                        + " sharded save goes up as one part of a checkpoint in parts, not as a checkpoint of its own");
             }
             streams = new boolean[header.entries().size()];
             held = new ColumnBlockedTensor[streams.length];
@@ -326,7 +345,7 @@ final class BlobDecoder implements AutoCloseable {
                 if (streams[writeEntry]) {
                     if (at + done == e.begin()) {
                         streaming = new StreamingTensor(e.name(), e.dtype(), e.shape());
-                        emit.accept(new TensorEvent(e.name(), streaming));
+                        emit.accept(event(e, streaming, 0));
                         options.listener().tensorReceived();
                     }
                     streaming.offer(chunk.retainedSlice(from + done, m), handoffs.add());
@@ -386,7 +405,7 @@ final class BlobDecoder implements AutoCloseable {
                         return;
                     }
                 } else if (whole && held[nextEntry] != null) {
-                    emit.accept(new TensorEvent(e.name(), held[nextEntry]));
+                    emit.accept(event(e, held[nextEntry], 0));
                     held[nextEntry] = null;
                     options.listener().tensorReceived();
                 } else if (held[nextEntry] != null) {
@@ -437,14 +456,20 @@ final class BlobDecoder implements AutoCloseable {
             if (!all) {
                 shape[0] = end - first;
             }
-            DenseTensor tensor = mapped(begin, length, e, shape);
-            if (all) {
-                emit.accept(new TensorEvent(e.name(), tensor));
-            } else {
-                long[] offsets = new long[whole.length];
-                offsets[0] = first;
-                emit.accept(TensorEvent.piece(e.name(), whole, offsets, tensor));
+            emit.accept(event(e, mapped(begin, length, e, shape), first));
+        }
+
+        /**
+         * The event of {@code tensor}, the entry's rows from {@code firstRow} on: when the checkpoint is declared,
+         * a piece of the declared tensor, placed by the blob's offsets.
+         */
+        private TensorEvent event(SafetensorsFormat.Entry e, Tensor tensor, long firstRow) {
+            long[] offsets = pieceOffsets == null ? new long[e.shape().length] : pieceOffsets.get(e.name()).clone();
+            if (offsets.length > 0) {
+                offsets[0] += firstRow;
             }
+            long[] whole = pieceOffsets == null ? e.shape() : declared.get(e.name()).shape();
+            return TensorEvent.piece(e.name(), whole, offsets, tensor);
         }
 
         /** Bytes {@code [begin, begin + length)} of the spool file, read-only, holding the file open until released. */

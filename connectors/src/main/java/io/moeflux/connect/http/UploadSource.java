@@ -4,10 +4,13 @@ import io.moeflux.pipeline.CheckpointDescriptor;
 import io.moeflux.pipeline.CheckpointSource;
 import io.moeflux.pipeline.Stages;
 import io.moeflux.pipeline.TensorEvent;
+import io.moeflux.tensor.TensorInfo;
 import io.moeflux.tensor.TransposedRead;
 import io.netty.buffer.ByteBuf;
 import io.netty.util.ReferenceCountUtil;
+import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.function.Predicate;
 import org.reactivestreams.Subscription;
@@ -68,13 +71,27 @@ public final class UploadSource implements CheckpointSource, AutoCloseable {
      *                   consumer that writes them into place as they do: it must never hold them back
      * @param rowPieces  whether large tensors go out in pieces of whole rows as they land (for a consumer of pieces)
      * @param transposed tensors the consumer reads transposed, by name: held in column blocks as wide as its
-     *                   tiles, in staging memory, instead of spooled
+     *                   tiles, in staging memory, instead of spooled (whole tensors only: staging memory counts
+     *                   a slab's weights, not pieces of them, so not with {@code declared})
+     * @param declared   the checkpoint's tensors, when declared up front: the body is then one part of it, each
+     *                   blob's tensors pieces of them (placed by the blob's {@code DCP_SHARDING_INFO}, or whole),
+     *                   each checked to be one of them, of its type and inside its shape. Without it a blob of
+     *                   pieces is refused
      */
-    public record Delivery(Predicate<String> streamed, boolean rowPieces, Map<String, TransposedRead> transposed) {
+    public record Delivery(Predicate<String> streamed, boolean rowPieces, Map<String, TransposedRead> transposed,
+            Optional<List<TensorInfo>> declared) {
         public static final Delivery WHOLE = new Delivery(name -> false, false, Map.of());
 
         public Delivery {
             transposed = Map.copyOf(transposed);
+            if (declared.isPresent() && !transposed.isEmpty()) {
+                throw new IllegalArgumentException("tensors read transposed are held whole, and a part's tensors are pieces");
+            }
+        }
+
+        /** A checkpoint of its own, its blobs' tensors whole. */
+        public Delivery(Predicate<String> streamed, boolean rowPieces, Map<String, TransposedRead> transposed) {
+            this(streamed, rowPieces, transposed, Optional.empty());
         }
     }
 
@@ -291,6 +308,14 @@ public final class UploadSource implements CheckpointSource, AutoCloseable {
             cancel();
             decoder.close();
         }
+    }
+
+    /**
+     * Ends the body as if it had failed with {@code why}: the tensors fail with it (a tensor still streaming
+     * fails its writer), and reading stops. For an upload whose client or checkpoint has gone.
+     */
+    public void cut(Throwable why) {
+        reader.fail(why);
     }
 
     /** Stops reading the body and releases what the source holds; for an upload that ends without its tensors being read. */

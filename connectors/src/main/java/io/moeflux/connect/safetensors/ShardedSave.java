@@ -31,7 +31,7 @@ import java.util.Set;
  * type, no two overlap, and together they cover the tensor exactly (torch's own consolidation writes
  * zeros for a missing piece and lets the last file win an overlap).
  */
-final class ShardedSave {
+public final class ShardedSave {
     /** The {@code __metadata__} key that makes a safetensors file a piece of a sharded save. */
     static final String SHARDING_INFO = "DCP_SHARDING_INFO";
 
@@ -86,37 +86,62 @@ final class ShardedSave {
     }
 
     /** Whether the file's header says it holds pieces of a sharded save. */
-    static boolean isShard(SafetensorsFormat.Header header) {
+    public static boolean isShard(SafetensorsFormat.Header header) {
         return header.metadata().containsKey(SHARDING_INFO);
     }
 
     /** Where each of a shard's pieces starts in its whole tensor, by tensor name. */
     static Map<String, long[]> offsets(SafetensorsSource.Shard shard) {
-        String info = shard.header().metadata().get(SHARDING_INFO);
+        return offsets(shard.header(), shard.file().toString());
+    }
+
+    /**
+     * Where each tensor of a file or blob (described as {@code where}) starts in its whole tensor of the
+     * {@code declared} checkpoint: its {@code DCP_SHARDING_INFO} offsets, or 0 in every dimension for a
+     * file of whole tensors. Throws, naming {@code where} and the tensor, unless every tensor is one the
+     * checkpoint declares, of its type and inside its shape.
+     */
+    public static Map<String, long[]> placesIn(SafetensorsFormat.Header header, String where, List<TensorInfo> declared) {
+        Map<String, long[]> offsets = new HashMap<>();
+        if (isShard(header)) {
+            offsets.putAll(offsets(header, where));
+        } else {
+            header.entries().forEach(e -> offsets.put(e.name(), new long[e.shape().length]));
+        }
+        Map<String, TensorInfo> byName = new HashMap<>();
+        declared.forEach(t -> byName.put(t.name(), t));
+        for (SafetensorsFormat.Entry e : header.entries()) {
+            checkPiece(where, e, offsets.get(e.name()), byName);
+        }
+        return offsets;
+    }
+
+    private static Map<String, long[]> offsets(SafetensorsFormat.Header header, String where) {
+        String info = header.metadata().get(SHARDING_INFO);
         JsonNode root;
         try {
             root = JSON.readTree(info);
         } catch (JsonProcessingException e) {
-            throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " is not valid JSON: " + e.getOriginalMessage());
+            throw new InvalidCheckpointException(where + ": " + SHARDING_INFO + " is not valid JSON: " + e.getOriginalMessage());
         }
         if (root == null || !root.isObject()) {
-            throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " is not a JSON object");
+            throw new InvalidCheckpointException(where + ": " + SHARDING_INFO + " is not a JSON object");
         }
         Map<String, long[]> offsets = new HashMap<>();
-        for (SafetensorsFormat.Entry e : shard.header().entries()) {
+        for (SafetensorsFormat.Entry e : header.entries()) {
             JsonNode saved = root.path(e.name()).path("saved_offsets");
             if (!saved.isArray()) {
-                throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " gives no saved_offsets for tensor " + e.name());
+                throw new InvalidCheckpointException(where + ": " + SHARDING_INFO + " gives no saved_offsets for tensor " + e.name());
             }
             if (saved.size() != e.shape().length) {
-                throw new InvalidCheckpointException(shard.file() + ": tensor " + e.name() + " has " + e.shape().length
+                throw new InvalidCheckpointException(where + ": tensor " + e.name() + " has " + e.shape().length
                         + " dimensions but " + saved.size() + " saved_offsets");
             }
             long[] o = new long[saved.size()];
             for (int d = 0; d < o.length; d++) {
                 JsonNode v = saved.get(d);
                 if (!v.canConvertToLong() || !v.isIntegralNumber() || v.asLong() < 0) {
-                    throw new InvalidCheckpointException(shard.file() + ": tensor " + e.name() + " has saved_offsets " + saved
+                    throw new InvalidCheckpointException(where + ": tensor " + e.name() + " has saved_offsets " + saved
                             + ": expected non-negative integers");
                 }
                 o[d] = v.asLong();
@@ -126,7 +151,7 @@ final class ShardedSave {
         for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
             String name = names.next();
             if (!offsets.containsKey(name)) {
-                throw new InvalidCheckpointException(shard.file() + ": " + SHARDING_INFO + " names tensor " + name
+                throw new InvalidCheckpointException(where + ": " + SHARDING_INFO + " names tensor " + name
                         + ", which the file does not hold");
             }
         }
@@ -142,22 +167,25 @@ final class ShardedSave {
         declared.forEach(t -> byName.put(t.name(), t));
         for (SafetensorsSource.Shard s : shards) {
             for (SafetensorsFormat.Entry e : s.header().entries()) {
-                TensorInfo t = byName.get(e.name());
-                if (t == null) {
-                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + " is not in the declared checkpoint");
-                }
-                if (t.dtype() != e.dtype()) {
-                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + " is " + e.dtype()
-                            + " but declared " + t.dtype());
-                }
-                Box box = new Box(s.pieceOffsets().get(e.name()), e.shape());
-                if (box.rank() != t.shape().length || !box.fitsIn(t.shape())) {
-                    throw new InvalidCheckpointException(s.file() + ": tensor " + e.name() + ": piece " + box
-                            + " does not fit its declared shape " + Arrays.toString(t.shape()));
-                }
+                checkPiece(s.file().toString(), e, s.pieceOffsets().get(e.name()), byName);
             }
         }
         return declared;
+    }
+
+    private static void checkPiece(String where, SafetensorsFormat.Entry e, long[] offsets, Map<String, TensorInfo> declared) {
+        TensorInfo t = declared.get(e.name());
+        if (t == null) {
+            throw new InvalidCheckpointException(where + ": tensor " + e.name() + " is not in the declared checkpoint");
+        }
+        if (t.dtype() != e.dtype()) {
+            throw new InvalidCheckpointException(where + ": tensor " + e.name() + " is " + e.dtype() + " but declared " + t.dtype());
+        }
+        Box box = new Box(offsets, e.shape());
+        if (box.rank() != t.shape().length || !box.fitsIn(t.shape())) {
+            throw new InvalidCheckpointException(where + ": tensor " + e.name() + ": piece " + box
+                    + " does not fit its declared shape " + Arrays.toString(t.shape()));
+        }
     }
 
     /**

@@ -295,4 +295,54 @@ class UploadSourceTest {
         whole.forEach(TensorEvent::release);
         assertThat(spoolInUse()).isEmpty();
     }
+
+    static final Path RANKS = Path.of("../pipeline/src/test/resources/reference-vectors/hy3-tiny-dcp/sharded");
+
+    @Test
+    void aRanksFileOfADeclaredCheckpointComesOutAsPiecesPlacedByItsShardingInfo() throws Exception {
+        Path rank = RANKS.resolve("shard-00002-model-00001-of-00001.safetensors");
+        List<TensorInfo> declared = io.moeflux.connect.safetensors.SafetensorsSource.open(RANKS).describe().block().tensors().orElseThrow();
+        Map<String, TensorInfo> byName = new TreeMap<>();
+        declared.forEach(t -> byName.put(t.name(), t));
+        Map<String, String> expected = new TreeMap<>();
+        for (TensorEvent e : io.moeflux.connect.safetensors.SafetensorsSource.openPart(rank).tensors().collectList().block()) {
+            expected.put(e.fqn(), e.box() + " " + java.util.HexFormat.of().formatHex(TensorBytes.of(e.tensor())));
+            e.release();
+        }
+
+        List<TensorEvent> pieces = UploadSource.create(Flux.fromIterable(chunks(Files.readAllBytes(rank), 4096)), options(false))
+                .tensors(new UploadSource.Delivery(name -> false, false, Map.of(), java.util.Optional.of(declared)))
+                .collectList().block();
+
+        Map<String, String> actual = new TreeMap<>();
+        for (TensorEvent e : pieces) {
+            assertThat(e.wholeInfo()).isEqualTo(byName.get(e.fqn()));
+            actual.put(e.fqn(), e.box() + " " + java.util.HexFormat.of().formatHex(TensorBytes.of(e.tensor())));
+            e.release();
+        }
+        assertThat(actual).isEqualTo(expected);
+        assertThat(pieces).anyMatch(e -> !e.isWhole() && e.box().offset(0) > 0);
+        assertThat(spoolInUse()).isEmpty();
+    }
+
+    @Test
+    void aBlobOfPiecesIsRefusedUnlessItsCheckpointIsDeclaredAndAPieceMustFitIt() throws Exception {
+        byte[] rank = Files.readAllBytes(RANKS.resolve("shard-00002-model-00001-of-00001.safetensors"));
+        StepVerifier.create(decode(Flux.fromIterable(chunks(rank, 4096))))
+                .expectErrorSatisfies(e -> assertThat(e).isInstanceOf(InvalidCheckpointException.class)
+                        .hasMessageStartingWith("blob 1 (at body byte 0): holds pieces of tensors (DCP_SHARDING_INFO)"))
+                .verify(Duration.ofSeconds(10));
+
+        List<TensorInfo> declared = io.moeflux.connect.safetensors.SafetensorsSource.open(RANKS).describe().block().tensors().orElseThrow()
+                .stream().map(t -> t.name().equals("lm_head.weight") ? new TensorInfo(t.name(), t.dtype(), new long[] {1, 1}) : t)
+                .toList();
+        byte[] whole = Files.readAllBytes(RANKS.resolve("shard-00001-model-00001-of-00001.safetensors"));
+        StepVerifier.create(UploadSource.create(Flux.fromIterable(chunks(whole, 4096)), options(false))
+                        .tensors(new UploadSource.Delivery(name -> false, false, Map.of(), java.util.Optional.of(declared))))
+                .expectErrorSatisfies(e -> assertThat(e).isInstanceOf(InvalidCheckpointException.class)
+                        .hasMessageContaining("blob 1 (at body byte 0): tensor lm_head.weight: piece")
+                        .hasMessageContaining("does not fit its declared shape [1, 1]"))
+                .verify(Duration.ofSeconds(10));
+        assertThat(spoolInUse()).isEmpty();
+    }
 }
