@@ -8,7 +8,7 @@
 # service holds meanwhile must stay bounded.
 #
 #   src/bench/parts-bench.sh                      # no manifest: parts wait in the spool until the last one
-#   BENCH_MANIFEST=1 src/bench/parts-bench.sh     # manifest first: each part goes into place as it arrives
+#   BENCH_MANIFEST=1 src/bench/parts-bench.sh     # manifest first: each part streams straight into place
 #
 # Settings (environment): BENCH_DIR (work folder, default ./bench-work; needs 4x the input free),
 # BENCH_EXPERTS (default 32), BENCH_RUNS (default 5), BENCH_MANIFEST (0 or 1), BENCH_DIRECTION (none or

@@ -318,9 +318,7 @@ final class PartedUpload {
                 CheckpointSource whole = SafetensorsSource.openPieces(all, Optional.empty(), Optional.empty());
                 write(whole.describe().block().tensors().orElseThrow(), whole.tensors());
             } catch (IOException | RuntimeException e) {
-                status.failed(e.getMessage() != null ? e.getMessage() : e.toString());
-                end();
-                return Mono.error(e instanceof IOException io ? new UncheckedIOException(io) : e);
+                committing(Mono.error(e instanceof IOException io ? new UncheckedIOException(io) : e));
             }
         }
         return committed.asMono().map(summary -> status.toJson());
@@ -328,11 +326,14 @@ final class PartedUpload {
 
     /** Converts {@code uploaded} (the tensors {@code events} make whole) into the sink; the outcome ends the checkpoint. */
     private void write(List<TensorInfo> uploaded, Flux<TensorEvent> events) {
-        ConversionLayout layout = config.layout(uploaded);
-        // A sink of whole tensors (Kafka) gets each tensor once its pieces are gathered, in the spool's folder.
-        Flux<TensorEvent> placed = sink.placesPieces() ? events
-                : events.transform(Stages.gatherPieces(SpillArea.in(folder, GATHER_IN_FILES_FROM)));
-        committing(sink.write(config.descriptor().withTensors(layout.planned()), config.convert(placed, sink.placesPieces())));
+        // Deferred, so that a checkpoint the conversion refuses (missing experts) fails as a failed write does.
+        committing(Mono.defer(() -> {
+            ConversionLayout layout = config.layout(uploaded);
+            // A sink of whole tensors (Kafka) gets each tensor once its pieces are gathered, in the spool's folder.
+            Flux<TensorEvent> placed = sink.placesPieces() ? events
+                    : events.transform(Stages.gatherPieces(SpillArea.in(folder, GATHER_IN_FILES_FROM)));
+            return sink.write(config.descriptor().withTensors(layout.planned()), config.convert(placed, sink.placesPieces()));
+        }));
     }
 
     /** The checkpoint's write or commit: its outcome ends the checkpoint. */

@@ -299,6 +299,21 @@ class PartedUploadTest {
     }
 
     @Test
+    void aDeclaredCheckpointMissingAnExpertIsRefusedAtItsManifestAndLeavesNothing() throws Exception {
+        try (IngestServer server = IngestServer.start(fromHf())) {
+            ObjectNode m = manifest(4);
+            ((ObjectNode) m.get("tensors")).remove("model.layers.1.mlp.experts.3.up_proj.weight");
+            HttpResponse<String> refused = put(server, "/v1/checkpoints/torn/manifest", HttpRequest.BodyPublishers.ofString(m.toString()));
+            assertThat(refused.statusCode()).as(refused.body()).isEqualTo(422);
+            assertThat(json(refused).get("state").asText()).isEqualTo("failed");
+            assertThat(json(refused).get("error").asText()).contains("model.layers.1.mlp.experts.3.up_proj.weight");
+            awaitCleanup(dir.resolve("sink"));
+            assertThat(sinkEntries(dir.resolve("sink"))).isEmpty();
+            assertThat(spoolInUse(dir.resolve("sink"))).isEmpty();
+        }
+    }
+
+    @Test
     void aPartWhoseBodyIsTruncatedIsDroppedWholeAndCanBeSentAgain() throws Exception {
         Path truncated = dir.resolve("truncated.safetensors");
         byte[] whole = Files.readAllBytes(rank(2));
