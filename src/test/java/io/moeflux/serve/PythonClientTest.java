@@ -148,6 +148,71 @@ class PythonClientTest {
         }
     }
 
+    /**
+     * numpy arrays as pieces, where the machine's python3 has numpy (the client imports it only when given
+     * arrays): two ranks each send one half of the columns of every matrix, non-contiguous views of the
+     * whole arrays, with the dtype and shape read from the arrays (BF16, which numpy lacks, given as raw
+     * 16-bit words and named); the declared checkpoint commits the reference conversion.
+     */
+    @Test
+    void theRankClientTakesNumpyArraysReadingTheirDtypeAndShape() throws Exception {
+        assumeThat(pythonInstalled()).as("python3 is installed").isTrue();
+        assumeThat(python("import numpy")).as("python3 has numpy").isTrue();
+        Files.writeString(tmp.resolve("arrays.py"), """
+                import json, struct, sys
+                import numpy
+                sys.path.insert(0, sys.argv[2])
+                import moeflux_parts
+
+                WORDS = {"BF16": numpy.uint16, "F32": numpy.float32}
+                whole, pieces = {}, [[], []]
+                for path in sys.argv[3:]:
+                    b = open(path, "rb").read()
+                    n = struct.unpack("<Q", b[:8])[0]
+                    for name, v in json.loads(b[8:8 + n]).items():
+                        if name == "__metadata__":
+                            continue
+                        s, e = v["data_offsets"]
+                        a = numpy.frombuffer(b, WORDS[v["dtype"]], (e - s) // numpy.dtype(WORDS[v["dtype"]]).itemsize, 8 + n + s)
+                        a = a.reshape(v["shape"])
+                        whole[name] = (v["dtype"], v["shape"])
+                        named = v["dtype"] if v["dtype"] == "BF16" else None
+                        if a.ndim == 2 and a.shape[1] > 1:
+                            c = a.shape[1] // 2
+                            pieces[0].append(moeflux_parts.Piece(name, a[:, :c], offsets=[0, 0], dtype=named))
+                            pieces[1].append(moeflux_parts.Piece(name, a[:, c:], offsets=[0, c], dtype=named))
+                        else:
+                            pieces[len(pieces[0]) % 2].append(moeflux_parts.Piece(name, a, dtype=named))
+                assert any(p.dtype == "F32" for p in pieces[0] + pieces[1]), "an F32 array named by numpy"
+                url = "http://127.0.0.1:" + sys.argv[1]
+                moeflux_parts.declare_manifest(url, "arrays", 2, whole)
+                print(sorted(moeflux_parts.upload_part(url, "arrays", r, 2, pieces[r])["state"] for r in (0, 1)))
+                """);
+        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
+        try (IngestServer server = IngestServer.start(options(Direction.FROM_HF, tmp.resolve("out")).withConfigJson(config))) {
+            Process p = new ProcessBuilder("python3", "arrays.py", Integer.toString(server.port()),
+                    CLIENT.toAbsolutePath().toString(),
+                    HF_IN.resolve("model-00001-of-00003.safetensors").toAbsolutePath().toString(),
+                    HF_IN.resolve("model-00002-of-00003.safetensors").toAbsolutePath().toString(),
+                    HF_IN.resolve("model-00003-of-00003.safetensors").toAbsolutePath().toString())
+                    .directory(tmp.toFile()).redirectErrorStream(true).start();
+            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+
+            assertThat(p.waitFor()).as(out).isZero();
+            assertThat(out).contains("['committed', 'receiving']");
+            assertThat(Manifests.of(tmp.resolve("out/arrays"))).isEqualTo(Manifests.of(HF_FROM_HF));
+        }
+    }
+
+    /** Whether the machine's python3 runs {@code code} without an error. */
+    static boolean python(String code) {
+        try {
+            return new ProcessBuilder("python3", "-c", code).redirectErrorStream(true).start().waitFor() == 0;
+        } catch (java.io.IOException | InterruptedException e) {
+            return false;
+        }
+    }
+
     static boolean pythonInstalled() {
         try {
             return new ProcessBuilder("python3", "--version").redirectErrorStream(true).start().waitFor() == 0;
