@@ -109,12 +109,7 @@ class PartedUploadTest {
     @Test
     void fromHfOfFourRanksGivesTheReferenceNativeCheckpoint() throws Exception {
         try (IngestServer server = IngestServer.start(fromHf())) {
-            for (int part : new int[] {2, 0, 3, 1}) {
-                HttpResponse<String> r = sendPart(server, "native", part, 4, rank(part));
-                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
-            }
-            assertThat(awaitEnd(server, "native").get("state").asText()).isEqualTo("committed");
-            assertThat(Manifests.of(dir.resolve("sink/native"))).isEqualTo(Manifests.of(HF_FROM_HF));
+            sendAndCommit(server, "native", HF_FROM_HF, 2, 0, 3, 1);
         }
     }
 
@@ -194,24 +189,14 @@ class PartedUploadTest {
                 garbage[i] = (byte) ~garbage[i];
             }
             int sent = garbage.length * 3 / 4;
-            try (Socket s = new Socket("127.0.0.1", server.port())) {
-                OutputStream out = s.getOutputStream();
-                out.write(("PUT /v1/checkpoints/cut/parts/1?parts=4 HTTP/1.1\r\nHost: x\r\nContent-Length: " + garbage.length
-                        + "\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
-                out.write(garbage, 0, sent);
-                out.flush();
+            try (Socket s = startPart(server, "/v1/checkpoints/cut/parts/1?parts=4", garbage, sent)) {
                 long before = Files.size(rank(0));
                 awaitStatus(server, "cut", status -> status.get("bytes_received").asLong() >= before + sent);
             }
             awaitStatus(server, "cut", status -> status.get("parts_receiving").isEmpty());
             assertThat(json(get(server, "/v1/checkpoints/cut")).get("parts_received").toString()).isEqualTo("[0]");
 
-            for (int part : new int[] {1, 2, 3}) {
-                HttpResponse<String> r = sendPart(server, "cut", part, 4, rank(part));
-                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
-            }
-            assertThat(awaitEnd(server, "cut").get("state").asText()).isEqualTo("committed");
-            assertThat(Manifests.of(dir.resolve("sink/cut"))).isEqualTo(Manifests.of(HF_IN));
+            sendAndCommit(server, "cut", HF_IN, 1, 2, 3);
         }
     }
 
@@ -225,12 +210,7 @@ class PartedUploadTest {
             assertThat(json(again).get("error").asText()).startsWith("part 1 of checkpoint twice was dropped: tensor ")
                     .contains("arrived twice");
 
-            for (int part : new int[] {3, 1, 2}) {
-                HttpResponse<String> r = sendPart(server, "twice", part, 4, rank(part));
-                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
-            }
-            assertThat(awaitEnd(server, "twice").get("state").asText()).isEqualTo("committed");
-            assertThat(Manifests.of(dir.resolve("sink/twice"))).isEqualTo(Manifests.of(HF_IN));
+            sendAndCommit(server, "twice", HF_IN, 3, 1, 2);
         }
     }
 
@@ -240,12 +220,7 @@ class PartedUploadTest {
             put(server, "/v1/checkpoints/dropped/manifest", HttpRequest.BodyPublishers.ofString(manifest(4).toString()));
             assertThat(sendPart(server, "dropped", 0, 4, rank(0)).statusCode()).isEqualTo(200);
             byte[] whole = Files.readAllBytes(rank(1));
-            try (Socket s = new Socket("127.0.0.1", server.port())) {
-                OutputStream out = s.getOutputStream();
-                out.write(("PUT /v1/checkpoints/dropped/parts/1?parts=4 HTTP/1.1\r\nHost: x\r\nContent-Length: " + whole.length
-                        + "\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
-                out.write(whole, 0, whole.length / 2);
-                out.flush();
+            try (Socket s = startPart(server, "/v1/checkpoints/dropped/parts/1?parts=4", whole, whole.length / 2)) {
                 awaitStatus(server, "dropped", status -> status.get("parts_receiving").size() == 1);
                 HttpResponse<String> deleted = client(server).send(HttpRequest.newBuilder(
                         URI.create(server.baseUri() + "/v1/checkpoints/dropped")).DELETE().build(), HttpResponse.BodyHandlers.ofString());
@@ -267,13 +242,7 @@ class PartedUploadTest {
         tensors.forEach((name, e) -> {
             long[] s = e.wholeShape();
             if (name.endsWith("_projs")) {
-                // [e, c, 0] boxes: two ranges of experts, each split in two along the middle dimension.
-                for (int i = 0; i < 4; i++) {
-                    long e0 = (i / 2) * (s[0] / 2);
-                    long c0 = (i % 2) * (s[1] / 2);
-                    cuts.add(new ShardedSaves.Cut(name, i, new Box(new long[] {e0, c0, 0},
-                            new long[] {i / 2 == 0 ? s[0] / 2 : s[0] - s[0] / 2, i % 2 == 0 ? s[1] / 2 : s[1] - s[1] / 2, s[2]})));
-                }
+                cuts.addAll(ShardedSaves.groupedBoxes(name, s));
             } else {
                 cuts.add(new ShardedSaves.Cut(name, name.hashCode() & 3, Box.whole(s)));
             }
@@ -326,12 +295,7 @@ class PartedUploadTest {
                     .contains("truncated");
             assertThat(json(get(server, "/v1/checkpoints/torn")).get("parts_received").toString()).isEqualTo("[0]");
 
-            for (int part : new int[] {2, 1, 3}) {
-                HttpResponse<String> r = sendPart(server, "torn", part, 4, rank(part));
-                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
-            }
-            assertThat(awaitEnd(server, "torn").get("state").asText()).isEqualTo("committed");
-            assertThat(Manifests.of(dir.resolve("sink/torn"))).isEqualTo(Manifests.of(HF_IN));
+            sendAndCommit(server, "torn", HF_IN, 2, 1, 3);
         }
     }
 
@@ -339,23 +303,13 @@ class PartedUploadTest {
     void aPartWhoseClientDisconnectsMidBodyIsDroppedAndCanBeSentAgain() throws Exception {
         try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
             byte[] whole = Files.readAllBytes(rank(1));
-            try (Socket s = new Socket("127.0.0.1", server.port())) {
-                OutputStream out = s.getOutputStream();
-                out.write(("PUT /v1/checkpoints/cut/parts/1?parts=4 HTTP/1.1\r\nHost: x\r\nContent-Length: " + whole.length
-                        + "\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
-                out.write(whole, 0, whole.length / 2);
-                out.flush();
+            try (Socket s = startPart(server, "/v1/checkpoints/cut/parts/1?parts=4", whole, whole.length / 2)) {
                 awaitStatus(server, "cut", status -> status.get("bytes_received").asLong() >= whole.length / 2);
             }
             awaitStatus(server, "cut", status -> status.get("parts_receiving").isEmpty());
             assertThat(json(get(server, "/v1/checkpoints/cut")).get("parts_received")).isEmpty();
 
-            for (int part = 0; part < 4; part++) {
-                HttpResponse<String> r = sendPart(server, "cut", part, 4, rank(part));
-                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
-            }
-            assertThat(awaitEnd(server, "cut").get("state").asText()).isEqualTo("committed");
-            assertThat(Manifests.of(dir.resolve("sink/cut"))).isEqualTo(Manifests.of(HF_IN));
+            sendAndCommit(server, "cut", HF_IN, 0, 1, 2, 3);
         }
     }
 
@@ -512,6 +466,27 @@ class PartedUploadTest {
             assertThat(json(last).get("state").asText()).isEqualTo("committed");
             assertThat(Manifests.of(dir.resolve("sink/slow"))).isEqualTo(Manifests.of(HF_IN));
         }
+    }
+
+    /** Sends {@code parts} of the reference save one after the other, each taken (200); the checkpoint then commits {@code expected}. */
+    private void sendAndCommit(IngestServer server, String id, Path expected, int... parts) throws Exception {
+        for (int part : parts) {
+            HttpResponse<String> r = sendPart(server, id, part, 4, rank(part));
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+        }
+        assertThat(awaitEnd(server, id).get("state").asText()).isEqualTo("committed");
+        assertThat(Manifests.of(dir.resolve("sink/" + id))).isEqualTo(Manifests.of(expected));
+    }
+
+    /** Opens a connection that starts {@code PUT path} of {@code body} and sends its first {@code sent} bytes; the caller closes it. */
+    private static Socket startPart(IngestServer server, String path, byte[] body, int sent) throws Exception {
+        Socket s = new Socket("127.0.0.1", server.port());
+        OutputStream out = s.getOutputStream();
+        out.write(("PUT " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + body.length + "\r\n\r\n")
+                .getBytes(StandardCharsets.US_ASCII));
+        out.write(body, 0, sent);
+        out.flush();
+        return s;
     }
 
     private static List<HttpResponse<String>> sendQuietly(IngestServer server, String id) {

@@ -129,17 +129,9 @@ class PythonClientTest {
                 # A rank whose answer was lost sends its part again: told it arrived, it gets the commit.
                 print("again", moeflux_parts.upload_part(url, "undeclared", 1, RANKS, pieces[1])["state"])
                 """);
-        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
-        try (IngestServer server = IngestServer.start(options(Direction.FROM_HF, tmp.resolve("out")).withConfigJson(config))) {
-            Process p = new ProcessBuilder("python3", "ranks.py", Integer.toString(server.port()),
-                    CLIENT.toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00001-of-00003.safetensors").toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00002-of-00003.safetensors").toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00003-of-00003.safetensors").toAbsolutePath().toString())
-                    .directory(tmp.toFile()).redirectErrorStream(true).start();
-            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        try (IngestServer server = fromHfService()) {
+            String out = runRanks(server, "ranks.py");
 
-            assertThat(p.waitFor()).as(out).isZero();
             assertThat(out).contains("declared [\"committed\", \"receiving\", \"receiving\", \"receiving\"] 1")
                     .contains("undeclared [\"committed\", \"receiving\", \"receiving\", \"receiving\"] 1")
                     .contains("again committed");
@@ -188,20 +180,33 @@ class PythonClientTest {
                 moeflux_parts.declare_manifest(url, "arrays", 2, whole)
                 print(sorted(moeflux_parts.upload_part(url, "arrays", r, 2, pieces[r])["state"] for r in (0, 1)))
                 """);
-        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
-        try (IngestServer server = IngestServer.start(options(Direction.FROM_HF, tmp.resolve("out")).withConfigJson(config))) {
-            Process p = new ProcessBuilder("python3", "arrays.py", Integer.toString(server.port()),
-                    CLIENT.toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00001-of-00003.safetensors").toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00002-of-00003.safetensors").toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00003-of-00003.safetensors").toAbsolutePath().toString())
-                    .directory(tmp.toFile()).redirectErrorStream(true).start();
-            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        try (IngestServer server = fromHfService()) {
+            String out = runRanks(server, "arrays.py");
 
-            assertThat(p.waitFor()).as(out).isZero();
             assertThat(out).contains("['committed', 'receiving']");
             assertThat(Manifests.of(tmp.resolve("out/arrays"))).isEqualTo(Manifests.of(HF_FROM_HF));
         }
+    }
+
+    /** A service converting from-hf into {@code out/} under the temporary folder. */
+    private IngestServer fromHfService() throws Exception {
+        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
+        return IngestServer.start(options(Direction.FROM_HF, tmp.resolve("out")).withConfigJson(config));
+    }
+
+    /**
+     * Runs {@code script} of the temporary folder as ranks of a job: its arguments are the service's port, the
+     * client's folder and the reference's three shards. Returns what it printed, once it has exited with 0.
+     */
+    private String runRanks(IngestServer server, String script) throws Exception {
+        Process p = new ProcessBuilder("python3", script, Integer.toString(server.port()), CLIENT.toAbsolutePath().toString(),
+                HF_IN.resolve("model-00001-of-00003.safetensors").toAbsolutePath().toString(),
+                HF_IN.resolve("model-00002-of-00003.safetensors").toAbsolutePath().toString(),
+                HF_IN.resolve("model-00003-of-00003.safetensors").toAbsolutePath().toString())
+                .directory(tmp.toFile()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(p.waitFor()).as(out).isZero();
+        return out;
     }
 
     /** Whether the machine's python3 runs {@code code} without an error. */

@@ -207,18 +207,28 @@ class PartedWriteTest {
         return e.isWhole() ? new TensorEvent(e.fqn(), tensor) : TensorEvent.piece(e.fqn(), e.wholeShape(), e.box().offsets(), tensor);
     }
 
+    /** A tensor of another's type and shape, released with it, whose bytes come otherwise. */
+    private interface Standing extends Tensor {
+        Tensor real();
+
+        @Override
+        default DType dtype() {
+            return real().dtype();
+        }
+
+        @Override
+        default long[] shape() {
+            return real().shape();
+        }
+
+        @Override
+        default void release() {
+            real().release();
+        }
+    }
+
     /** Writes its first half as 0xA5 bytes, then fails as a broken connection does. */
-    private record GarbageThenFailure(Tensor real) implements Tensor {
-        @Override
-        public DType dtype() {
-            return real.dtype();
-        }
-
-        @Override
-        public long[] shape() {
-            return real.shape();
-        }
-
+    private record GarbageThenFailure(Tensor real) implements Standing {
         @Override
         public void writeTo(ByteSink sink) throws IOException {
             byte[] garbage = new byte[(int) Math.max(1, real.byteSize() / 2)];
@@ -226,25 +236,10 @@ class PartedWriteTest {
             sink.write(MemorySegment.ofArray(garbage));
             throw new IOException("the connection broke");
         }
-
-        @Override
-        public void release() {
-            real.release();
-        }
     }
 
     /** Writes once {@code opened} opens, after saying it is {@code writing}. */
-    private record Blocking(Tensor real, CountDownLatch writing, CountDownLatch opened) implements Tensor {
-        @Override
-        public DType dtype() {
-            return real.dtype();
-        }
-
-        @Override
-        public long[] shape() {
-            return real.shape();
-        }
-
+    private record Blocking(Tensor real, CountDownLatch writing, CountDownLatch opened) implements Standing {
         @Override
         public void writeTo(ByteSink sink) throws IOException {
             writing.countDown();
@@ -255,11 +250,6 @@ class PartedWriteTest {
                 throw new IOException(e);
             }
             real.writeTo(sink);
-        }
-
-        @Override
-        public void release() {
-            real.release();
         }
     }
 }

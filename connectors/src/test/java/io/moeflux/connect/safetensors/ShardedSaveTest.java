@@ -145,13 +145,7 @@ class ShardedSaveTest {
         tensors.forEach((name, e) -> {
             long[] s = e.wholeShape();
             if (name.endsWith("_projs")) {
-                // [e, c, 0] boxes: two ranges of experts, each split in two along the middle dimension.
-                for (int i = 0; i < 4; i++) {
-                    long e0 = (i / 2) * (s[0] / 2);
-                    long c0 = (i % 2) * (s[1] / 2);
-                    cuts.add(new Cut(name, i, new Box(new long[] {e0, c0, 0},
-                            new long[] {i / 2 == 0 ? s[0] / 2 : s[0] - s[0] / 2, i % 2 == 0 ? s[1] / 2 : s[1] - s[1] / 2, s[2]})));
-                }
+                cuts.addAll(ShardedSaves.groupedBoxes(name, s));
             } else {
                 cuts.add(new Cut(name, 0, Box.whole(s)));
             }

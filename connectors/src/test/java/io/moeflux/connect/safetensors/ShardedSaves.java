@@ -86,6 +86,22 @@ public final class ShardedSaves {
         }
     }
 
+    /**
+     * A grouped expert tensor of {@code shape} in {@code [e, c, 0]} boxes for four ranks: two ranges of
+     * experts, each split in two along the middle dimension.
+     */
+    public static List<Cut> groupedBoxes(String tensor, long[] shape) {
+        List<Cut> cuts = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            long e0 = (i / 2) * (shape[0] / 2);
+            long c0 = (i % 2) * (shape[1] / 2);
+            cuts.add(new Cut(tensor, i, new Box(new long[] {e0, c0, 0},
+                    new long[] {i / 2 == 0 ? shape[0] / 2 : shape[0] - shape[0] / 2, i % 2 == 0 ? shape[1] / 2 : shape[1] - shape[1] / 2,
+                            shape[2]})));
+        }
+        return cuts;
+    }
+
     /** Rows of dimension {@code dim} of a tensor of {@code shape}, split among {@code ranks} ranks as FSDP does (the last ones may get none). */
     public static List<Cut> rows(String tensor, long[] shape, int dim, int ranks) {
         long step = (shape[dim] + ranks - 1) / ranks;
