@@ -41,18 +41,11 @@ class PythonClientTest {
                             if name != "__metadata__":
                                 s, e = v["data_offsets"]
                                 yield name, v["dtype"], v["shape"], b[8 + n + s:8 + n + e]
-                print(json.dumps(stream_checkpoint("127.0.0.1", int(sys.argv[1]), "from-python", tensors(sys.argv[2:]))))
+                print(json.dumps(stream_checkpoint("127.0.0.1", int(sys.argv[1]), "from-python", tensors(sys.argv[3:]))))
                 """);
-        byte[] config = Files.readAllBytes(HF_IN.resolve("config.json"));
-        try (IngestServer server = IngestServer.start(options(Direction.FROM_HF, tmp.resolve("out")).withConfigJson(config))) {
-            Process p = new ProcessBuilder("python3", "save.py", Integer.toString(server.port()),
-                    HF_IN.resolve("model-00001-of-00003.safetensors").toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00002-of-00003.safetensors").toAbsolutePath().toString(),
-                    HF_IN.resolve("model-00003-of-00003.safetensors").toAbsolutePath().toString())
-                    .directory(tmp.toFile()).redirectErrorStream(true).start();
-            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        try (IngestServer server = fromHfService()) {
+            String out = runRanks(server, "save.py");
 
-            assertThat(p.waitFor()).as(out).isZero();
             assertThat(out).contains("\"state\": \"committed\"");
             assertThat(Manifests.of(tmp.resolve("out/from-python"))).isEqualTo(Manifests.of(HF_FROM_HF));
         }
@@ -195,8 +188,8 @@ class PythonClientTest {
     }
 
     /**
-     * Runs {@code script} of the temporary folder as ranks of a job: its arguments are the service's port, the
-     * client's folder and the reference's three shards. Returns what it printed, once it has exited with 0.
+     * Runs {@code script} of the temporary folder: its arguments are the service's port, the rank client's
+     * folder and the reference's three shards. Returns what it printed, once it has exited with 0.
      */
     private String runRanks(IngestServer server, String script) throws Exception {
         Process p = new ProcessBuilder("python3", script, Integer.toString(server.port()), CLIENT.toAbsolutePath().toString(),
