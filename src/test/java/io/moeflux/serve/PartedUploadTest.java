@@ -42,6 +42,8 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * Checkpoints uploaded in parts, one per rank: the reference's four-rank DCP save, each rank's file sent as
@@ -385,10 +387,14 @@ class PartedUploadTest {
         }
     }
 
-    @Test
-    void aMissingPartFailsTheCheckpointAfterThePartsTimeoutAndALatePartIsGone() throws Exception {
+    @ParameterizedTest(name = "declared: {0}")
+    @ValueSource(booleans = {false, true})
+    void aMissingPartFailsTheCheckpointAfterThePartsTimeoutAndALatePartIsGone(boolean declared) throws Exception {
         IngestOptions options = options(Direction.NONE, dir.resolve("sink")).withPartsTimeout(Duration.ofMillis(800));
         try (IngestServer server = IngestServer.start(options)) {
+            if (declared) {
+                put(server, "/v1/checkpoints/late/manifest", HttpRequest.BodyPublishers.ofString(manifest(4).toString()));
+            }
             for (int part : new int[] {0, 1, 3}) {
                 assertThat(sendPart(server, "late", part, 4, rank(part)).statusCode()).isEqualTo(200);
             }
@@ -396,6 +402,7 @@ class PartedUploadTest {
             assertThat(end.get("state").asText()).isEqualTo("failed");
             assertThat(end.get("error").asText()).isEqualTo("part 2 of 4 did not arrive: no part was received for 800 ms"
                     + " (--parts-timeout); nothing was committed");
+            awaitCleanup(dir.resolve("sink"));
             assertThat(sinkEntries(dir.resolve("sink"))).isEmpty();
             assertThat(spoolInUse(dir.resolve("sink"))).isEmpty();
         }
@@ -422,9 +429,15 @@ class PartedUploadTest {
         }
     }
 
-    @Test
-    void twoCheckpointsInFlightAtOnceEachCommitTheirOwnParts() throws Exception {
+    @ParameterizedTest(name = "declared: {0}")
+    @ValueSource(booleans = {false, true})
+    void twoCheckpointsInFlightAtOnceEachCommitTheirOwnParts(boolean declared) throws Exception {
         try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
+            if (declared) {
+                for (String id : List.of("a", "b")) {
+                    put(server, "/v1/checkpoints/" + id + "/manifest", HttpRequest.BodyPublishers.ofString(manifest(4).toString()));
+                }
+            }
             CompletableFuture<List<HttpResponse<String>>> a = CompletableFuture.supplyAsync(() -> sendQuietly(server, "a"));
             CompletableFuture<List<HttpResponse<String>>> b = CompletableFuture.supplyAsync(() -> sendQuietly(server, "b"));
             a.get(60, TimeUnit.SECONDS).forEach(r -> assertThat(r.statusCode()).as(r.body()).isEqualTo(200));

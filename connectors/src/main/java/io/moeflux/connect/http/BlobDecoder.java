@@ -280,7 +280,7 @@ final class BlobDecoder implements AutoCloseable {
                 return;
             }
             if (declared != null) {
-                pieceOffsets = ShardedSave.placesIn(header, where, List.copyOf(declared.values()));
+                pieceOffsets = ShardedSave.placesIn(header, where, declared);
             } else if (ShardedSave.isShard(header)) {
                 // Taken as whole tensors, its pieces would be stored as tensors of their pieces' shapes.
                 throw new InvalidCheckpointException(where + ": holds pieces of tensors (DCP_SHARDING_INFO): a rank's file of a"

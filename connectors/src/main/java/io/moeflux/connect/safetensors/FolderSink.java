@@ -50,7 +50,8 @@ import reactor.core.scheduler.Schedulers;
  *
  * <p>Events become write tasks (one per range a tensor can be written in concurrently, see
  * {@link Tensor#byteRanges()}); at most {@code writeThreads} run at once, which is also how far ahead of the
- * disk the sink asks upstream for tensors.
+ * disk the sink asks upstream for tensors. A checkpoint written in parts ({@link #writeInParts}) runs each
+ * part's events so, all parts over the same writer threads and files; a write from one stream is one part.
  */
 final class FolderSink implements CheckpointSink {
     /**
@@ -582,6 +583,8 @@ final class FolderSink implements CheckpointSink {
         private int pieces;
         private long unwrittenBytes;
         private boolean whole;
+        /** Progress has been told: once per tensor, also when a part given back made it whole twice. */
+        private boolean reported;
 
         Slot(TensorInfo info, OutputFile file, long fileOffset, TensorWritten whenWhole) {
             this.info = info;
@@ -660,7 +663,10 @@ final class FolderSink implements CheckpointSink {
             unwrittenBytes -= bytes;
             if (unwrittenBytes == 0 && !whole) {
                 whole = true;
-                options.progress().tensorWritten(info.name());
+                if (!reported) {
+                    reported = true;
+                    options.progress().tensorWritten(info.name());
+                }
                 afterTensor(whenWhole, file);
             }
         }

@@ -97,21 +97,19 @@ public final class ShardedSave {
 
     /**
      * Where each tensor of a file or blob (described as {@code where}) starts in its whole tensor of the
-     * {@code declared} checkpoint: its {@code DCP_SHARDING_INFO} offsets, or 0 in every dimension for a
-     * file of whole tensors. Throws, naming {@code where} and the tensor, unless every tensor is one the
-     * checkpoint declares, of its type and inside its shape.
+     * declared checkpoint (its tensors by name): its {@code DCP_SHARDING_INFO} offsets, or 0 in every
+     * dimension for a file of whole tensors. Throws, naming {@code where} and the tensor, unless every tensor
+     * is one the checkpoint declares, of its type and inside its shape.
      */
-    public static Map<String, long[]> placesIn(SafetensorsFormat.Header header, String where, List<TensorInfo> declared) {
+    public static Map<String, long[]> placesIn(SafetensorsFormat.Header header, String where, Map<String, TensorInfo> declared) {
         Map<String, long[]> offsets = new HashMap<>();
         if (isShard(header)) {
             offsets.putAll(offsets(header, where));
         } else {
             header.entries().forEach(e -> offsets.put(e.name(), new long[e.shape().length]));
         }
-        Map<String, TensorInfo> byName = new HashMap<>();
-        declared.forEach(t -> byName.put(t.name(), t));
         for (SafetensorsFormat.Entry e : header.entries()) {
-            checkPiece(where, e, offsets.get(e.name()), byName);
+            checkPiece(where, e, offsets.get(e.name()), declared);
         }
         return offsets;
     }
