@@ -179,6 +179,36 @@ class PartedUploadTest {
         }
     }
 
+    /** A rank with nothing to save still sends its part: one blob of no tensors. */
+    @ParameterizedTest(name = "declared: {0}")
+    @ValueSource(booleans = {false, true})
+    void anEmptyPartCountsAsArrivedAndTheCheckpointCommits(boolean declared) throws Exception {
+        byte[] json = "{\"__metadata__\":{\"DCP_SHARDING_INFO\":\"{}\",\"DCP_VERSION\":\"1.0\",\"format\":\"pt\"}}"
+                .getBytes(StandardCharsets.UTF_8);
+        int padded = (json.length + 7) / 8 * 8;
+        java.nio.ByteBuffer blob = java.nio.ByteBuffer.allocate(8 + padded).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        blob.putLong(padded).put(json);
+        while (blob.hasRemaining()) {
+            blob.put((byte) ' ');
+        }
+        Path empty = dir.resolve("empty.safetensors");
+        Files.write(empty, blob.array());
+        try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
+            if (declared) {
+                put(server, "/v1/checkpoints/five/manifest", HttpRequest.BodyPublishers.ofString(manifest(5).toString()));
+            }
+            HttpResponse<String> nothing = sendPart(server, "five", 4, 5, empty);
+            assertThat(nothing.statusCode()).as(nothing.body()).isEqualTo(200);
+            assertThat(json(nothing).get("parts_received").toString()).isEqualTo("[4]");
+            for (int part = 0; part < 4; part++) {
+                HttpResponse<String> r = sendPart(server, "five", part, 5, rank(part));
+                assertThat(r.statusCode()).as(r.body()).isEqualTo(200);
+            }
+            assertThat(awaitEnd(server, "five").get("state").asText()).isEqualTo("committed");
+            assertThat(Manifests.of(dir.resolve("sink/five"))).isEqualTo(Manifests.of(HF_IN));
+        }
+    }
+
     @Test
     void aDeclaredPartCutOffAfterWritingGarbageIsTakenBackAndItsResendOverwritesIt() throws Exception {
         try (IngestServer server = IngestServer.start(options(Direction.NONE, dir.resolve("sink")))) {
